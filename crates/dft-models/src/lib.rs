@@ -1,0 +1,20 @@
+//! Decoder LLMs (Llama-2, SmolLM2, Gemma-2) built for deep supervision: every block's hidden state,
+//! a forward truncated after block k, the logit lens `lm_head(final_norm(h_k))` (with detachable head),
+//! KV-cache generation, and loading from HF safetensors + `config.json` or from GGUF files.
+//! All code is generic over Burn's `Backend`.
+
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod gguf;
+pub mod loading;
+pub mod model;
+pub mod safetensors_io;
+pub mod tensor_source;
+
+pub use config::{Activation, Arch, LayerType, ModelConfig};
+pub use error::{ModelError, Result};
+pub use tensor_source::{HostTensor, TensorSource};
+pub use loading::{load_pretrained, HostTensors, Pretrained};
+pub use model::{CausalLm, ForwardSpec, HiddenStates, KvCache, Lengths};
+pub use safetensors_io::SafetensorsCheckpoint;

@@ -1,0 +1,425 @@
+//! The decoder: Llama (Llama-2, SmolLM2) and Gemma-2, one code path with per-architecture switches.
+//!
+//! Readable side by side with transformers' `modeling_llama.py` / `modeling_gemma2.py` (eager attention).
+//! Layers are numbered as the deep-supervision spec does: block k is the output of decoder block k
+//! (k = 1..L); block 0 is the (scaled) embeddings.
+//!
+//! Linear weights are stored in Burn's `[in, out]` layout (HF stores `[out, in]`; loaders transpose).
+
+use crate::config::{Activation, Arch, LayerType, ModelConfig};
+use burn::module::{Module, Param};
+use burn::tensor::activation::{gelu_approximate, silu, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+
+/// Right-padded batch description: the number of real tokens in each row (the rest is padding).
+/// `None` everywhere in the API means "no padding".
+pub type Lengths<'a> = Option<&'a [usize]>;
+
+#[derive(Module, Debug)]
+pub struct RmsNorm<B: Backend> {
+    pub weight: Param<Tensor<B, 1>>,
+    #[module(skip)]
+    pub eps: f64,
+    /// Gemma computes `x̂ · (1 + w)`; Llama `x̂ · w`.
+    #[module(skip)]
+    pub unit_offset: bool,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.forward_with(x, false)
+    }
+
+    /// `detached`: use the weight without letting gradient reach it (logit lens of DFT).
+    pub fn forward_with<const D: usize>(&self, x: Tensor<B, D>, detached: bool) -> Tensor<B, D> {
+        let w = if detached { self.weight.val().detach() } else { self.weight.val() };
+        let w = if self.unit_offset { w + 1.0 } else { w };
+        let dims = x.dims();
+        let var = x.clone().powf_scalar(2.0).mean_dim(D - 1);
+        let normed = x * (var + self.eps).sqrt().recip();
+        let mut wshape = [1usize; D];
+        wshape[D - 1] = dims[D - 1];
+        normed * w.reshape(wshape)
+    }
+}
+
+/// A bias-free (by default) linear layer with weight `[in, out]`.
+#[derive(Module, Debug)]
+pub struct Proj<B: Backend> {
+    pub weight: Param<Tensor<B, 2>>,
+    pub bias: Option<Param<Tensor<B, 1>>>,
+}
+
+impl<B: Backend> Proj<B> {
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, t, i] = x.dims();
+        let o = self.weight.dims()[1];
+        let y = x.reshape([b * t, i]).matmul(self.weight.val());
+        let y = match &self.bias {
+            Some(bias) => y + bias.val().unsqueeze_dim(0),
+            None => y,
+        };
+        y.reshape([b, t, o])
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    pub q_proj: Proj<B>,
+    pub k_proj: Proj<B>,
+    pub v_proj: Proj<B>,
+    pub o_proj: Proj<B>,
+}
+
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    pub gate_proj: Proj<B>,
+    pub up_proj: Proj<B>,
+    pub down_proj: Proj<B>,
+}
+
+#[derive(Module, Debug)]
+pub struct DecoderBlock<B: Backend> {
+    pub input_layernorm: RmsNorm<B>,
+    pub self_attn: Attention<B>,
+    pub post_attention_layernorm: RmsNorm<B>,
+    /// Gemma-2 only.
+    pub pre_feedforward_layernorm: Option<RmsNorm<B>>,
+    /// Gemma-2 only.
+    pub post_feedforward_layernorm: Option<RmsNorm<B>>,
+    pub mlp: Mlp<B>,
+}
+
+/// A decoder-only causal LM exposing what deep supervision needs.
+#[derive(Module, Debug)]
+pub struct CausalLm<B: Backend> {
+    /// `[vocab, hidden]` (HF layout; also the tied LM head).
+    pub embed_tokens: Param<Tensor<B, 2>>,
+    pub layers: Vec<DecoderBlock<B>>,
+    pub norm: RmsNorm<B>,
+    /// `[hidden, vocab]`; `None` when tied to the embeddings.
+    pub lm_head: Option<Param<Tensor<B, 2>>>,
+    #[module(skip)]
+    pub config: ModelConfig,
+}
+
+/// Per-layer keys and values of earlier positions, for incremental decoding.
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    /// `(k, v)` per layer, each `[batch, kv_heads, seq, head_dim]` (keys after RoPE).
+    pub layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+    /// Number of positions already in the cache.
+    pub len: usize,
+}
+
+impl<B: Backend> KvCache<B> {
+    pub fn new(num_layers: usize) -> Self {
+        Self { layers: vec![None; num_layers], len: 0 }
+    }
+}
+
+/// What a forward pass should run and return.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardSpec {
+    /// Run blocks 1..=`upto` only (`None` = all L blocks).
+    pub upto: Option<usize>,
+    /// Block indices (0..=upto) whose hidden states are returned.
+    pub keep: Vec<usize>,
+}
+
+/// Hidden states returned by [`CausalLm::forward_hidden`].
+#[derive(Debug, Clone)]
+pub struct HiddenStates<B: Backend> {
+    /// `(k, h_k)` for each requested k, in the order requested, `h_k: [batch, seq, hidden]`.
+    pub kept: Vec<(usize, Tensor<B, 3>)>,
+    /// Output of the last block run (`h_upto`).
+    pub last: Tensor<B, 3>,
+}
+
+impl<B: Backend> HiddenStates<B> {
+    pub fn get(&self, k: usize) -> Option<&Tensor<B, 3>> {
+        self.kept.iter().find(|(i, _)| *i == k).map(|(_, h)| h)
+    }
+}
+
+/// RoPE tables for positions `offset..offset+len`, HF rotate-half layout: `[len, head_dim]`.
+fn rope_tables<B: Backend>(theta: f64, head_dim: usize, offset: usize, len: usize, device: &B::Device) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let half = head_dim / 2;
+    // transformers computes inv_freq in f32 and the angle as an f32 product; do the same so cos/sin agree.
+    let inv_freq: Vec<f32> =
+        (0..half).map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / head_dim as f32)).collect();
+    let mut cos = Vec::with_capacity(len * head_dim);
+    let mut sin = Vec::with_capacity(len * head_dim);
+    for p in offset..offset + len {
+        for _ in 0..2 {
+            for f in &inv_freq {
+                let angle = (p as f32) * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+    }
+    (
+        Tensor::from_data(TensorData::new(cos, [len, head_dim]), device),
+        Tensor::from_data(TensorData::new(sin, [len, head_dim]), device),
+    )
+}
+
+/// `x * cos + rotate_half(x) * sin` for `x: [b, heads, t, d]`, tables `[t, d]`.
+fn apply_rope<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2>) -> Tensor<B, 4> {
+    let [b, h, t, d] = x.dims();
+    let half = d / 2;
+    let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
+    let x2 = x.clone().slice([0..b, 0..h, 0..t, half..d]);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    let cos = cos.clone().reshape([1, 1, t, d]);
+    let sin = sin.clone().reshape([1, 1, t, d]);
+    x * cos + rotated * sin
+}
+
+/// Additive attention bias `[b, 1, 1, t, s]` (0 = visible, -1e9 = masked) for queries at absolute positions
+/// `q_offset..q_offset+t` over keys `0..s`, with right padding given by `lengths` and an optional window.
+fn attention_bias<B: Backend>(
+    b: usize,
+    t: usize,
+    s: usize,
+    q_offset: usize,
+    lengths: Lengths,
+    window: Option<usize>,
+    device: &B::Device,
+) -> Tensor<B, 5> {
+    let mut bias = vec![0f32; b * t * s];
+    for row in 0..b {
+        let len = lengths.map(|l| l[row]).unwrap_or(s);
+        for qi in 0..t {
+            let q = q_offset + qi;
+            for k in 0..s {
+                let visible = k <= q && k < len && window.is_none_or(|w| q - k < w);
+                if !visible {
+                    bias[(row * t + qi) * s + k] = -1e9;
+                }
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(bias, [b, 1, 1, t, s]), device)
+}
+
+impl<B: Backend> CausalLm<B> {
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub fn device(&self) -> B::Device {
+        self.embed_tokens.device()
+    }
+
+    /// Block 0: token embeddings (Gemma: × sqrt(hidden)). `input_ids: [batch, seq]`.
+    pub fn embed(&self, input_ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let h = burn::tensor::module::embedding(self.embed_tokens.val(), input_ids);
+        match self.config.arch {
+            Arch::Gemma2 => h * (self.config.hidden_size as f32).sqrt(),
+            Arch::Llama => h,
+        }
+    }
+
+    fn attention(
+        &self,
+        layer: usize,
+        x: Tensor<B, 3>,
+        rope: &(Tensor<B, 2>, Tensor<B, 2>),
+        bias: &Tensor<B, 5>,
+        cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
+        let cfg = &self.config;
+        let attn = &self.layers[layer].self_attn;
+        let [b, t, _] = x.dims();
+        let (nh, nkv, d) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let rep = nh / nkv;
+        let q = attn.q_proj.forward(x.clone()).reshape([b, t, nh, d]).swap_dims(1, 2);
+        let k = attn.k_proj.forward(x.clone()).reshape([b, t, nkv, d]).swap_dims(1, 2);
+        let v = attn.v_proj.forward(x).reshape([b, t, nkv, d]).swap_dims(1, 2);
+        let q = apply_rope(q, &rope.0, &rope.1);
+        let mut k = apply_rope(k, &rope.0, &rope.1);
+        let mut v = v;
+        if let Some(cache) = cache {
+            if let Some((pk, pv)) = cache.layers[layer].take() {
+                k = Tensor::cat(vec![pk, k], 2);
+                v = Tensor::cat(vec![pv, v], 2);
+            }
+            cache.layers[layer] = Some((k.clone(), v.clone()));
+        }
+        let s = k.dims()[2];
+        let scale = match cfg.query_pre_attn_scalar {
+            Some(q) => q.powf(-0.5),
+            None => (d as f64).powf(-0.5),
+        };
+        // Grouped-query attention without materialising repeated keys: fold the `rep` query heads that
+        // share a key head into the row dimension.
+        let q = q.reshape([b, nkv, rep * t, d]);
+        let mut scores = q.matmul(k.swap_dims(2, 3)) * scale;
+        if let Some(cap) = cfg.attn_logit_softcapping {
+            scores = (scores / cap).tanh() * cap;
+        }
+        let scores = scores.reshape([b, nkv, rep, t, s]) + bias.clone();
+        let probs = softmax(scores, 4).reshape([b, nkv, rep * t, s]);
+        let out = probs.matmul(v).reshape([b, nh, t, d]).swap_dims(1, 2).reshape([b, t, nh * d]);
+        attn.o_proj.forward(out)
+    }
+
+    fn mlp(&self, layer: usize, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let mlp = &self.layers[layer].mlp;
+        let gate = mlp.gate_proj.forward(x.clone());
+        let act = match self.config.hidden_act {
+            Activation::Silu => silu(gate),
+            Activation::GeluTanh => gelu_approximate(gate),
+        };
+        mlp.down_proj.forward(act * mlp.up_proj.forward(x))
+    }
+
+    /// One decoder block (0-based `layer`).
+    fn block(
+        &self,
+        layer: usize,
+        h: Tensor<B, 3>,
+        rope: &(Tensor<B, 2>, Tensor<B, 2>),
+        bias: &Tensor<B, 5>,
+        cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
+        let blk = &self.layers[layer];
+        let a = self.attention(layer, blk.input_layernorm.forward(h.clone()), rope, bias, cache);
+        match (&blk.pre_feedforward_layernorm, &blk.post_feedforward_layernorm) {
+            (Some(pre), Some(post)) => {
+                let h = h + blk.post_attention_layernorm.forward(a);
+                let m = self.mlp(layer, pre.forward(h.clone()));
+                h + post.forward(m)
+            }
+            _ => {
+                let h = h + a;
+                let m = self.mlp(layer, blk.post_attention_layernorm.forward(h.clone()));
+                h + m
+            }
+        }
+    }
+
+    /// Attention biases for the full and the sliding-window layers.
+    fn biases(&self, b: usize, t: usize, s: usize, offset: usize, lengths: Lengths) -> (Tensor<B, 5>, Option<Tensor<B, 5>>) {
+        let device = self.device();
+        let full = attention_bias::<B>(b, t, s, offset, lengths, None, &device);
+        let sliding = self
+            .config
+            .layer_types
+            .contains(&LayerType::Sliding)
+            .then(|| attention_bias::<B>(b, t, s, offset, lengths, self.config.sliding_window, &device));
+        (full, sliding)
+    }
+
+    /// Run the blocks `1..=spec.upto` on `input_ids` (right-padded by `lengths`) and return the requested
+    /// hidden states. Blocks above `upto` are not run (the truncated forward of deep supervision).
+    pub fn forward_hidden(&self, input_ids: Tensor<B, 2, Int>, lengths: Lengths, spec: &ForwardSpec) -> HiddenStates<B> {
+        let upto = spec.upto.unwrap_or(self.num_layers()).min(self.num_layers());
+        let [b, t] = input_ids.dims();
+        let device = self.device();
+        let rope = rope_tables::<B>(self.config.rope_theta, self.config.head_dim, 0, t, &device);
+        let (full, sliding) = self.biases(b, t, t, 0, lengths);
+        let mut h = self.embed(input_ids);
+        let mut kept = Vec::with_capacity(spec.keep.len());
+        let mut states: Vec<Option<Tensor<B, 3>>> = vec![None; upto + 1];
+        if spec.keep.contains(&0) {
+            states[0] = Some(h.clone());
+        }
+        for layer in 0..upto {
+            let bias = match self.config.layer_types[layer] {
+                LayerType::Sliding => sliding.as_ref().unwrap_or(&full),
+                LayerType::Full => &full,
+            };
+            h = self.block(layer, h, &rope, bias, None);
+            if spec.keep.contains(&(layer + 1)) {
+                states[layer + 1] = Some(h.clone());
+            }
+        }
+        for &k in &spec.keep {
+            if let Some(s) = states.get(k).and_then(|s| s.clone()) {
+                kept.push((k, s));
+            }
+        }
+        HiddenStates { kept, last: h }
+    }
+
+    /// Hidden states of every block, `h_0..=h_L` (`h_L` before the final norm).
+    pub fn all_hidden_states(&self, input_ids: Tensor<B, 2, Int>, lengths: Lengths) -> Vec<Tensor<B, 3>> {
+        let spec = ForwardSpec { upto: None, keep: (0..=self.num_layers()).collect() };
+        self.forward_hidden(input_ids, lengths, &spec).kept.into_iter().map(|(_, h)| h).collect()
+    }
+
+    /// `h_k`: the output of block k, running blocks 1..=k only.
+    pub fn truncated_forward(&self, input_ids: Tensor<B, 2, Int>, lengths: Lengths, k: usize) -> Tensor<B, 3> {
+        self.forward_hidden(input_ids, lengths, &ForwardSpec { upto: Some(k), keep: vec![] }).last
+    }
+
+    /// The final RMSNorm, optionally with a detached weight.
+    pub fn final_norm<const D: usize>(&self, h: Tensor<B, D>, detached: bool) -> Tensor<B, D> {
+        self.norm.forward_with(h, detached)
+    }
+
+    /// LM head weight as `[hidden, vocab]` (tied: the transposed embeddings), optionally detached.
+    pub fn lm_head_weight(&self, detached: bool) -> Tensor<B, 2> {
+        let w = match &self.lm_head {
+            Some(w) => w.val(),
+            None => self.embed_tokens.val().transpose(),
+        };
+        if detached {
+            w.detach()
+        } else {
+            w
+        }
+    }
+
+    /// Gemma-2's final logit softcap (identity otherwise), applied to raw head outputs.
+    pub fn softcap_logits<const D: usize>(&self, logits: Tensor<B, D>) -> Tensor<B, D> {
+        match self.config.final_logit_softcapping {
+            Some(cap) => (logits / cap).tanh() * cap,
+            None => logits,
+        }
+    }
+
+    /// Head on already-normed states `[n, hidden] -> [n, vocab]` (with softcap).
+    pub fn head_2d(&self, normed: Tensor<B, 2>, detached: bool) -> Tensor<B, 2> {
+        self.softcap_logits(normed.matmul(self.lm_head_weight(detached)))
+    }
+
+    /// Logit lens `z_k = lm_head(final_norm(h_k))` (Gemma-2: with the final softcap). `detached`: the
+    /// norm and head weights take part in the forward pass but receive no gradient.
+    pub fn logit_lens(&self, h: Tensor<B, 3>, detached: bool) -> Tensor<B, 3> {
+        let [b, t, hd] = h.dims();
+        let normed = self.final_norm(h, detached).reshape([b * t, hd]);
+        let v = self.config.vocab_size;
+        self.head_2d(normed, detached).reshape([b, t, v])
+    }
+
+    /// Full forward: logits `[batch, seq, vocab]`.
+    pub fn forward(&self, input_ids: Tensor<B, 2, Int>, lengths: Lengths) -> Tensor<B, 3> {
+        let h = self.forward_hidden(input_ids, lengths, &ForwardSpec::default()).last;
+        self.logit_lens(h, false)
+    }
+
+    /// Incremental forward with a KV cache: `input_ids: [batch, new]` at positions `cache.len..`;
+    /// returns the logits of the new positions. All rows must be unpadded.
+    pub fn forward_cached(&self, input_ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
+        let [b, t] = input_ids.dims();
+        let offset = cache.len;
+        let device = self.device();
+        let rope = rope_tables::<B>(self.config.rope_theta, self.config.head_dim, offset, t, &device);
+        let (full, sliding) = self.biases(b, t, offset + t, offset, None);
+        let mut h = self.embed(input_ids);
+        for layer in 0..self.num_layers() {
+            let bias = match self.config.layer_types[layer] {
+                LayerType::Sliding => sliding.as_ref().unwrap_or(&full),
+                LayerType::Full => &full,
+            };
+            h = self.block(layer, h, &rope, bias, Some(cache));
+        }
+        cache.len += t;
+        self.logit_lens(h, false)
+    }
+}

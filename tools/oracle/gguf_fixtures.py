@@ -1,0 +1,495 @@
+#!/usr/bin/env python3
+"""Test fixtures for the GGUF importer of `dft-models` (crates/dft-models/src/gguf/).
+
+Run with the pinned oracle venv (torch 2.15.0, transformers 5.24.0, gguf 0.19.0, sentencepiece 0.2,
+safetensors, numpy), from the repository root:
+
+    /work/venvs/oracle/bin/python tools/oracle/gguf_fixtures.py                # everything
+    /work/venvs/oracle/bin/python tools/oracle/gguf_fixtures.py --no-smollm2   # synthetic files only
+    /work/venvs/oracle/bin/python tools/oracle/gguf_fixtures.py --smollm2 PATH # explicit model path
+
+The SmolLM2 part needs the model: `scripts/fetch-smollm2.sh` prints its path (default
+`.cache/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`; env `DFT_SMOLLM2_GGUF` overrides).
+
+What it writes (all small, < 1 MB together):
+
+crates/dft-models/tests/fixtures/gguf/
+  quants.gguf                  one tensor per supported ggml type (F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0
+                               Q2_K Q3_K Q4_K Q5_K Q6_K Q8_K), random data, `general.alignment` = 64
+  quants.expected.safetensors  the same tensors dequantised by `gguf.quants.dequantize` (f32, HF shape)
+  truncated.gguf               quants.gguf cut inside the tensor data
+  tiny_llama.gguf              a 2-layer `llama` model with a sentencepiece (`llama`) vocabulary, untied
+  tiny_gemma2.gguf             a 2-layer `gemma2` model with a Gemma-style sentencepiece vocabulary, tied
+  tiny_*.expected.safetensors  transformers' state dict after loading the GGUF (un-permuted Q/K, Gemma norms - 1)
+  tiny_*.json                  transformers' config + tokenizer ids (with/without special tokens) + decodes
+
+crates/dft-models/tests/fixtures/smollm2/
+  gguf_tokenizer.json          transformers' ids (tokenizer loaded from the GGUF) for FLORES sentences
+                               (en/zh/vi/ar) and edge strings, with and without special tokens, plus decodes
+  gguf_tensors.json            config, tensor types, and per-tensor shape / f64 sum / f64 sum of squares
+  gguf_tensors.safetensors     first 2048 and 2048 strided values of selected tensors, as transformers loads them
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+import gguf
+from gguf import GGMLQuantizationType as T
+from safetensors.numpy import save_file
+
+ROOT = Path(__file__).resolve().parents[2]
+FIX = ROOT / "crates/dft-models/tests/fixtures"
+FLORES = Path(os.environ.get("DFT_FLORES_DIR", "/work/shared/data/eval/flores200"))
+LANGS = [("en", "eng_Latn"), ("zh", "zho_Hans"), ("vi", "vie_Latn"), ("ar", "arb_Arab")]
+
+EDGE_STRINGS = [
+    "",
+    " ",
+    "12345 67",
+    "a  b   c    d",
+    "  leading and trailing  ",
+    "tabs\tand\nnewlines\r\n",
+    "\n\n",
+    "emoji 😀👍🏽 and a flag 🇻🇳",
+    "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
+    "<|endoftext|>",
+    "<s>hello</s> <unk> <start_of_turn>user\nhi<end_of_turn>",
+    "Ünïcödé ñ ß ﬁ ｆｕｌｌｗｉｄｔｈ",
+    "don't I'll we've THEY'RE",
+    "x" * 300,
+]
+
+
+def flores(lang_file: str, n: int) -> list[str]:
+    lines = (FLORES / f"{lang_file}.devtest.sample").read_text(encoding="utf-8").splitlines()
+    return [line for line in lines if line.strip()][:n]
+
+
+def rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# (a) one tensor per quantisation type
+# ---------------------------------------------------------------------------------------------
+
+
+def random_f16_bytes(r: np.random.Generator, n: int, lo: float, hi: float) -> np.ndarray:
+    """`n` finite f16 scales as raw little-endian bytes."""
+    return r.uniform(lo, hi, size=n).astype(np.float16).view(np.uint8).reshape(n, 2)
+
+
+def raw_kquant_blocks(qtype: T, n_blocks: int, r: np.random.Generator) -> np.ndarray:
+    """Random blocks for types gguf-py cannot quantise: random payload bytes, valid (finite) scales."""
+    block_bytes = gguf.GGML_QUANT_SIZES[qtype][1]
+    b = r.integers(0, 256, size=(n_blocks, block_bytes), dtype=np.uint8)
+    if qtype == T.Q2_K:  # scales[16] qs[64] d dmin
+        b[:, 80:82] = random_f16_bytes(r, n_blocks, 0.001, 0.05)
+        b[:, 82:84] = random_f16_bytes(r, n_blocks, 0.001, 0.05)
+    elif qtype == T.Q3_K:  # hmask[32] qs[64] scales[12] d
+        b[:, 108:110] = random_f16_bytes(r, n_blocks, -0.05, 0.05)
+    elif qtype in (T.Q4_K, T.Q5_K):  # d dmin scales[12] (qh[32]) qs[128]
+        b[:, 0:2] = random_f16_bytes(r, n_blocks, 0.0005, 0.01)
+        b[:, 2:4] = random_f16_bytes(r, n_blocks, 0.0005, 0.01)
+    elif qtype == T.Q6_K:  # ql[128] qh[64] scales[16] d
+        b[:, 208:210] = random_f16_bytes(r, n_blocks, -0.01, 0.01)
+    elif qtype == T.Q8_K:  # d: f32, qs[256]: i8, bsums[16]: i16
+        b[:, 0:4] = r.uniform(-0.02, 0.02, size=n_blocks).astype(np.float32).view(np.uint8).reshape(n_blocks, 4)
+    else:
+        raise ValueError(qtype)
+    return b
+
+
+def dequant_q8_k(blocks: np.ndarray) -> np.ndarray:
+    """gguf-py has no Q8_K dequantiser; ggml's `dequantize_row_q8_K` is `y = d * q` in f32."""
+    d = blocks[:, 0:4].copy().view(np.float32)
+    q = blocks[:, 4:260].view(np.int8).astype(np.float32)
+    return (d * q).astype(np.float32)
+
+
+def write_quant_fixtures(out: Path) -> None:
+    r = rng(1234)
+    w = gguf.GGUFWriter(str(out / "quants.gguf"), arch="llama")
+    w.add_custom_alignment(64)
+    w.add_string("fixture.note", "one tensor per ggml type; values in quants.expected.safetensors")
+    w.add_array("fixture.nested", [[1, 2, 3], [4, 5]])
+    w.add_array("fixture.strings", ["a", "", "ünï", "\u2581x"])
+    w.add_uint8("fixture.u8", 200)
+    w.add_int8("fixture.i8", -5)
+    w.add_uint16("fixture.u16", 65000)
+    w.add_int16("fixture.i16", -30000)
+    w.add_uint32("fixture.u32", 4_000_000_000)
+    w.add_int32("fixture.i32", -2_000_000_000)
+    w.add_uint64("fixture.u64", 1 << 40)
+    w.add_int64("fixture.i64", -(1 << 40))
+    w.add_float32("fixture.f32", 0.1)
+    w.add_float64("fixture.f64", 0.1)
+    w.add_bool("fixture.bool", True)
+    expected: dict[str, np.ndarray] = {}
+
+    # plain floats
+    x = r.normal(0, 1, size=(2, 3, 4)).astype(np.float32)
+    w.add_tensor("f32_3d", x)
+    expected["f32_3d"] = x
+    x = r.normal(0, 1, size=(4, 64)).astype(np.float32)
+    x.flat[:6] = [0.0, -0.0, 65504.0, 6e-8, -np.inf, 1e-5]  # zero, -zero, f16 max, subnormal, inf, small
+    h = x.astype(np.float16)
+    w.add_tensor("f16", h)
+    expected["f16"] = gguf.quants.dequantize(h, T.F16).reshape(4, 64)
+    x = r.normal(0, 1, size=(4, 64)).astype(np.float32)
+    x.flat[:4] = [0.0, -0.0, 3.0e38, -np.inf]
+    b = gguf.quants.quantize(x, T.BF16)
+    w.add_tensor("bf16", b, raw_dtype=T.BF16)
+    expected["bf16"] = gguf.quants.dequantize(b, T.BF16).reshape(4, 64)
+
+    # 32-element blocks: quantised by gguf-py
+    for qtype, shape in [
+        (T.Q4_0, (16, 1024)),  # 512 blocks: exercises the parallel chunking
+        (T.Q4_1, (4, 64)),
+        (T.Q5_0, (4, 64)),
+        (T.Q5_1, (4, 64)),
+        (T.Q8_0, (4, 96)),
+    ]:
+        x = r.normal(0, 0.05, size=shape).astype(np.float32)
+        q = gguf.quants.quantize(x, qtype)
+        w.add_tensor(qtype.name.lower(), q, raw_dtype=qtype)
+        expected[qtype.name.lower()] = gguf.quants.dequantize(q, qtype).reshape(shape)
+
+    # 256-element super-blocks: raw random blocks
+    for qtype, shape in [(T.Q2_K, (2, 512)), (T.Q3_K, (2, 512)), (T.Q4_K, (3, 512)), (T.Q5_K, (2, 512)),
+                         (T.Q6_K, (2, 512)), (T.Q8_K, (2, 256))]:
+        n_blocks = shape[0] * shape[1] // 256
+        blocks = raw_kquant_blocks(qtype, n_blocks, r)
+        byte_shape = (shape[0], shape[1] // 256 * gguf.GGML_QUANT_SIZES[qtype][1])
+        q = blocks.reshape(byte_shape)
+        w.add_tensor(qtype.name.lower(), q, raw_dtype=qtype)
+        want = dequant_q8_k(blocks) if qtype == T.Q8_K else gguf.quants.dequantize(q, qtype)
+        expected[qtype.name.lower()] = np.asarray(want, dtype=np.float32).reshape(shape)
+
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    save_file({k: np.ascontiguousarray(v) for k, v in expected.items()}, str(out / "quants.expected.safetensors"))
+
+    # truncated copy: cut in the middle of the last tensor's data
+    data = (out / "quants.gguf").read_bytes()
+    (out / "truncated.gguf").write_bytes(data[: len(data) - 300])
+
+    # self-check with gguf-py's reader
+    reader = gguf.GGUFReader(str(out / "quants.gguf"))
+    for t in reader.tensors:
+        if t.tensor_type == T.Q8_K:
+            continue
+        got = gguf.quants.dequantize(t.data, t.tensor_type).reshape(expected[t.name].shape)
+        assert np.array_equal(got.view(np.uint32), expected[t.name].view(np.uint32)), t.name
+
+
+# ---------------------------------------------------------------------------------------------
+# (a') tiny llama / gemma2 models with sentencepiece vocabularies, as transformers loads them
+# ---------------------------------------------------------------------------------------------
+
+USER_DEFINED = ["<start_of_turn>", "<end_of_turn>"]
+
+
+def train_spm() -> "sentencepiece.SentencePieceProcessor":  # noqa: F821
+    import sentencepiece as spm
+
+    # no Chinese in training: its characters then take the byte-fallback path
+    text = []
+    for _, f in LANGS:
+        if f != "zho_Hans":
+            text += flores(f, 100)[20:]
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(text),
+        model_writer=model,
+        vocab_size=700,
+        model_type="bpe",
+        byte_fallback=True,
+        character_coverage=0.98,
+        user_defined_symbols=USER_DEFINED,
+        split_digits=True,
+        remove_extra_whitespaces=False,
+        normalization_rule_name="identity",
+        num_threads=1,
+        minloglevel=2,
+    )
+    return spm.SentencePieceProcessor(model_proto=model.getvalue())
+
+
+def spm_vocab(sp) -> tuple[list[str], list[float], list[int]]:
+    """Pieces, scores and llama.cpp token types (1 normal, 2 unknown, 3 control, 4 user-defined, 6 byte)."""
+    tokens, scores, types = [], [], []
+    for i in range(sp.get_piece_size()):
+        piece = sp.id_to_piece(i)
+        tokens.append(piece)
+        scores.append(float(sp.get_score(i)))
+        if sp.is_unknown(i):
+            types.append(2)
+        elif sp.is_control(i):
+            types.append(3)
+        elif sp.is_byte(i):
+            types.append(6)
+        elif piece in USER_DEFINED:
+            types.append(4)
+        else:
+            types.append(1)
+    # whitespace runs, as real vocabularies have them
+    for piece, score in [("\u2581\u2581", -1000.0), ("\u2581\u2581\u2581\u2581", -1001.0), ("\n", -1002.0)]:
+        tokens.append(piece)
+        scores.append(score)
+        types.append(1)
+    return tokens, scores, types
+
+
+def write_tiny_model(out: Path, arch: str, sp) -> None:
+    r = rng(7 if arch == "llama" else 8)
+    hidden, heads, kv_heads, head_dim, ffn, layers = 32, 4, 2, 8, 64, 2
+    tokens, scores, types = spm_vocab(sp)
+    if arch == "gemma2":
+        # Gemma layout: <pad> <eos> <bos> <unk> first; whitespace-only pieces spelled with real spaces
+        body = list(zip(tokens[3:], scores[3:], types[3:]))
+        head = [("<pad>", 0.0, 3), ("<eos>", 0.0, 3), ("<bos>", 0.0, 3), ("<unk>", 0.0, 2)]
+        rows = head + [(t.replace("\u2581", " ") if set(t) == {"\u2581"} and len(t) > 1 else t, s, ty) for t, s, ty in body]
+        tokens, scores, types = map(list, zip(*rows))
+        bos, eos, unk, pad = 2, 1, 3, 0
+    else:
+        bos, eos, unk, pad = 1, 2, 0, None
+    vocab = len(tokens)
+
+    w = gguf.GGUFWriter(str(out / f"tiny_{arch}.gguf"), arch=arch)
+    w.add_name(f"tiny-{arch}")
+    w.add_context_length(256)
+    w.add_embedding_length(hidden)
+    w.add_block_count(layers)
+    w.add_feed_forward_length(ffn)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv_heads)
+    w.add_layer_norm_rms_eps(1e-6 if arch == "gemma2" else 1e-5)
+    if arch == "llama":
+        w.add_rope_freq_base(10000.0)
+        w.add_rope_dimension_count(head_dim)
+    else:
+        w.add_key_length(head_dim)
+        w.add_value_length(head_dim)
+        w.add_attn_logit_softcapping(50.0)
+        w.add_final_logit_softcapping(30.0)
+        w.add_sliding_window(16)
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(bos)
+    w.add_eos_token_id(eos)
+    w.add_unk_token_id(unk)
+    if pad is not None:
+        w.add_pad_token_id(pad)
+    w.add_add_bos_token(True)
+    w.add_add_eos_token(False)
+    w.add_add_space_prefix(arch == "llama")
+    w.add_chat_template("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+
+    def tensor(name: str, shape: tuple[int, ...], qtype: T, scale: float = 0.1, offset: float = 0.0) -> None:
+        x = (r.normal(0, scale, size=shape) + offset).astype(np.float32)
+        if qtype == T.F32:
+            w.add_tensor(name, x)
+        elif qtype == T.F16:
+            w.add_tensor(name, x.astype(np.float16))
+        else:
+            w.add_tensor(name, gguf.quants.quantize(x, qtype), raw_dtype=qtype)
+
+    tensor("token_embd.weight", (vocab, hidden), T.Q8_0)
+    # norms near 1: for llama that is the weight, for gemma2 llama.cpp's `w + 1` (so w near 0)
+    for i in range(layers):
+        p = f"blk.{i}."
+        tensor(p + "attn_norm.weight", (hidden,), T.F32, 0.1, 1.0)
+        tensor(p + "attn_q.weight", (heads * head_dim, hidden), T.Q8_0 if i == 0 else T.F16)
+        tensor(p + "attn_k.weight", (kv_heads * head_dim, hidden), T.Q4_0 if i == 0 else T.F32)
+        tensor(p + "attn_v.weight", (kv_heads * head_dim, hidden), T.F16)
+        tensor(p + "attn_output.weight", (hidden, heads * head_dim), T.Q5_1)
+        tensor(p + "ffn_gate.weight", (ffn, hidden), T.Q4_1)
+        tensor(p + "ffn_up.weight", (ffn, hidden), T.Q5_0)
+        tensor(p + "ffn_down.weight", (hidden, ffn), T.BF16)
+        tensor(p + "ffn_norm.weight", (hidden,), T.F32, 0.1, 1.0)
+        if arch == "gemma2":
+            tensor(p + "post_attention_norm.weight", (hidden,), T.F32, 0.1, 1.0)
+            tensor(p + "post_ffw_norm.weight", (hidden,), T.F16, 0.1, 1.0)
+    tensor("output_norm.weight", (hidden,), T.F32, 0.1, 1.0)
+    if arch == "llama":
+        tensor("output.weight", (vocab, hidden), T.Q8_0)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def transformers_view(gguf_path: Path, strings: dict[str, list[str]], keep_tensors) -> tuple[dict, dict]:
+    """Load `gguf_path` with transformers: (report, {hf_name: f32 tensor}) for the tensors `keep_tensors` picks."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
+    cfg = model.config
+    report = {
+        "config": {
+            "model_type": cfg.model_type,
+            "vocab_size": cfg.vocab_size,
+            "hidden_size": cfg.hidden_size,
+            "intermediate_size": cfg.intermediate_size,
+            "num_hidden_layers": cfg.num_hidden_layers,
+            "num_attention_heads": cfg.num_attention_heads,
+            "num_key_value_heads": cfg.num_key_value_heads,
+            "head_dim": cfg.head_dim,
+            "rms_norm_eps": cfg.rms_norm_eps,
+            "rope_theta": (getattr(cfg, "rope_parameters", None) or {}).get("rope_theta", getattr(cfg, "rope_theta", None)),
+            "max_position_embeddings": cfg.max_position_embeddings,
+            "tie_word_embeddings": cfg.tie_word_embeddings,
+            "bos_token_id": cfg.bos_token_id,
+            "eos_token_id": cfg.eos_token_id,
+            "pad_token_id": cfg.pad_token_id,
+            "sliding_window": getattr(cfg, "sliding_window", None),
+            "attn_logit_softcapping": getattr(cfg, "attn_logit_softcapping", None),
+            "final_logit_softcapping": getattr(cfg, "final_logit_softcapping", None),
+            "query_pre_attn_scalar": getattr(cfg, "query_pre_attn_scalar", None),
+        },
+        "tokenizer": {
+            "class": type(tok).__name__,
+            "bos_token": tok.bos_token,
+            "eos_token": tok.eos_token,
+            "bos_token_id": tok.bos_token_id,
+            "eos_token_id": tok.eos_token_id,
+            "chat_template": tok.chat_template,
+            "cases": [],
+        },
+    }
+    for group, texts in strings.items():
+        for text in texts:
+            with_special = tok(text, add_special_tokens=True)["input_ids"]
+            without = tok(text, add_special_tokens=False)["input_ids"]
+            report["tokenizer"]["cases"].append(
+                {
+                    "group": group,
+                    "text": text,
+                    "ids_with_special": with_special,
+                    "ids_without_special": without,
+                    "decoded": tok.decode(without, skip_special_tokens=False),
+                    "decoded_skip_special": tok.decode(with_special, skip_special_tokens=True),
+                }
+            )
+    state = {k: v.detach().to(torch.float32).contiguous().numpy() for k, v in model.state_dict().items()}
+    return report, {k: v for k, v in state.items() if keep_tensors(k)}, tok
+
+
+def write_tiny_fixtures(out: Path) -> None:
+    sp = train_spm()
+    strings = {lang: flores(f, 100)[:4] for lang, f in LANGS}
+    strings["edge"] = EDGE_STRINGS
+    for arch in ["llama", "gemma2"]:
+        write_tiny_model(out, arch, sp)
+        path = out / f"tiny_{arch}.gguf"
+        report, tensors, tok = transformers_view(path, strings, lambda k: True)
+        if report["config"]["tie_word_embeddings"]:
+            tensors.pop("lm_head.weight", None)
+        report["tensors"] = sorted(tensors)
+        (out / f"tiny_{arch}.json").write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(out / f"tiny_{arch}.expected.safetensors"))
+        if os.environ.get("DFT_DUMP_TOKENIZER_JSON"):
+            (Path(os.environ["DFT_DUMP_TOKENIZER_JSON"]) / f"tiny_{arch}.tokenizer.json").write_text(
+                tok.backend_tokenizer.to_str(pretty=True), encoding="utf-8"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# (b) the real SmolLM2-135M-Instruct Q4_1 file
+# ---------------------------------------------------------------------------------------------
+
+SMOLLM2_TENSORS = [
+    "model.embed_tokens.weight",  # Q8_0
+    "model.layers.0.self_attn.q_proj.weight",  # Q4_1, un-permuted
+    "model.layers.0.self_attn.k_proj.weight",  # Q4_1, un-permuted
+    "model.layers.29.self_attn.q_proj.weight",
+    "model.layers.0.self_attn.v_proj.weight",
+    "model.layers.7.self_attn.o_proj.weight",
+    "model.layers.3.mlp.gate_proj.weight",
+    "model.layers.3.mlp.down_proj.weight",
+    "model.layers.0.input_layernorm.weight",  # F32
+    "model.layers.29.post_attention_layernorm.weight",
+    "model.norm.weight",
+]
+
+
+def write_smollm2_fixtures(gguf_path: Path, out: Path) -> None:
+    strings = {lang: flores(f, 12) for lang, f in LANGS}
+    strings["edge"] = EDGE_STRINGS
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        link = tmp / gguf_path.name
+        os.symlink(gguf_path.resolve(), link)
+        report, tensors, _ = transformers_view(link, strings, lambda k: k in SMOLLM2_TENSORS)
+    finally:
+        shutil.rmtree(tmp)
+    reader = gguf.GGUFReader(str(gguf_path))
+    report["gguf_tensor_types"] = {}
+    for t in reader.tensors:
+        report["gguf_tensor_types"][t.tensor_type.name] = report["gguf_tensor_types"].get(t.tensor_type.name, 0) + 1
+    (out / "gguf_tokenizer.json").write_text(
+        json.dumps({"tokenizer": report.pop("tokenizer")}, ensure_ascii=False, indent=1) + "\n", encoding="utf-8"
+    )
+    arrays, stats = {}, {}
+    for name in SMOLLM2_TENSORS:
+        v = tensors[name]
+        flat = v.reshape(-1)
+        stride = max(1, flat.size // 2048)
+        arrays[name + ".head"] = np.ascontiguousarray(flat[:2048])
+        arrays[name + ".strided"] = np.ascontiguousarray(flat[::stride][:2048])
+        f64 = flat.astype(np.float64)
+        stats[name] = {"shape": list(v.shape), "stride": stride, "sum": float(f64.sum()), "sum_sq": float((f64 * f64).sum())}
+    report["tensors"] = stats
+    (out / "gguf_tensors.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    save_file(arrays, str(out / "gguf_tensors.safetensors"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smollm2", type=Path, default=None, help="path of SmolLM2-135M-Instruct.Q4_1.gguf")
+    ap.add_argument("--no-smollm2", action="store_true", help="only the synthetic fixtures")
+    ap.add_argument("--only-smollm2", action="store_true", help="only the SmolLM2 fixtures")
+    args = ap.parse_args()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+    if not args.only_smollm2:
+        out = FIX / "gguf"
+        out.mkdir(parents=True, exist_ok=True)
+        write_quant_fixtures(out)
+        write_tiny_fixtures(out)
+        print(f"wrote {out}")
+    if not args.no_smollm2:
+        path = args.smollm2 or Path(
+            os.environ.get("DFT_SMOLLM2_GGUF", ROOT / ".cache/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+        )
+        if not path.is_file():
+            sys.exit(f"{path} not found: run scripts/fetch-smollm2.sh (or pass --no-smollm2)")
+        out = FIX / "smollm2"
+        out.mkdir(parents=True, exist_ok=True)
+        write_smollm2_fixtures(path, out)
+        print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
