@@ -19,6 +19,8 @@ Usage:  tools/oracle/setup.sh && tools/oracle/.venv/bin/python tools/oracle/mode
 
   check-saved DIR REFERENCE OUT.json   load a checkpoint directory that dft-rs saved, run the reference
         batch through transformers and write the max |logits difference| vs REFERENCE to OUT.json.
+  check-roundtrip   for each tiny model: dft-rs loads it and saves it again (crates/dft-models/examples/resave.rs),
+        then check-saved; results in crates/dft-models/tests/fixtures/<name>/transformers_reload.json.
 Pinned versions: tools/oracle/requirements.txt.
 """
 import argparse
@@ -185,6 +187,15 @@ def check_saved(model_dir, reference, out_json):
 
 
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "check-roundtrip":
+        import tempfile
+        ok = True
+        for name in TINY:
+            out = Path(tempfile.mkdtemp()) / name
+            subprocess.check_call(["cargo", "run", "--release", "-q", "-p", "dft-models", "--example", "resave", "--",
+                                   str(FIX / name), str(out)], cwd=ROOT)
+            ok &= check_saved(out, FIX / name / "reference.safetensors", FIX / name / "transformers_reload.json")
+        sys.exit(0 if ok else 1)
     if len(sys.argv) > 1 and sys.argv[1] == "check-saved":
         sys.exit(0 if check_saved(*sys.argv[2:5]) else 1)
     ap = argparse.ArgumentParser()

@@ -161,10 +161,7 @@ mod tests {
 
     #[test]
     fn xnli_matches_lm_eval_yaml() {
-        assert_eq!(
-            xnli_choices(Lang::Zh, "P", "H"),
-            ["P, 正确? 是的, H", "P, 正确? 所以, H", "P, 正确? 不是的, H"]
-        );
+        assert_eq!(xnli_choices(Lang::Zh, "P", "H"), ["P, 正确? 是的, H", "P, 正确? 所以, H", "P, 正确? 不是的, H"]);
         assert_eq!(xnli_choices(Lang::En, "P", "H")[1], "P, right? Also, H");
     }
 

@@ -242,7 +242,9 @@ impl ModelConfig {
             Arch::Gemma2 => {
                 m.insert("hidden_activation".into(), json!("gelu_pytorch_tanh"));
                 m.insert("hidden_act".into(), json!("gelu_pytorch_tanh"));
-                m.insert("query_pre_attn_scalar".into(), json!(self.query_pre_attn_scalar));
+                // transformers validates this field as an integer.
+                let qpas = self.query_pre_attn_scalar.map(|q| if q.fract() == 0.0 { json!(q as i64) } else { json!(q) });
+                m.insert("query_pre_attn_scalar".into(), json!(qpas));
                 m.insert("attn_logit_softcapping".into(), json!(self.attn_logit_softcapping));
                 m.insert("final_logit_softcapping".into(), json!(self.final_logit_softcapping));
                 m.insert("sliding_window".into(), json!(self.sliding_window));

@@ -423,3 +423,29 @@ impl<B: Backend> CausalLm<B> {
         self.logit_lens(h, false)
     }
 }
+
+/// The interface of `dft-losses`: our decoders get the whole DFT objective through it.
+impl<B: Backend> dft_losses::DeepSupervisionModel<B> for CausalLm<B> {
+    fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    fn hidden_states(&self, input_ids: Tensor<B, 2, Int>, lengths: &[usize], upto: usize, keep: &[usize]) -> (Vec<Tensor<B, 3>>, Tensor<B, 3>) {
+        let padded = lengths.iter().any(|&l| l != input_ids.dims()[1]);
+        let spec = ForwardSpec { upto: Some(upto), keep: keep.to_vec() };
+        let out = self.forward_hidden(input_ids, if padded { Some(lengths) } else { None }, &spec);
+        (out.kept.into_iter().map(|(_, h)| h).collect(), out.last)
+    }
+
+    fn final_norm(&self, h: Tensor<B, 2>, detached: bool) -> Tensor<B, 2> {
+        self.norm.forward_with(h, detached)
+    }
+
+    fn lm_head(&self, detached: bool) -> Tensor<B, 2> {
+        self.lm_head_weight(detached)
+    }
+
+    fn final_logit_softcap(&self) -> Option<f64> {
+        self.config.final_logit_softcapping
+    }
+}

@@ -108,7 +108,13 @@ pub(crate) fn read_json_array<T: DeserializeOwned>(path: &Path) -> Result<Vec<(u
         match bytes.get(pos) {
             Some(b',') => pos = skip_ws(pos + 1),
             Some(b']') => break,
-            _ => return Err(EvalError::malformed(path, line_at(pos.min(bytes.len())), "expected `,` or `]` after an element")),
+            _ => {
+                return Err(EvalError::malformed(
+                    path,
+                    line_at(pos.min(bytes.len())),
+                    "expected `,` or `]` after an element",
+                ))
+            }
         }
     }
     let end = skip_ws(pos + 1);

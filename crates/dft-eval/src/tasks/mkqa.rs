@@ -70,14 +70,11 @@ pub fn load_mkqa_all_languages(path: &Path, lang: Lang) -> Result<Vec<Generative
     let mut items = Vec::new();
     for (line, row) in read_jsonl::<MkqaRow>(path)? {
         let bad = |msg: String| EvalError::malformed(path, line, msg);
-        let question = row
-            .queries
-            .get(code)
-            .and_then(|q| q.as_str())
-            .ok_or_else(|| bad(format!("no `queries.{code}` string")))?;
+        let question =
+            row.queries.get(code).and_then(|q| q.as_str()).ok_or_else(|| bad(format!("no `queries.{code}` string")))?;
         let answers_json = row.answers.get(code).ok_or_else(|| bad(format!("no `answers.{code}` list")))?;
-        let answers: Vec<MkqaAnswer> = serde_json::from_value(answers_json.clone())
-            .map_err(|e| bad(format!("`answers.{code}`: {e}")))?;
+        let answers: Vec<MkqaAnswer> =
+            serde_json::from_value(answers_json.clone()).map_err(|e| bad(format!("`answers.{code}`: {e}")))?;
         let mut gold = Vec::new();
         for a in answers {
             gold.push(a.text.unwrap_or_default());
@@ -87,7 +84,11 @@ pub fn load_mkqa_all_languages(path: &Path, lang: Lang) -> Result<Vec<Generative
             serde_json::Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        items.push(GenerativeItem { id: format!("{id}_{code}"), prompt: open_qa_prompt(question), answers: dedup(gold) });
+        items.push(GenerativeItem {
+            id: format!("{id}_{code}"),
+            prompt: open_qa_prompt(question),
+            answers: dedup(gold),
+        });
     }
     Ok(items)
 }

@@ -36,7 +36,12 @@ pub fn load_mmlu_csv(path: &Path) -> Result<Vec<MultipleChoiceItem>> {
         }
         let line = record.position().map(|p| p.line() as usize).unwrap_or(0);
         if record.len() != 6 {
-            return Err(EvalError::ChoiceCount { path: path.to_path_buf(), line, expected: 4, found: record.len().saturating_sub(2) });
+            return Err(EvalError::ChoiceCount {
+                path: path.to_path_buf(),
+                line,
+                expected: 4,
+                found: record.len().saturating_sub(2),
+            });
         }
         let gold = mmlu_gold(&record[5]).map_err(|m| EvalError::malformed(path, line, m))?;
         let options = [&record[1], &record[2], &record[3], &record[4]];

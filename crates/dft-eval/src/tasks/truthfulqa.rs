@@ -58,7 +58,14 @@ fn gold_of(labels: impl Iterator<Item = i64>) -> std::result::Result<usize, Stri
     }
 }
 
-fn item(path: &Path, line: usize, index: usize, context: String, choices: Vec<String>, gold: usize) -> Result<MultipleChoiceItem> {
+fn item(
+    path: &Path,
+    line: usize,
+    index: usize,
+    context: String,
+    choices: Vec<String>,
+    gold: usize,
+) -> Result<MultipleChoiceItem> {
     MultipleChoiceItem::new(format!("truthfulqa/{index}"), context, choices, gold)
         .map_err(|e| EvalError::malformed(path, line, e.to_string()))
 }
@@ -69,7 +76,8 @@ pub fn load_mc_task(path: &Path) -> Result<Vec<MultipleChoiceItem>> {
         .into_iter()
         .enumerate()
         .map(|(i, (line, row))| {
-            let gold = gold_of(row.mc1_targets.0.iter().map(|(_, l)| *l)).map_err(|m| EvalError::malformed(path, line, m))?;
+            let gold =
+                gold_of(row.mc1_targets.0.iter().map(|(_, l)| *l)).map_err(|m| EvalError::malformed(path, line, m))?;
             let choices = row.mc1_targets.0.into_iter().map(|(c, _)| c).collect();
             item(path, line, i, truthfulqa_context(&row.question), choices, gold)
         })

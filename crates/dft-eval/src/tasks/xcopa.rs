@@ -29,7 +29,11 @@ pub fn load_xcopa(path: &Path, lang: Lang) -> Result<Vec<MultipleChoiceItem>> {
         .enumerate()
         .map(|(i, (line, row))| {
             let connector = xcopa_connector(lang, &row.question).ok_or_else(|| {
-                EvalError::malformed(path, line, format!("question must be `cause` or `effect`, found `{}`", row.question))
+                EvalError::malformed(
+                    path,
+                    line,
+                    format!("question must be `cause` or `effect`, found `{}`", row.question),
+                )
             })?;
             if !(0..=1).contains(&row.label) {
                 return Err(EvalError::malformed(path, line, format!("label must be 0 or 1, found {}", row.label)));

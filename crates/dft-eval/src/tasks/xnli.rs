@@ -29,7 +29,12 @@ pub fn load_xnli(path: &Path, lang: Lang) -> Result<Vec<MultipleChoiceItem>> {
         }
         let gold = xnli_gold(cols[2]).map_err(|m| EvalError::malformed(path, line_no, m))?;
         let id = format!("xnli-{lang}/{}", items.len());
-        items.push(MultipleChoiceItem { id, context: String::new(), choices: xnli_choices(lang, cols[0], cols[1]), gold });
+        items.push(MultipleChoiceItem {
+            id,
+            context: String::new(),
+            choices: xnli_choices(lang, cols[0], cols[1]),
+            gold,
+        });
         Ok(())
     })?;
     Ok(items)

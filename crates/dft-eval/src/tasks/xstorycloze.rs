@@ -32,9 +32,14 @@ pub fn load_xstorycloze(path: &Path) -> Result<Vec<MultipleChoiceItem>> {
         let Some(ix) = index else {
             let mut ix = [0; 8];
             for (k, name) in COLUMNS.iter().enumerate() {
-                ix[k] = cols.iter().position(|c| c.trim().trim_start_matches('\u{feff}') == *name).ok_or_else(|| {
-                    EvalError::malformed(path, line_no, format!("header has no `{name}` column (expected {})", COLUMNS.join(", ")))
-                })?;
+                ix[k] =
+                    cols.iter().position(|c| c.trim().trim_start_matches('\u{feff}') == *name).ok_or_else(|| {
+                        EvalError::malformed(
+                            path,
+                            line_no,
+                            format!("header has no `{name}` column (expected {})", COLUMNS.join(", ")),
+                        )
+                    })?;
             }
             index = Some(ix);
             n_cols = cols.len();
@@ -51,7 +56,11 @@ pub fn load_xstorycloze(path: &Path) -> Result<Vec<MultipleChoiceItem>> {
             "1" => 0,
             "2" => 1,
             other => {
-                return Err(EvalError::malformed(path, line_no, format!("AnswerRightEnding must be 1 or 2, found `{other}`")))
+                return Err(EvalError::malformed(
+                    path,
+                    line_no,
+                    format!("AnswerRightEnding must be 1 or 2, found `{other}`"),
+                ))
             }
         };
         items.push(MultipleChoiceItem {
