@@ -27,7 +27,7 @@ crates/dft-models/tests/fixtures/smollm2/
   gguf_tokenizer.json          transformers' ids (tokenizer loaded from the GGUF) for FLORES sentences
                                (en/zh/vi/ar) and edge strings, with and without special tokens, plus decodes
   gguf_tensors.json            config, tensor types, and per-tensor shape / f64 sum / f64 sum of squares
-  gguf_tensors.safetensors     first 2048 and 2048 strided values of selected tensors, as transformers loads them
+  gguf_tensors.safetensors     first 1024 and 1024 strided values of selected tensors, as transformers loads them
 """
 
 from __future__ import annotations
@@ -69,6 +69,17 @@ EDGE_STRINGS = [
     "don't I'll we've THEY'RE",
     "x" * 300,
 ]
+
+
+def dump_json(report: dict) -> str:
+    """Indented JSON, except that each tokenizer case is one compact line (keeps the files small)."""
+    cases = report.get("tokenizer", {}).get("cases")
+    if cases is None:
+        return json.dumps(report, ensure_ascii=False, indent=1) + "\n"
+    shallow = dict(report, tokenizer=dict(report["tokenizer"], cases="__CASES__"))
+    text = json.dumps(shallow, ensure_ascii=False, indent=1)
+    lines = ",\n".join(json.dumps(c, ensure_ascii=False, separators=(",", ":")) for c in cases)
+    return text.replace('"__CASES__"', "[\n" + lines + "\n  ]") + "\n"
 
 
 def flores(lang_file: str, n: int) -> list[str]:
@@ -405,7 +416,7 @@ def write_tiny_fixtures(out: Path) -> None:
         if report["config"]["tie_word_embeddings"]:
             tensors.pop("lm_head.weight", None)
         report["tensors"] = sorted(tensors)
-        (out / f"tiny_{arch}.json").write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        (out / f"tiny_{arch}.json").write_text(dump_json(report), encoding="utf-8")
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(out / f"tiny_{arch}.expected.safetensors"))
         if os.environ.get("DFT_DUMP_TOKENIZER_JSON"):
             (Path(os.environ["DFT_DUMP_TOKENIZER_JSON"]) / f"tiny_{arch}.tokenizer.json").write_text(
@@ -417,6 +428,7 @@ def write_tiny_fixtures(out: Path) -> None:
 # (b) the real SmolLM2-135M-Instruct Q4_1 file
 # ---------------------------------------------------------------------------------------------
 
+N_VALUES = 1024  # values kept per tensor, from the start and strided over the whole tensor
 SMOLLM2_TENSORS = [
     "model.embed_tokens.weight",  # Q8_0
     "model.layers.0.self_attn.q_proj.weight",  # Q4_1, un-permuted
@@ -446,16 +458,14 @@ def write_smollm2_fixtures(gguf_path: Path, out: Path) -> None:
     report["gguf_tensor_types"] = {}
     for t in reader.tensors:
         report["gguf_tensor_types"][t.tensor_type.name] = report["gguf_tensor_types"].get(t.tensor_type.name, 0) + 1
-    (out / "gguf_tokenizer.json").write_text(
-        json.dumps({"tokenizer": report.pop("tokenizer")}, ensure_ascii=False, indent=1) + "\n", encoding="utf-8"
-    )
+    (out / "gguf_tokenizer.json").write_text(dump_json({"tokenizer": report.pop("tokenizer")}), encoding="utf-8")
     arrays, stats = {}, {}
     for name in SMOLLM2_TENSORS:
         v = tensors[name]
         flat = v.reshape(-1)
-        stride = max(1, flat.size // 2048)
-        arrays[name + ".head"] = np.ascontiguousarray(flat[:2048])
-        arrays[name + ".strided"] = np.ascontiguousarray(flat[::stride][:2048])
+        stride = max(1, flat.size // N_VALUES)
+        arrays[name + ".head"] = np.ascontiguousarray(flat[:N_VALUES])
+        arrays[name + ".strided"] = np.ascontiguousarray(flat[::stride][:N_VALUES])
         f64 = flat.astype(np.float64)
         stats[name] = {"shape": list(v.shape), "stride": stride, "sum": float(f64.sum()), "sum_sq": float((f64 * f64).sum())}
     report["tensors"] = stats

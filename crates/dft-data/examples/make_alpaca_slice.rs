@@ -23,7 +23,8 @@ const HELDOUT: usize = 200;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let shared = std::env::var_os("DFT_SHARED_DATA").map(PathBuf::from).unwrap_or_else(|| workspace.join("../shared/data"));
+    let shared =
+        std::env::var_os("DFT_SHARED_DATA").map(PathBuf::from).unwrap_or_else(|| workspace.join("../shared/data"));
     let mut args = std::env::args_os().skip(1);
     let source = args.next().map(PathBuf::from).unwrap_or_else(|| shared.join("train/alpaca_en_zh/data_v3"));
     let out = args.next().map(PathBuf::from).unwrap_or_else(|| workspace.join("data/alpaca_en_zh"));
@@ -31,8 +32,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let corpus = read_alpaca_en_zh_dir(&source, Strictness::Lenient)?;
     eprintln!("read {}: {}", source.display(), corpus.report);
     // Ids are source positions (the release has no id field).
-    let selected: Vec<usize> =
-        corpus.examples.iter().filter(|e| e.score == Some(5)).take(TRAIN + HELDOUT).map(|e| e.id.parse().unwrap()).collect();
+    let selected: Vec<usize> = corpus
+        .examples
+        .iter()
+        .filter(|e| e.score == Some(5))
+        .take(TRAIN + HELDOUT)
+        .map(|e| e.id.parse().unwrap())
+        .collect();
     assert_eq!(selected.len(), TRAIN + HELDOUT, "not enough score-5 records");
 
     // The verbatim text of every record, in source order.

@@ -182,6 +182,13 @@ impl DftBatch {
         }
     }
 
+    /// Per row, the query-content spans of the prompt that starts a kind's rows (`P(x_tgt)` for
+    /// TFT, LC, ET and the target prompt; `P(x_en)` for SFT and the English prompt).
+    pub fn query_ranges(&self, kind: SequenceKind) -> Vec<Vec<std::ops::Range<usize>>> {
+        let spans = if kind.uses_target_prompt() { &self.tgt_query } else { &self.en_query };
+        spans.iter().map(QuerySpans::ranges).collect()
+    }
+
     /// A row-major `[rows, seq_len]` 0/1 mask of the positions to pool for a prompt side: use
     /// `seq_len` of the batch whose hidden states are pooled (e.g. `tft.seq_len` for `Target`,
     /// `en_prompt.seq_len` for `English`). Mean pooling = masked sum / mask sum per row.
@@ -379,10 +386,7 @@ impl<'a> Batcher<'a> {
             });
         }
         if position.batch_index > per_epoch {
-            return Err(DataError::BadPosition {
-                position,
-                why: format!("an epoch has only {per_epoch} batches"),
-            });
+            return Err(DataError::BadPosition { position, why: format!("an epoch has only {per_epoch} batches") });
         }
         let mut position = position;
         if position.batch_index == per_epoch {
@@ -442,19 +446,15 @@ pub struct PaddingReport {
 impl PaddingReport {
     /// Padding over all kinds together.
     pub fn padding_fraction(&self) -> f64 {
-        let (real, slots) =
-            self.kinds.values().fold((0, 0), |(r, s), c| (r + c.real_tokens, s + c.slots));
+        let (real, slots) = self.kinds.values().fold((0, 0), |(r, s), c| (r + c.real_tokens, s + c.slots));
         PaddingCount { real_tokens: real, slots }.padding_fraction()
     }
 }
 
 impl fmt::Display for PaddingReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self
-            .kinds
-            .iter()
-            .map(|(k, c)| format!("{k} {:.1}%", 100.0 * c.padding_fraction()))
-            .collect();
+        let parts: Vec<String> =
+            self.kinds.iter().map(|(k, c)| format!("{k} {:.1}%", 100.0 * c.padding_fraction())).collect();
         write!(
             f,
             "padding epoch {} ({} batches): {:.1}% overall; {}",
@@ -506,7 +506,8 @@ impl Iterator for BatchIter<'_, '_> {
                 self.plan = self.batcher.epoch_plan(self.epoch);
             }
         }
-        let position = DataPosition { epoch: self.epoch, batch_index: self.batch_index, seed: self.batcher.config.seed };
+        let position =
+            DataPosition { epoch: self.epoch, batch_index: self.batch_index, seed: self.batcher.config.seed };
         let batch = self.batcher.build(&self.plan[self.batch_index], position);
         self.batch_index += 1;
         Some(batch)
@@ -680,6 +681,8 @@ mod tests {
             assert_eq!(en.lengths[r], batch.en_prompt_lens[r]);
             assert!(en.labels[r * en.seq_len..(r + 1) * en.seq_len].iter().all(|&l| l == IGNORE_INDEX));
         }
+        assert_eq!(batch.query_ranges(SequenceKind::Et)[0], vec![1..2, 2..3]);
+        assert_eq!(batch.query_ranges(SequenceKind::EnPrompt)[0], vec![0..1]);
         let mask = batch.pooling_mask(PromptSide::Target, PoolRegion::QueryContent, tft.seq_len);
         assert_eq!(&mask[..3], &[0, 1, 1]);
         let last = batch.pooling_mask(PromptSide::English, PoolRegion::LastPromptToken, en.seq_len);

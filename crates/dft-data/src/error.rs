@@ -109,9 +109,7 @@ pub enum DataError {
     #[error("{0}")]
     Config(String),
 
-    #[error(
-        "cannot resume from {position:?}: {why}"
-    )]
+    #[error("cannot resume from {position:?}: {why}")]
     BadPosition { position: crate::batch::DataPosition, why: String },
 }
 

@@ -8,7 +8,7 @@
 //!
 //! ```no_run
 //! use dft_data::*;
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! let tokenizer = tokenizers::Tokenizer::from_file("tokenizer.json")?;
 //! let mut corpus = read_alpaca_en_zh_dir("shared/data/train/alpaca_en_zh/data_v3".as_ref(), Strictness::Lenient)?;
 //! FilterConfig { min_score: Some(5), ..Default::default() }.apply(&mut corpus);
@@ -33,8 +33,8 @@ pub mod template;
 pub mod tokenize;
 
 pub use batch::{
-    BatchConfig, BatchIter, Batcher, DataPosition, DftBatch, GroupKey, PaddingCount, PaddingReport, PoolRegion, PromptSide,
-    TokenBatch,
+    BatchConfig, BatchIter, Batcher, DataPosition, DftBatch, GroupKey, PaddingCount, PaddingReport, PoolRegion,
+    PromptSide, TokenBatch,
 };
 pub use error::{DataError, DataReport, FieldProblem, RecordLocation, SkipReason, Strictness};
 pub use example::{ParallelCorpus, ParallelExample, Query};

@@ -457,7 +457,8 @@ fn finish(
     let mut duplicate = vec![false; examples.len()];
     for (i, example) in examples.iter().enumerate() {
         if let Some(&line) = first_line.get(example.id.as_str()) {
-            let e = DataError::DuplicateId { location: example.origin.clone(), id: example.id.clone(), first_line: line };
+            let e =
+                DataError::DuplicateId { location: example.origin.clone(), id: example.id.clone(), first_line: line };
             handle(strictness, &mut report, e)?;
             duplicate[i] = true;
         } else {
@@ -587,7 +588,12 @@ fn type_name(value: &Value) -> &'static str {
     }
 }
 
-fn required_text(obj: &Map<String, Value>, key: &str, name: &str, location: &RecordLocation) -> Result<String, DataError> {
+fn required_text(
+    obj: &Map<String, Value>,
+    key: &str,
+    name: &str,
+    location: &RecordLocation,
+) -> Result<String, DataError> {
     match obj.get(key) {
         None | Some(Value::Null) => Err(field_error(location, name, FieldProblem::Missing)),
         Some(Value::String(s)) if s.trim().is_empty() => Err(field_error(location, name, FieldProblem::Empty)),
@@ -596,7 +602,12 @@ fn required_text(obj: &Map<String, Value>, key: &str, name: &str, location: &Rec
     }
 }
 
-fn optional_text(obj: &Map<String, Value>, key: &str, name: &str, location: &RecordLocation) -> Result<String, DataError> {
+fn optional_text(
+    obj: &Map<String, Value>,
+    key: &str,
+    name: &str,
+    location: &RecordLocation,
+) -> Result<String, DataError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(String::new()),
         Some(Value::String(s)) => Ok(s.clone()),

@@ -71,14 +71,23 @@ pub struct SpecialTokens {
 impl SpecialTokens {
     /// Look the ids up by token text, e.g. SmolLM2: `(None, "<|im_end|>", None)`; `pad` defaults to
     /// EOS.
-    pub fn from_names(tokenizer: &Tokenizer, bos: Option<&str>, eos: &str, pad: Option<&str>) -> Result<Self, DataError> {
+    pub fn from_names(
+        tokenizer: &Tokenizer,
+        bos: Option<&str>,
+        eos: &str,
+        pad: Option<&str>,
+    ) -> Result<Self, DataError> {
         let id = |name: &str| {
             tokenizer
                 .token_to_id(name)
                 .ok_or_else(|| DataError::Config(format!("token `{name}` is not in the tokenizer's vocabulary")))
         };
         let eos_id = id(eos)?;
-        Ok(SpecialTokens { bos: bos.map(id).transpose()?, eos: eos_id, pad: pad.map(id).transpose()?.unwrap_or(eos_id) })
+        Ok(SpecialTokens {
+            bos: bos.map(id).transpose()?,
+            eos: eos_id,
+            pad: pad.map(id).transpose()?.unwrap_or(eos_id),
+        })
     }
 }
 
@@ -264,6 +273,12 @@ impl QuerySpans {
             positions.extend(input.clone().filter(|p| *p >= self.instruction.end));
         }
         positions
+    }
+
+    /// The spans as a list: the instruction's, then the input's when present (the shape
+    /// `dft_losses::Sequences::query_spans` takes per row).
+    pub fn ranges(&self) -> Vec<Range<usize>> {
+        std::iter::once(self.instruction.clone()).chain(self.input.clone()).collect()
     }
 
     /// How many content tokens there are (what mean pooling divides by).
@@ -619,11 +634,9 @@ mod tests {
     fn kinds_read_from_json_with_defaults() {
         let kinds: SequenceKinds = serde_json::from_str(r#"{"sft": true, "lc": false}"#).unwrap();
         assert!(kinds.tft && kinds.sft && !kinds.lc && kinds.et && kinds.en_prompt);
-        assert_eq!(kinds.iter().collect::<Vec<_>>(), vec![
-            SequenceKind::Tft,
-            SequenceKind::Et,
-            SequenceKind::Sft,
-            SequenceKind::EnPrompt
-        ]);
+        assert_eq!(
+            kinds.iter().collect::<Vec<_>>(),
+            vec![SequenceKind::Tft, SequenceKind::Et, SequenceKind::Sft, SequenceKind::EnPrompt]
+        );
     }
 }

@@ -133,8 +133,8 @@ fn invalid_utf8_names_line_and_column() {
 fn prompt_longer_than_max_len_is_an_error_or_a_counted_skip() {
     let tokenizer = smollm2_tokenizer();
     let special = SpecialTokens::from_names(&tokenizer, None, "<|im_end|>", None).unwrap();
-    let corpus = read_alpaca_pair(&bad("alpaca_en.json"), &bad("alpaca_vi_short.json"), "vi", Strictness::Lenient)
-        .unwrap();
+    let corpus =
+        read_alpaca_pair(&bad("alpaca_en.json"), &bad("alpaca_vi_short.json"), "vi", Strictness::Lenient).unwrap();
     // The with-input Alpaca prompt is longer than the no-input one: 45 tokens lets only the
     // no-input example through.
     let config = TokenizeConfig { max_len: 45, ..Default::default() };
@@ -158,8 +158,9 @@ fn prompt_longer_than_max_len_is_an_error_or_a_counted_skip() {
 fn overlong_skip_mode_skips_instead_of_truncating() {
     let tokenizer = smollm2_tokenizer();
     let special = SpecialTokens::from_names(&tokenizer, None, "<|im_end|>", None).unwrap();
-    let corpus = read_paired_json(&[common::workspace().join("data/alpaca_en_zh/heldout.json")], "zh", Strictness::Strict)
-        .unwrap();
+    let corpus =
+        read_paired_json(&[common::workspace().join("data/alpaca_en_zh/heldout.json")], "zh", Strictness::Strict)
+            .unwrap();
     let truncate = TokenizeConfig { max_len: 96, ..Default::default() };
     let skip = TokenizeConfig { overlong: Overlong::Skip, ..truncate.clone() };
     let truncated = tokenize_corpus(&corpus, &tokenizer, special, &truncate, Strictness::Lenient).unwrap();
@@ -167,7 +168,11 @@ fn overlong_skip_mode_skips_instead_of_truncating() {
     let n_truncated_examples = truncated
         .examples
         .iter()
-        .filter(|e| [SequenceKind::Tft, SequenceKind::Lc, SequenceKind::Et].iter().any(|&k| e.sequence(k).1.last() != Some(&special.eos)))
+        .filter(|e| {
+            [SequenceKind::Tft, SequenceKind::Lc, SequenceKind::Et]
+                .iter()
+                .any(|&k| e.sequence(k).1.last() != Some(&special.eos))
+        })
         .count();
     assert!(n_truncated_examples > 0);
     assert_eq!(skipped.report.count(SkipReason::SequenceTooLong), n_truncated_examples);

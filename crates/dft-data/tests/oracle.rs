@@ -74,5 +74,8 @@ fn ids_labels_and_spans_match_the_python_reference() {
         }
     }
     // The fixture exercises what it claims to.
-    assert!(fallbacks > 0 && truncated > 0 && with_input >= 10 && chat >= 4, "{fallbacks} {truncated} {with_input} {chat}");
+    assert!(
+        fallbacks > 0 && truncated > 0 && with_input >= 10 && chat >= 4,
+        "{fallbacks} {truncated} {with_input} {chat}"
+    );
 }

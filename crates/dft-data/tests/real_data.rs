@@ -45,8 +45,7 @@ fn full_release_reads_in_part_order_with_counted_skips() {
 
     // Filters report what they remove.
     let mut filtered = corpus.clone();
-    let report =
-        FilterConfig { min_score: Some(5), dedup: DedupKey::Example, max_chars: None }.apply(&mut filtered);
+    let report = FilterConfig { min_score: Some(5), dedup: DedupKey::Example, max_chars: None }.apply(&mut filtered);
     assert_eq!(report.kept, total(Some(5)));
     assert_eq!(report.count(SkipReason::ScoreMissing), total(None));
     assert_eq!(report.count(SkipReason::Duplicate), 0);
@@ -139,8 +138,10 @@ fn bundled_slice_tokenizes_and_batches_with_smollm2() {
             let lc = batch.lc.as_ref().unwrap();
             assert_eq!(tft.row(r)[..batch.tgt_prompt_lens[r]], lc.row(r)[..batch.tgt_prompt_lens[r]]);
         }
-        assert_eq!(tft.labelled_tokens(), batch.tft.as_ref().unwrap().lengths.iter().sum::<usize>()
-            - batch.tgt_prompt_lens.iter().sum::<usize>());
+        assert_eq!(
+            tft.labelled_tokens(),
+            batch.tft.as_ref().unwrap().lengths.iter().sum::<usize>() - batch.tgt_prompt_lens.iter().sum::<usize>()
+        );
     }
     assert_eq!(rows, 2_000);
 }

@@ -236,11 +236,16 @@ fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig, GgufError> {
     };
     if let Some(t) = file.opt(&k("rope.scaling.type"), GgufFile::get_str)? {
         if t != "none" {
-            return Err(unsupported(format!("RoPE scaling `{t}` (key `{}`) is not supported, only plain RoPE", k("rope.scaling.type"))));
+            return Err(unsupported(format!(
+                "RoPE scaling `{t}` (key `{}`) is not supported, only plain RoPE",
+                k("rope.scaling.type")
+            )));
         }
     }
     if file.tensor_info("rope_freqs.weight").is_some() {
-        return Err(unsupported("tensor `rope_freqs.weight` (Llama-3 style RoPE frequency scaling) is not supported".into()));
+        return Err(unsupported(
+            "tensor `rope_freqs.weight` (Llama-3 style RoPE frequency scaling) is not supported".into(),
+        ));
     }
     let tokens = file.opt("tokenizer.ggml.tokens", GgufFile::get_str_array)?;
     let vocab_size = match usize_opt(&k("vocab_size"))? {
@@ -297,7 +302,8 @@ fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig, GgufError> {
         } else {
             head_dim as f64
         });
-        cfg.layer_types = (0..num_hidden_layers).map(|i| if i % 2 == 0 { LayerType::Sliding } else { LayerType::Full }).collect();
+        cfg.layer_types =
+            (0..num_hidden_layers).map(|i| if i % 2 == 0 { LayerType::Sliding } else { LayerType::Full }).collect();
     }
     cfg.validate().map_err(|msg| GgufError::BadValue { path: path.into(), key: format!("{arch_name}.*"), msg })?;
     Ok(cfg)
@@ -309,10 +315,19 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(gguf_to_hf_name(Arch::Llama, "blk.12.attn_q.weight").unwrap(), "model.layers.12.self_attn.q_proj.weight");
+        assert_eq!(
+            gguf_to_hf_name(Arch::Llama, "blk.12.attn_q.weight").unwrap(),
+            "model.layers.12.self_attn.q_proj.weight"
+        );
         assert_eq!(gguf_to_hf_name(Arch::Llama, "blk.0.attn_k.bias").unwrap(), "model.layers.0.self_attn.k_proj.bias");
-        assert_eq!(gguf_to_hf_name(Arch::Llama, "blk.3.ffn_norm.weight").unwrap(), "model.layers.3.post_attention_layernorm.weight");
-        assert_eq!(gguf_to_hf_name(Arch::Gemma2, "blk.3.ffn_norm.weight").unwrap(), "model.layers.3.pre_feedforward_layernorm.weight");
+        assert_eq!(
+            gguf_to_hf_name(Arch::Llama, "blk.3.ffn_norm.weight").unwrap(),
+            "model.layers.3.post_attention_layernorm.weight"
+        );
+        assert_eq!(
+            gguf_to_hf_name(Arch::Gemma2, "blk.3.ffn_norm.weight").unwrap(),
+            "model.layers.3.pre_feedforward_layernorm.weight"
+        );
         assert_eq!(
             gguf_to_hf_name(Arch::Gemma2, "blk.3.post_attention_norm.weight").unwrap(),
             "model.layers.3.post_attention_layernorm.weight"

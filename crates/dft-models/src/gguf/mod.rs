@@ -288,7 +288,12 @@ impl MetaValue {
             MetaValue::Bool(b) => format!("a bool ({b})"),
             MetaValue::F32(x) => format!("an f32 ({x})"),
             MetaValue::F64(x) => format!("an f64 ({x})"),
-            other => format!("{} {} ({})", article(other.meta_type().name()), other.meta_type().name(), other.as_integer().unwrap_or(0)),
+            other => format!(
+                "{} {} ({})",
+                article(other.meta_type().name()),
+                other.meta_type().name(),
+                other.as_integer().unwrap_or(0)
+            ),
         }
     }
 }
@@ -560,13 +565,19 @@ impl GgufFile {
     /// An array of integers (any integer element type), as i64.
     pub fn get_int_array(&self, key: &str) -> Result<Vec<i64>, GgufError> {
         match self.require(key)? {
-            MetaValue::Array(a) => a.to_i64_vec().ok_or_else(|| self.wrong_type(key, "an array of integers", &MetaValue::Array(a.clone()))),
+            MetaValue::Array(a) => {
+                a.to_i64_vec().ok_or_else(|| self.wrong_type(key, "an array of integers", &MetaValue::Array(a.clone())))
+            }
             v => Err(self.wrong_type(key, "an array of integers", v)),
         }
     }
 
     /// `Ok(None)` if `key` is absent, else the getter's result.
-    pub fn opt<'a, T>(&'a self, key: &str, get: impl FnOnce(&'a Self, &str) -> Result<T, GgufError>) -> Result<Option<T>, GgufError> {
+    pub fn opt<'a, T>(
+        &'a self,
+        key: &str,
+        get: impl FnOnce(&'a Self, &str) -> Result<T, GgufError>,
+    ) -> Result<Option<T>, GgufError> {
         if self.get(key).is_some() {
             get(self, key).map(Some)
         } else {
@@ -594,10 +605,13 @@ impl GgufFile {
     /// No renaming or un-permuting: see [`GgufModel`] for the HF view.
     pub fn tensor_f32(&self, name: &str) -> Result<HostTensor, GgufError> {
         let info = self.tensor_info(name).ok_or_else(|| self.missing(name))?;
-        let data = quant::dequantize(info.ggml_type, self.data_of(info), info.n_elements as usize).map_err(|e| match e {
-            QuantError::Unsupported(ty) => GgufError::UnsupportedTensorType { path: self.path.clone(), tensor: name.into(), ty },
-            other => GgufError::BadTensor { path: self.path.clone(), tensor: name.into(), msg: other.to_string() },
-        })?;
+        let data =
+            quant::dequantize(info.ggml_type, self.data_of(info), info.n_elements as usize).map_err(|e| match e {
+                QuantError::Unsupported(ty) => {
+                    GgufError::UnsupportedTensorType { path: self.path.clone(), tensor: name.into(), ty }
+                }
+                other => GgufError::BadTensor { path: self.path.clone(), tensor: name.into(), msg: other.to_string() },
+            })?;
         Ok(HostTensor::new(info.shape(), data))
     }
 
@@ -705,7 +719,9 @@ impl<'a> Parser<'a> {
                 match self.array::<1>(&what)?[0] {
                     0 => MetaValue::Bool(false),
                     1 => MetaValue::Bool(true),
-                    b => return Err(self.corrupt(format!("value of `{key}` at byte {at}: bool byte is {b}, not 0 or 1"))),
+                    b => {
+                        return Err(self.corrupt(format!("value of `{key}` at byte {at}: bool byte is {b}, not 0 or 1")))
+                    }
                 }
             }
             MetaType::String => MetaValue::String(self.string(&what)?),
@@ -716,8 +732,9 @@ impl<'a> Parser<'a> {
     fn meta_type(&mut self, key: &str, what: &dyn Fn() -> String) -> Result<MetaType, GgufError> {
         let at = self.pos;
         let id = self.u32(what)?;
-        MetaType::from_id(id)
-            .ok_or_else(|| self.corrupt(format!("{} at byte {at}: unknown metadata value type {id} (key `{key}`)", what())))
+        MetaType::from_id(id).ok_or_else(|| {
+            self.corrupt(format!("{} at byte {at}: unknown metadata value type {id} (key `{key}`)", what()))
+        })
     }
 
     fn meta_array(&mut self, key: &str, depth: usize) -> Result<MetaArray, GgufError> {
@@ -733,7 +750,10 @@ impl<'a> Parser<'a> {
             ($variant:ident, $t:ty) => {{
                 let bytes = self.take(count * std::mem::size_of::<$t>() as u64, &what)?;
                 MetaArray::$variant(
-                    bytes.chunks_exact(std::mem::size_of::<$t>()).map(|c| <$t>::from_le_bytes(c.try_into().unwrap())).collect(),
+                    bytes
+                        .chunks_exact(std::mem::size_of::<$t>())
+                        .map(|c| <$t>::from_le_bytes(c.try_into().unwrap()))
+                        .collect(),
                 )
             }};
         }
@@ -846,12 +866,16 @@ impl<'a> Parser<'a> {
         let info_end = self.pos as u64;
         let data_offset = info_end.div_ceil(alignment) * alignment;
 
-        let bad = |tensor: &str, msg: String| GgufError::BadTensor { path: self.path.into(), tensor: tensor.into(), msg };
+        let bad =
+            |tensor: &str, msg: String| GgufError::BadTensor { path: self.path.into(), tensor: tensor.into(), msg };
         let mut tensors: Vec<TensorInfo> = Vec::with_capacity(raw.len());
         let mut names = HashMap::with_capacity(raw.len());
         for (name, dims, type_id, offset) in raw {
-            let ggml_type = GgmlType::from_id(type_id)
-                .ok_or_else(|| GgufError::UnknownTensorType { path: self.path.into(), tensor: name.clone(), type_id })?;
+            let ggml_type = GgmlType::from_id(type_id).ok_or_else(|| GgufError::UnknownTensorType {
+                path: self.path.into(),
+                tensor: name.clone(),
+                type_id,
+            })?;
             let n_elements = dims
                 .iter()
                 .try_fold(1u64, |acc, &d| acc.checked_mul(d))
@@ -860,10 +884,16 @@ impl<'a> Parser<'a> {
             if dims.first().is_some_and(|&ne0| ne0 % ggml_type.block_size() as u64 != 0) {
                 return Err(bad(
                     &name,
-                    format!("row length {} is not a multiple of the {} block size {}", dims[0], ggml_type.name(), ggml_type.block_size()),
+                    format!(
+                        "row length {} is not a multiple of the {} block size {}",
+                        dims[0],
+                        ggml_type.name(),
+                        ggml_type.block_size()
+                    ),
                 ));
             }
-            let n_bytes = ggml_type.bytes_for(n_elements).ok_or_else(|| bad(&name, format!("dimensions {dims:?} overflow")))?;
+            let n_bytes =
+                ggml_type.bytes_for(n_elements).ok_or_else(|| bad(&name, format!("dimensions {dims:?} overflow")))?;
             if offset % alignment != 0 {
                 return Err(bad(&name, format!("data offset {offset} is not a multiple of the alignment {alignment}")));
             }

@@ -260,7 +260,10 @@ fn tensor_table_errors_name_the_tensor() {
     let mut w = Writer::new();
     w.tensor("blk.0.weird.weight", &[4], 99, &[0; 16]);
     let e = parse(w.bytes()).unwrap_err();
-    assert!(matches!(&e, GgufError::UnknownTensorType { tensor, type_id: 99, .. } if tensor == "blk.0.weird.weight"), "{e}");
+    assert!(
+        matches!(&e, GgufError::UnknownTensorType { tensor, type_id: 99, .. } if tensor == "blk.0.weird.weight"),
+        "{e}"
+    );
     assert!(e.to_string().contains("blk.0.weird.weight") && e.to_string().contains("99"), "{e}");
     // known type without a dequantiser: parses, fails on load
     let mut w = Writer::new();

@@ -65,7 +65,8 @@ pub enum TokenizerKind {
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const TEKKEN_SPLIT: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const GPT4O_SPLIT: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const QWEN35_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 fn pre_tokenizer_split(pre: &str) -> Option<&'static str> {
@@ -236,23 +237,30 @@ impl GgufFile {
         // vocabulary spelling, merges, and pipeline per family
         let byte_chars = byte_alphabet();
         let in_byte_alphabet = |t: &str| t.chars().all(|c| byte_chars.contains(&c));
-        let spelled: Vec<String> = match kind {
-            TokenizerKind::ByteLevelBpe => tokens
-                .iter()
-                .map(|t| if in_byte_alphabet(t) { t.clone() } else { t.bytes().map(|b| byte_chars[b as usize]).collect() })
-                .collect(),
-            TokenizerKind::Gemma => tokens
-                .iter()
-                .map(|t| {
-                    if t.contains(' ') && t.chars().all(py_isspace) {
-                        "\u{2581}".repeat(t.chars().count())
-                    } else {
-                        t.clone()
-                    }
-                })
-                .collect(),
-            TokenizerKind::SentencePiece | TokenizerKind::Phi3 => tokens.to_vec(),
-        };
+        let spelled: Vec<String> =
+            match kind {
+                TokenizerKind::ByteLevelBpe => tokens
+                    .iter()
+                    .map(|t| {
+                        if in_byte_alphabet(t) {
+                            t.clone()
+                        } else {
+                            t.bytes().map(|b| byte_chars[b as usize]).collect()
+                        }
+                    })
+                    .collect(),
+                TokenizerKind::Gemma => tokens
+                    .iter()
+                    .map(|t| {
+                        if t.contains(' ') && t.chars().all(py_isspace) {
+                            "\u{2581}".repeat(t.chars().count())
+                        } else {
+                            t.clone()
+                        }
+                    })
+                    .collect(),
+                TokenizerKind::SentencePiece | TokenizerKind::Phi3 => tokens.to_vec(),
+            };
         let merges: Vec<(String, String)> = match file_merges {
             Some(m) => m
                 .iter()
@@ -305,8 +313,9 @@ impl GgufFile {
                 let pre = self.opt("tokenizer.ggml.pre", GgufFile::get_str)?.unwrap_or("");
                 let pre_tok: PreTokenizerWrapper = match pre_tokenizer_split(pre) {
                     Some(regex) => {
-                        let split = Split::new(SplitPattern::Regex(regex.into()), SplitDelimiterBehavior::Isolated, false)
-                            .map_err(|e| self.tok_err(format!("bad split regex for `{pre}`: {e}")))?;
+                        let split =
+                            Split::new(SplitPattern::Regex(regex.into()), SplitDelimiterBehavior::Isolated, false)
+                                .map_err(|e| self.tok_err(format!("bad split regex for `{pre}`: {e}")))?;
                         PreTokenizerSequence::new(vec![split.into(), ByteLevel::new(false, true, false).into()]).into()
                     }
                     None => ByteLevel::new(false, true, true).into(),
@@ -329,8 +338,9 @@ impl GgufFile {
             }
             TokenizerKind::Gemma => {
                 tok.with_normalizer(Some(Replace::new(" ", "\u{2581}").unwrap()));
-                let split = Split::new(SplitPattern::String(" ".into()), SplitDelimiterBehavior::MergedWithPrevious, false)
-                    .map_err(|e| self.tok_err(format!("{e}")))?;
+                let split =
+                    Split::new(SplitPattern::String(" ".into()), SplitDelimiterBehavior::MergedWithPrevious, false)
+                        .map_err(|e| self.tok_err(format!("{e}")))?;
                 tok.with_pre_tokenizer(Some(split));
                 let dec: DecoderWrapper = DecoderSequence::new(vec![
                     Replace::new("\u{2581}", " ").unwrap().into(),
@@ -347,7 +357,9 @@ impl GgufFile {
             let control: Vec<AddedToken> = tokens
                 .iter()
                 .zip(types)
-                .filter(|(t, &ty)| ty == TOKEN_TYPE_CONTROL && (kind != TokenizerKind::ByteLevelBpe || in_byte_alphabet(t)))
+                .filter(|(t, &ty)| {
+                    ty == TOKEN_TYPE_CONTROL && (kind != TokenizerKind::ByteLevelBpe || in_byte_alphabet(t))
+                })
                 .map(|(t, _)| AddedToken::from(t.clone(), true).normalized(false))
                 .collect();
             tok.add_special_tokens(&control);
@@ -362,11 +374,9 @@ impl GgufFile {
         let named = |id: Option<u32>, what: &str| -> Result<Option<String>, GgufError> {
             match id {
                 None => Ok(None),
-                Some(i) => tokens
-                    .get(i as usize)
-                    .cloned()
-                    .map(Some)
-                    .ok_or_else(|| self.tok_err(format!("{what} token id {i} is past the vocabulary ({} tokens)", tokens.len()))),
+                Some(i) => tokens.get(i as usize).cloned().map(Some).ok_or_else(|| {
+                    self.tok_err(format!("{what} token id {i} is past the vocabulary ({} tokens)", tokens.len()))
+                }),
             }
         };
         let bos = named(self.bos_token_id(), "BOS")?;
@@ -377,7 +387,8 @@ impl GgufFile {
         if kind == TokenizerKind::Gemma && tok.token_to_id("<mask>").is_some() {
             specials.push("<mask>".into());
         }
-        let specials: Vec<AddedToken> = specials.into_iter().map(|t| AddedToken::from(t, true).normalized(false)).collect();
+        let specials: Vec<AddedToken> =
+            specials.into_iter().map(|t| AddedToken::from(t, true).normalized(false)).collect();
         tok.add_special_tokens(&specials);
 
         // post-processor
@@ -385,7 +396,8 @@ impl GgufFile {
         let add_eos = self.add_eos_token();
         let mut single: Vec<String> = Vec::new();
         let mut special_tokens: Vec<(String, u32)> = Vec::new();
-        let id_of = |t: &String| tok.token_to_id(t).ok_or_else(|| self.tok_err(format!("special token {t:?} has no id")));
+        let id_of =
+            |t: &String| tok.token_to_id(t).ok_or_else(|| self.tok_err(format!("special token {t:?} has no id")));
         if let (true, Some(b)) = (add_bos, &bos) {
             single.push(format!("{b}:0"));
             special_tokens.push((b.clone(), id_of(b)?));

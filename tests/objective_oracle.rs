@@ -1,0 +1,187 @@
+//! The DFT objective on our models against PyTorch autograd on transformers' models
+//! (tools/oracle/loss_fixtures.py): every loss component, the total, and the gradients of selected
+//! parameters, on 4 real en–zh examples; gradients that must be zero are exactly zero.
+use burn::backend::{Autodiff, Flex};
+use burn::module::AutodiffModule;
+use burn::tensor::Tensor;
+use dft_losses::{dft_loss, dft_loss_eval, dft_loss_naive, AuxLoss, DftBatch, ObjectiveConfig, Pooling, Sequences};
+use dft_models::{load_pretrained, CausalLm};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+type AB = Autodiff<Flex>;
+const TOL: f64 = 1e-4;
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/objective")
+}
+
+fn sequences(v: &Value) -> Sequences {
+    let nums = |k: &str| v[k].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect::<Vec<_>>();
+    Sequences {
+        seq_len: v["seq_len"].as_u64().unwrap() as usize,
+        input_ids: nums("input_ids").into_iter().map(|x| x as u32).collect(),
+        labels: nums("labels"),
+        lengths: nums("lengths").into_iter().map(|x| x as usize).collect(),
+        prompt_lens: nums("prompt_lens").into_iter().map(|x| x as usize).collect(),
+        query_spans: v["query_spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row.as_array().unwrap().iter().map(|s| s[0].as_u64().unwrap() as usize..s[1].as_u64().unwrap() as usize).collect())
+            .collect(),
+    }
+}
+
+fn aux(s: &str) -> AuxLoss {
+    match s {
+        "off" => AuxLoss::Off,
+        "logits" => AuxLoss::Logits,
+        "feature" => AuxLoss::Feature,
+        other => panic!("{other}"),
+    }
+}
+
+fn read_grads(path: &std::path::Path) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(n, v)| (n, (v.shape().to_vec(), v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())))
+        .collect()
+}
+
+/// Our gradient of an HF-named parameter, in HF layout; `None` if it got no gradient.
+fn our_grad(model: &CausalLm<AB>, grads: &<AB as burn::tensor::backend::AutodiffBackend>::Gradients, name: &str) -> Option<Vec<f32>> {
+    let get2 = |t: Tensor<AB, 2>, transpose: bool| {
+        t.grad(grads).map(|g| {
+            let g = if transpose { g.transpose() } else { g };
+            g.into_data().to_vec::<f32>().unwrap()
+        })
+    };
+    let layer = |i: usize| &model.layers[i];
+    match name {
+        "model.embed_tokens.weight" => get2(model.embed_tokens.val(), false),
+        "model.layers.0.self_attn.q_proj.weight" => get2(layer(0).self_attn.q_proj.weight.val(), true),
+        "model.layers.1.mlp.down_proj.weight" => get2(layer(1).mlp.down_proj.weight.val(), true),
+        "model.layers.3.self_attn.o_proj.weight" => get2(layer(3).self_attn.o_proj.weight.val(), true),
+        "model.layers.3.mlp.up_proj.weight" => get2(layer(3).mlp.up_proj.weight.val(), true),
+        "model.norm.weight" => model.norm.weight.val().grad(grads).map(|g| g.into_data().to_vec::<f32>().unwrap()),
+        "lm_head.weight" => get2(model.lm_head.as_ref().unwrap().val(), true),
+        other => panic!("unknown parameter {other}"),
+    }
+}
+
+#[test]
+fn objective_matches_pytorch_autograd() {
+    let seqs: Value = serde_json::from_str(&std::fs::read_to_string(dir().join("sequences.json")).unwrap()).unwrap();
+    for model_name in ["llama", "gemma2"] {
+        let device = Default::default();
+        let model = load_pretrained::<AB>(&dir().join(model_name), &device).unwrap().model;
+        let expected: Value = serde_json::from_str(&std::fs::read_to_string(dir().join(model_name).join("expected.json")).unwrap()).unwrap();
+        let ref_grads = read_grads(&dir().join(model_name).join("grads.safetensors"));
+        for (case, exp) in expected.as_object().unwrap() {
+            let c = &exp["config"];
+            let cfg = ObjectiveConfig {
+                lc: aux(c["lc"].as_str().unwrap()),
+                et: aux(c["et"].as_str().unwrap()),
+                lc_layer: c["lc_layer"].as_u64().unwrap() as usize,
+                et_layer: c["et_layer"].as_u64().unwrap() as usize,
+                alpha: c["alpha"].as_f64().unwrap(),
+                beta: c["beta"].as_f64().unwrap(),
+                pooling: serde_json::from_value::<Pooling>(c["pooling"].clone()).unwrap(),
+                english_stop_grad: c["english_stop_grad"].as_bool().unwrap(),
+                ..Default::default()
+            };
+            let mut main = sequences(&seqs[c["main"].as_str().unwrap()]);
+            if !c["main_labelled"].as_bool().unwrap() {
+                main.labels.iter_mut().for_each(|l| *l = -100);
+            }
+            let batch = DftBatch {
+                main,
+                lc: Some(sequences(&seqs["lc"])),
+                et: Some(sequences(&seqs["et"])),
+                en_prompt: Some(sequences(&seqs["en_prompt"])),
+            };
+            let out = dft_loss(&model, &batch, &cfg, &device).unwrap();
+            let got = &out.components;
+            let want = &exp["components"];
+            let close = |a: f64, b: &Value, what: &str| {
+                let b = b.as_f64().unwrap();
+                assert!((a - b).abs() <= TOL, "{model_name}/{case}: {what} = {a}, PyTorch {b}");
+            };
+            close(got.main, &want["main"], "main");
+            close(got.total, &want["total"], "total");
+            assert_eq!(got.main_tokens as u64, want["main_tokens"].as_u64().unwrap());
+            for (name, ours, tokens) in [("lc", got.lc, got.lc_tokens), ("et", got.et, got.et_tokens)] {
+                match (ours, want[name].as_f64()) {
+                    (Some(a), Some(_)) => close(a, &want[name], name),
+                    (None, None) => {}
+                    other => panic!("{model_name}/{case}: {name} presence differs: {other:?}"),
+                }
+                assert_eq!(tokens as u64, want[format!("{name}_tokens")].as_u64().unwrap(), "{model_name}/{case}: {name} tokens");
+            }
+            // The loss value is the same through the naive and the eval paths.
+            let naive = dft_loss_naive(&model, &batch, &cfg, &device).unwrap().components;
+            let eval = dft_loss_eval(&model.valid(), &batch, &cfg, &device).unwrap().components;
+            assert!((naive.total - got.total).abs() <= 1e-5 * got.total.abs().max(1.0));
+            assert!((eval.total - got.total).abs() <= 1e-5 * got.total.abs().max(1.0));
+
+            let grads = out.loss.backward();
+            for (key, (_, want)) in ref_grads.iter().filter(|(k, _)| k.starts_with(&format!("{case}/"))) {
+                let param = key.split_once('/').unwrap().1;
+                let must_be_zero = want.iter().all(|&x| x == 0.0);
+                match our_grad(&model, &grads, param) {
+                    None => assert!(must_be_zero, "{model_name}/{case}: {param} got no gradient, PyTorch has one"),
+                    Some(g) => {
+                        if must_be_zero {
+                            assert!(g.iter().all(|&x| x == 0.0), "{model_name}/{case}: {param} must get exactly zero gradient");
+                        }
+                        let scale = want.iter().fold(1f32, |m, x| m.max(x.abs())) as f64;
+                        let d = g.iter().zip(want).map(|(a, b)| (a - b).abs() as f64).fold(0.0, f64::max);
+                        assert!(d <= TOL * scale, "{model_name}/{case}: grad of {param} differs by {d:e} (scale {scale})");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_objective_inputs_are_typed_errors() {
+    use dft_losses::LossError;
+    let seqs: Value = serde_json::from_str(&std::fs::read_to_string(dir().join("sequences.json")).unwrap()).unwrap();
+    let device = Default::default();
+    let model = load_pretrained::<AB>(&dir().join("llama"), &device).unwrap().model;
+    let batch = DftBatch {
+        main: sequences(&seqs["tft"]),
+        lc: Some(sequences(&seqs["lc"])),
+        et: Some(sequences(&seqs["et"])),
+        en_prompt: Some(sequences(&seqs["en_prompt"])),
+    };
+    let run = |cfg: ObjectiveConfig, batch: &DftBatch| dft_loss(&model, batch, &cfg, &device).map(|_| ()).unwrap_err();
+    let e = run(ObjectiveConfig { et: AuxLoss::Logits, et_layer: 0, ..Default::default() }, &batch);
+    assert!(matches!(e, LossError::LayerOutOfRange { layer: 0, .. }), "{e}");
+    let e = run(ObjectiveConfig { lc: AuxLoss::Feature, lc_layer: 5, ..Default::default() }, &batch);
+    assert!(matches!(e, LossError::LayerOutOfRange { layer: 5, num_layers: 4, .. }), "{e}");
+    let e = run(ObjectiveConfig { lc: AuxLoss::Logits, alpha: -0.5, ..Default::default() }, &batch);
+    assert!(matches!(e, LossError::BadWeight { name: "alpha", .. }), "{e}");
+    let mut b2 = batch.clone();
+    b2.main.labels.pop();
+    let e = run(ObjectiveConfig::default(), &b2);
+    assert!(matches!(e, LossError::BadBatch { .. }) && e.to_string().contains("label/sequence shape mismatch"), "{e}");
+    let mut b3 = batch.clone();
+    b3.main.query_spans[2] = vec![];
+    let e = run(ObjectiveConfig { et: AuxLoss::Feature, et_layer: 2, ..Default::default() }, &b3);
+    assert!(matches!(e, LossError::EmptyPoolSpan { row: 2, .. }), "{e}");
+    let b4 = DftBatch { et: None, ..batch.clone() };
+    let e = run(ObjectiveConfig { et: AuxLoss::Logits, et_layer: 2, ..Default::default() }, &b4);
+    assert!(matches!(e, LossError::MissingSequences(_)), "{e}");
+    // No labelled tokens at all: loss 0 with count 0, never NaN.
+    let mut b5 = batch.clone();
+    b5.main.labels.iter_mut().for_each(|l| *l = -100);
+    let out = dft_loss(&model, &b5, &ObjectiveConfig::default(), &device).unwrap();
+    assert_eq!((out.components.main, out.components.main_tokens), (0.0, 0));
+    assert!(!out.components.total.is_nan());
+}
