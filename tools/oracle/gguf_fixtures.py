@@ -347,8 +347,8 @@ def write_tiny_model(out: Path, arch: str, sp) -> None:
     w.close()
 
 
-def transformers_view(gguf_path: Path, strings: dict[str, list[str]], keep_tensors) -> tuple[dict, dict]:
-    """Load `gguf_path` with transformers: (report, {hf_name: f32 tensor}) for the tensors `keep_tensors` picks."""
+def transformers_view(gguf_path: Path, strings: dict[str, list[str]], keep_tensors) -> tuple[dict, dict, object]:
+    """Load `gguf_path` with transformers: (report, {hf_name: f32 array} for the names `keep_tensors` picks, tokenizer)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

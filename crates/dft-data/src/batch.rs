@@ -556,7 +556,7 @@ mod tests {
 
     use super::*;
     use crate::error::{DataReport, RecordLocation};
-    use crate::tokenize::{SequenceKinds, SpecialTokens, TokenizeConfig, TokenizeStats};
+    use crate::tokenize::{AnswerJoin, SequenceKinds, SpecialTokens, TokenizeConfig, TokenizeStats};
 
     /// A synthetic tokenized corpus: example i has a target prompt of 3 + i % 4 tokens and answers of
     /// 1 + i % 7 tokens.
@@ -584,6 +584,7 @@ mod tests {
             target_lang: "zh".into(),
             special: SpecialTokens { bos: None, eos: 2, pad: 0 },
             config: TokenizeConfig { kinds: SequenceKinds::default(), ..Default::default() },
+            answer_join: AnswerJoin::Separate,
             examples,
             report: DataReport::default(),
             stats: TokenizeStats::default(),

@@ -669,6 +669,22 @@ mod tests {
     }
 
     #[test]
+    fn data_source_reads_from_a_config() {
+        let source: DataSource =
+            serde_json::from_str(r#"{"format": "jsonl_pair", "en": "a.jsonl", "tgt": "b.jsonl", "target_lang": "vi"}"#)
+                .unwrap();
+        let expected = DataSource::JsonlPair {
+            en: "a.jsonl".into(),
+            tgt: "b.jsonl".into(),
+            target_lang: "vi".into(),
+            pair_by: PairBy::Line,
+        };
+        assert_eq!(source, expected);
+        let source: DataSource = serde_json::from_str(r#"{"format": "alpaca_en_zh_dir", "dir": "d"}"#).unwrap();
+        assert_eq!(source, DataSource::AlpacaEnZhDir { dir: "d".into() });
+    }
+
+    #[test]
     fn target_lang_must_not_be_english() {
         assert!(check_target_lang("en").is_err());
         assert!(check_target_lang("").is_err());

@@ -17,18 +17,19 @@
 //!
 //! ## Answer tokenization and stanford_alpaca
 //! stanford_alpaca tokenizes `prompt + output + eos_text` as one string and masks the first
-//! `len(tokenize(prompt))` tokens. [`AnswerJoin::Joint`] (default) does the same, then checks that
-//! the prompt ids are a prefix of the joint ids; where they are not (the tokenizer merged the last
-//! prompt character with the first answer character), it falls back to `prompt ids ⊕
-//! encode(answer)` and counts the fallback per kind ([`KindStats::joint_fallbacks`]), so the prefix
-//! property always holds. With SmolLM2's byte-level BPE, the prompt ends in `:` (Alpaca) or `\n`
-//! (ChatML); `:` followed by letters, digits, CJK or whitespace splits cleanly, so joint and separate
-//! ids are equal; it merges with a leading punctuation run (`- `, `"`, `//`, `(`, `{`): 783 TFT,
-//! 1,394 ET and 1,394 SFT answers of the 52,002 alpaca_en_zh examples (1.7% of these sequences).
-//! In those cases stanford_alpaca would supervise from the second token of the merged run; we keep
-//! the prompt intact and supervise the whole answer. [`AnswerJoin::Separate`] skips the joint encode
-//! (faster; equal ids for SmolLM2 wherever the boundary is clean; for SentencePiece tokenizers it
-//! adds a leading `▁` to the answer).
+//! `len(tokenize(prompt))` tokens. [`AnswerJoin::Joint`] does the same, then checks that the prompt
+//! ids are a prefix of the joint ids; where they are not (the tokenizer merged the last prompt
+//! character with the first answer character), it falls back to `prompt ids ⊕ encode(answer)` and
+//! counts the fallback per kind ([`KindStats::joint_fallbacks`]), so the prefix property always
+//! holds. With SmolLM2's byte-level BPE the Alpaca prompt ends in `:`, which splits cleanly from
+//! letters, digits, CJK and whitespace but merges with a leading punctuation run (`- `, `"`, `//`,
+//! `(`, `{`): 781 TFT, 1,392 ET and 1,392 SFT answers of the 51,939 tokenizable alpaca_en_zh
+//! examples (1.3% of these sequences; LC targets never). There stanford_alpaca would supervise from
+//! the second token of the merged run; we keep the prompt intact and supervise the whole answer.
+//! [`AnswerJoin::Separate`] encodes prompt and answer separately; for byte-level BPE it gives
+//! exactly `Joint`'s ids (see [`AnswerJoin::separate_is_exact`]; verified on all 51,939 examples)
+//! at about half the cost, so [`AnswerJoin::Auto`] (default) uses it there and `Joint` elsewhere
+//! (SentencePiece tokenizers such as Llama-2's would add a `▁` to a separately encoded answer).
 //!
 //! ## Truncation (METHOD.md §2)
 //! A sequence longer than `max_len` loses the end of its supervised part (EOS included), never the
@@ -214,12 +215,52 @@ impl SequenceKinds {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AnswerJoin {
+    /// `Separate` where it gives exactly `Joint`'s ids ([`AnswerJoin::separate_is_exact`]: byte-level
+    /// BPE such as SmolLM2's), `Joint` otherwise.
+    #[default]
+    Auto,
     /// stanford_alpaca: encode prompt and answer as one string; fall back to `Separate` (counted)
     /// where the prompt ids are not a prefix of the result.
-    #[default]
     Joint,
     /// Encode prompt and answer separately and concatenate.
     Separate,
+}
+
+impl AnswerJoin {
+    /// `Auto` resolved for a tokenizer (`Joint` and `Separate` stay as they are).
+    pub fn resolve(self, tokenizer: &Tokenizer) -> AnswerJoin {
+        match self {
+            AnswerJoin::Auto if Self::separate_is_exact(tokenizer) => AnswerJoin::Separate,
+            AnswerJoin::Auto => AnswerJoin::Joint,
+            other => other,
+        }
+    }
+
+    /// Whether separate encoding yields the joint encoding's ids (after its fallback) for every
+    /// text: BPE without dropout, no normalizer, and a pre-tokenizer made of byte-level splitting
+    /// without an added prefix space (and digit splitting). Then a word's BPE never crosses a
+    /// pre-token boundary; where a pre-token straddles the prompt/answer boundary and BPE keeps the
+    /// prompt's tokens, the answer's tokens are the BPE of its part alone (merges never split, so
+    /// no merge crossed the boundary), and where it does not, `Joint` falls back to `Separate`.
+    /// Checked on all 51,939 tokenizable alpaca_en_zh examples with SmolLM2 (bench `throughput`).
+    pub fn separate_is_exact(tokenizer: &Tokenizer) -> bool {
+        use tokenizers::models::ModelWrapper;
+        use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+        fn byte_level(p: &PreTokenizerWrapper) -> bool {
+            match p {
+                PreTokenizerWrapper::ByteLevel(b) => !b.add_prefix_space,
+                PreTokenizerWrapper::Digits(_) => true,
+                PreTokenizerWrapper::Sequence(seq) => {
+                    let parts: &[PreTokenizerWrapper] = seq.as_ref();
+                    parts.iter().all(byte_level) && parts.iter().any(|p| matches!(p, PreTokenizerWrapper::ByteLevel(_)))
+                }
+                _ => false,
+            }
+        }
+        tokenizer.get_normalizer().is_none()
+            && matches!(tokenizer.get_model(), ModelWrapper::BPE(bpe) if bpe.dropout.is_none())
+            && tokenizer.get_pre_tokenizer().is_some_and(byte_level)
+    }
 }
 
 /// What to do with a sequence longer than `max_len` whose prompt fits.
@@ -251,7 +292,7 @@ impl Default for TokenizeConfig {
             template: PromptTemplate::Alpaca,
             max_len: 512,
             kinds: SequenceKinds::default(),
-            answer_join: AnswerJoin::Joint,
+            answer_join: AnswerJoin::Auto,
             overlong: Overlong::Truncate,
         }
     }
@@ -395,6 +436,8 @@ pub struct TokenizedCorpus {
     pub target_lang: String,
     pub special: SpecialTokens,
     pub config: TokenizeConfig,
+    /// `config.answer_join` resolved for the tokenizer (`Joint` or `Separate`).
+    pub answer_join: AnswerJoin,
     pub examples: Vec<TokenizedExample>,
     /// This stage: examples seen, kept, skipped per reason.
     pub report: DataReport,
@@ -437,6 +480,7 @@ pub fn tokenize_corpus(
         target_lang: corpus.target_lang.clone(),
         special,
         config: config.clone(),
+        answer_join: config.answer_join.resolve(tokenizer),
         examples,
         report,
         stats,
@@ -450,7 +494,8 @@ pub fn tokenize_example(
     special: SpecialTokens,
     config: &TokenizeConfig,
 ) -> Result<(TokenizedExample, TokenizeStats), DataError> {
-    let encoder = Encoder { tokenizer, special, config, location: &example.origin };
+    let answer_join = config.answer_join.resolve(tokenizer);
+    let encoder = Encoder { tokenizer, special, config, answer_join, location: &example.origin };
     let kinds = config.kinds;
     let mut out = TokenizedExample {
         id: example.id.clone(),
@@ -516,6 +561,8 @@ struct Encoder<'a> {
     tokenizer: &'a Tokenizer,
     special: SpecialTokens,
     config: &'a TokenizeConfig,
+    /// Resolved (never `Auto`).
+    answer_join: AnswerJoin,
     location: &'a RecordLocation,
 }
 
@@ -560,7 +607,7 @@ impl Encoder<'_> {
     ) -> Result<Vec<u32>, DataError> {
         let prompt_body = &prompt_ids[usize::from(self.special.bos.is_some())..];
         let mut answer = None;
-        if self.config.answer_join == AnswerJoin::Joint {
+        if self.answer_join == AnswerJoin::Joint {
             let joint_text = format!("{}{answer_text}", rendered.text);
             let joint = self.tokenizer.encode_fast(joint_text.as_str(), false).map_err(|e| self.tokenizer_error(e))?;
             let joint = joint.get_ids();

@@ -48,6 +48,9 @@ fn ids_labels_and_spans_match_the_python_reference() {
             ..Default::default()
         };
         let (ours, _) = tokenize_example(example, &tokenizer, special, &config).unwrap();
+        // Both answer encodings agree with the reference.
+        let joint = TokenizeConfig { answer_join: AnswerJoin::Joint, ..config.clone() };
+        assert_eq!(tokenize_example(example, &tokenizer, special, &joint).unwrap().0, ours);
         let what = format!("case {index} ({})", case["why"]);
 
         assert_eq!(ours.tgt_prompt, ids(&case["tgt_prompt_ids"]), "{what}: P(x_tgt)");
@@ -78,4 +81,35 @@ fn ids_labels_and_spans_match_the_python_reference() {
         fallbacks > 0 && truncated > 0 && with_input >= 10 && chat >= 4,
         "{fallbacks} {truncated} {with_input} {chat}"
     );
+}
+
+/// With a BOS (Llama-2, Gemma), every prompt starts with it, spans shift by one and the BOS is
+/// masked like the rest of the prompt; the rest is unchanged.
+#[test]
+fn bos_is_prepended_to_every_prompt_and_masked() {
+    let tokenizer = smollm2_tokenizer();
+    let without = SpecialTokens::from_names(&tokenizer, None, "<|im_end|>", None).unwrap();
+    let with = SpecialTokens::from_names(&tokenizer, Some("<|im_start|>"), "<|im_end|>", None).unwrap();
+    assert_eq!(with.bos, Some(1));
+    let corpus =
+        read_paired_json(&[workspace().join("data/alpaca_en_zh/train.json")], "zh", Strictness::Strict).unwrap();
+    let config = TokenizeConfig { kinds: SequenceKinds::all(), ..Default::default() };
+    for example in corpus.examples.iter().filter(|e| e.x_tgt.has_input()).take(5) {
+        let (plain, _) = tokenize_example(example, &tokenizer, without, &config).unwrap();
+        let (bos, _) = tokenize_example(example, &tokenizer, with, &config).unwrap();
+        assert_eq!(bos.tgt_prompt, [&[1][..], &plain.tgt_prompt].concat());
+        assert_eq!(bos.en_prompt, [&[1][..], &plain.en_prompt].concat());
+        let shift = |r: &std::ops::Range<usize>| r.start + 1..r.end + 1;
+        assert_eq!(bos.tgt_query.instruction, shift(&plain.tgt_query.instruction));
+        assert_eq!(bos.tgt_query.input.as_ref(), plain.tgt_query.input.as_ref().map(shift).as_ref());
+        for kind in [SequenceKind::Tft, SequenceKind::Lc, SequenceKind::Et, SequenceKind::Sft] {
+            // The same answer, one token shorter where the BOS pushes it past max_len.
+            let (prefix, answer) = bos.sequence(kind);
+            assert!(plain.sequence(kind).1.starts_with(answer));
+            assert_eq!(bos.len(kind), (plain.len(kind) + 1).min(config.max_len));
+            let batch = TokenBatch::from_rows(kind, &[(prefix, answer)], with.pad, None);
+            assert_eq!(batch.labels[0], IGNORE_INDEX);
+            assert_eq!(batch.labelled_tokens(), answer.len());
+        }
+    }
 }

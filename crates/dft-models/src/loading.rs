@@ -260,8 +260,20 @@ pub fn load_pretrained<B: Backend>(path: &Path, device: &B::Device) -> Result<Pr
 }
 
 /// Load a `.gguf` file: weights dequantised to f32, config and tokenizer from its metadata.
-pub fn load_gguf<B: Backend>(path: &Path, _device: &B::Device) -> Result<Pretrained<B>> {
-    Err(ModelError::InvalidArgument(format!("{}: GGUF loading is not wired yet", path.display())))
+pub fn load_gguf<B: Backend>(path: &Path, device: &B::Device) -> Result<Pretrained<B>> {
+    let (source, tokenizer) = crate::gguf::load_gguf(path)?;
+    let model = CausalLm::from_source(source.config().clone(), &source, device)?;
+    Ok(Pretrained { model, tokenizer: Some(tokenizer) })
+}
+
+/// The model config of a checkpoint directory or `.gguf` file, read from its header only (no weights),
+/// e.g. to validate layer indices before loading.
+pub fn peek_config(path: &Path) -> Result<ModelConfig> {
+    if path.extension().is_some_and(|e| e == "gguf") {
+        Ok(crate::gguf::GgufModel::open(path)?.config().clone())
+    } else {
+        ModelConfig::from_hf_json_file(&path.join("config.json"))
+    }
 }
 
 /// Small deterministic RNG (SplitMix64 + Box–Muller) for reproducible random weights.

@@ -29,7 +29,8 @@ fn open_shard(path: &Path) -> Result<Shard> {
     // SAFETY: the file is opened read-only; we never hand out references that outlive the map.
     let mmap = unsafe { Mmap::map(&file) }.map_err(|source| ModelError::Io { path: path.into(), source })?;
     let bad = |msg: String| ModelError::Safetensors { path: path.into(), msg };
-    let (header_len, meta) = SafeTensors::read_metadata(&mmap).map_err(|e| bad(format!("{e}")))?;
+    let (header_len, meta) = SafeTensors::read_metadata(&mmap)
+        .map_err(|e| bad(format!("{e} (file of {} bytes: truncated or corrupt?)", mmap.len())))?;
     let data_start = 8 + header_len;
     let data_len = mmap.len().saturating_sub(data_start);
     let mut tensors = BTreeMap::new();

@@ -60,8 +60,8 @@ fn config_that_does_not_match_the_weights() {
     let e = load_err(&dir);
     match &e {
         ModelError::ShapeMismatch { tensor, got, want, .. } => {
-            assert_eq!(tensor, "model.layers.0.mlp.down_proj.weight");
-            assert_eq!((got.clone(), want.clone()), (vec![32, 64], vec![32, 80]));
+            assert_eq!(tensor, "model.layers.0.mlp.gate_proj.weight");
+            assert_eq!((got.clone(), want.clone()), (vec![64, 32], vec![80, 32]));
         }
         other => panic!("expected ShapeMismatch, got {other:?}"),
     }

@@ -1,1 +1,23 @@
-//! dft-train
+//! # dft-train
+//!
+//! The training loop behind `dft train`: reads a TOML run config, loads a model (HF directory, GGUF
+//! or the embedded SmolLM2), prepares parallel data with dft-data, and optimises the DFT objective of
+//! dft-losses with AdamW (PyTorch semantics), a cosine schedule with warm-up, gradient accumulation and
+//! global-norm clipping. It logs every step (JSONL + progress bar), evaluates a held-out loss, writes
+//! atomic checkpoints that resume exactly, and exports an HF checkpoint directory at the end.
+//!
+//! One step from the CLI to the loss: `dft train` → [`trainer::train`] → [`data_prep::to_loss_batch`]
+//! → `dft_losses::dft_loss`.
+
+pub mod checkpoint;
+pub mod clip;
+pub mod config;
+pub mod data_prep;
+pub mod error;
+pub mod metrics;
+pub mod schedule;
+pub mod trainer;
+
+pub use config::{LayerChoice, Method, TrainConfig};
+pub use error::{Result, TrainError};
+pub use trainer::{eval_loss, resolve_model_path, train, TrainHooks, TrainSummary};

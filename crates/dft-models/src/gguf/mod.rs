@@ -116,7 +116,8 @@ impl MetaType {
         }
     }
 
-    fn name(self) -> &'static str {
+    /// GGUF-spec name of the type, e.g. `"u32"`.
+    pub fn name(self) -> &'static str {
         use MetaType::*;
         match self {
             U8 => "u8",

@@ -142,7 +142,7 @@ impl GgmlType {
     /// Bytes taken by `n_values` values, `None` if `n_values` is not a whole number of blocks or overflows.
     pub fn bytes_for(self, n_values: u64) -> Option<u64> {
         let bs = self.block_size() as u64;
-        if n_values % bs != 0 {
+        if !n_values.is_multiple_of(bs) {
             return None;
         }
         (n_values / bs).checked_mul(self.type_size() as u64)
@@ -214,7 +214,7 @@ pub fn dequantize_into(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(),
         return Err(QuantError::Unsupported(ty));
     }
     let (bs, ts) = (ty.block_size(), ty.type_size());
-    let want = if out.len() % bs == 0 { out.len() / bs * ts } else { usize::MAX };
+    let want = if out.len().is_multiple_of(bs) { out.len() / bs * ts } else { usize::MAX };
     if want != data.len() {
         return Err(QuantError::SizeMismatch { ty, n_values: out.len(), want, got: data.len() });
     }

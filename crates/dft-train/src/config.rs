@@ -1,0 +1,346 @@
+//! The run configuration: a TOML file (`dft train --config run.toml`) whose keys can be overridden
+//! from the command line (`--set train.lr=1e-4`). Everything is checked — unknown keys, ranges,
+//! files, layer indices against the model depth — before any model weights are loaded.
+
+use crate::error::{Result, TrainError};
+use dft_losses::{AuxLoss, Pooling};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Which objective to train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// English-only instruction tuning on `P(x_en) ⊕ y_en`.
+    Sft,
+    /// Target-language instruction tuning on `P(x_tgt) ⊕ y_tgt` (the baseline).
+    Tft,
+    /// TFT plus the LC and ET deep-supervision losses.
+    Dft,
+}
+
+/// A layer index, or `auto` (chosen by the logit-lens entropy, dft-layers-select).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LayerChoice {
+    Index(usize),
+    Auto(AutoTag),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoTag {
+    Auto,
+}
+
+/// Data file layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataFormat {
+    /// JSON array of `{en_instruction, en_input, en_output, <lang>_instruction, …, metadata}` (alpaca_en_zh),
+    /// or a directory of its `alpaca_chinese_part_*.json` files.
+    PairedJson,
+    /// JSONL with `{id?, en: {instruction, input, output}, <lang>: {…}}` per line.
+    PairedJsonl,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TemplateChoice {
+    /// stanford_alpaca's prompts (METHOD.md §2).
+    Alpaca,
+    /// ChatML, as instruct models like SmolLM2 expect.
+    Chatml,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnNonFinite {
+    /// Stop with an error naming the step and batch (default).
+    Stop,
+    /// Skip the batch (reported, counted) and go on.
+    Skip,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// An HF checkpoint directory, a `.gguf` file, or `smollm2` (fetched by scripts/fetch-smollm2.sh).
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataSection {
+    pub train: PathBuf,
+    /// Held-out parallel examples for the eval loss (optional).
+    pub eval: Option<PathBuf>,
+    pub format: DataFormat,
+    /// Target language code (zh, vi, ar, …).
+    pub lang: String,
+    pub min_score: Option<u8>,
+    pub max_len: usize,
+    pub template: TemplateChoice,
+    /// Use at most this many training examples (after filtering; 0 = all).
+    pub limit: usize,
+    /// Use at most this many held-out examples for the eval loss.
+    pub eval_limit: usize,
+    /// Error on bad records instead of counting and skipping them.
+    pub strict: bool,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        Self {
+            train: PathBuf::from("data/alpaca_en_zh/train.json"),
+            eval: Some(PathBuf::from("data/alpaca_en_zh/heldout.json")),
+            format: DataFormat::PairedJson,
+            lang: "zh".into(),
+            min_score: None,
+            max_len: 512,
+            template: TemplateChoice::Alpaca,
+            limit: 0,
+            eval_limit: 64,
+            strict: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MethodSection {
+    pub name: Method,
+    /// LC and ET apply to `dft` only; `sft` / `tft` ignore them.
+    pub lc: AuxLoss,
+    pub et: AuxLoss,
+    /// Layer i of Language Conversion.
+    pub lc_layer: LayerChoice,
+    /// Layer j of English Thinking.
+    pub et_layer: LayerChoice,
+    pub alpha: f64,
+    pub beta: f64,
+    pub pooling: Pooling,
+    pub english_stop_grad: bool,
+}
+
+impl Default for MethodSection {
+    fn default() -> Self {
+        Self {
+            name: Method::Dft,
+            lc: AuxLoss::Logits,
+            et: AuxLoss::Logits,
+            lc_layer: LayerChoice::Index(2),
+            et_layer: LayerChoice::Index(15),
+            alpha: 1.0,
+            beta: 1.0,
+            pooling: Pooling::QueryMean,
+            english_stop_grad: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSection {
+    pub lr: f64,
+    pub epochs: usize,
+    /// Stop after this many optimiser steps (0 = run all epochs).
+    pub max_steps: usize,
+    /// Examples per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimiser step (global batch = batch_size × grad_accum).
+    pub grad_accum: usize,
+    pub warmup_ratio: f64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Global-norm gradient clipping (0 = off).
+    pub max_grad_norm: f64,
+    pub seed: u64,
+    /// Eval loss every N steps (0 = only before and after).
+    pub eval_every: usize,
+    /// Checkpoint every N steps (0 = only at the end).
+    pub checkpoint_every: usize,
+    /// Keep the last K checkpoints.
+    pub keep_last: usize,
+    pub out_dir: PathBuf,
+    pub on_nonfinite: OnNonFinite,
+    /// Threads for the CPU backend (0 = all cores).
+    pub threads: usize,
+}
+
+impl Default for TrainSection {
+    /// The paper's recipe (METHOD.md §5) where it applies to one machine.
+    fn default() -> Self {
+        Self {
+            lr: 2e-5,
+            epochs: 3,
+            max_steps: 0,
+            batch_size: 4,
+            grad_accum: 1,
+            warmup_ratio: 0.03,
+            weight_decay: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            max_grad_norm: 1.0,
+            seed: 42,
+            eval_every: 0,
+            checkpoint_every: 0,
+            keep_last: 2,
+            out_dir: PathBuf::from("runs/dft"),
+            on_nonfinite: OnNonFinite::Stop,
+            threads: 0,
+        }
+    }
+}
+
+/// The whole run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub model: ModelSection,
+    #[serde(default)]
+    pub data: DataSection,
+    #[serde(default)]
+    pub method: MethodSection,
+    #[serde(default)]
+    pub train: TrainSection,
+}
+
+fn bad(key: &str, msg: impl Into<String>) -> TrainError {
+    TrainError::Config { key: key.into(), msg: msg.into() }
+}
+
+/// Parse a command-line value as a TOML literal (number, bool, string, array), else as a string.
+fn parse_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.into()),
+    }
+}
+
+impl TrainConfig {
+    /// Read a TOML file and apply `key=value` overrides (`train.lr=1e-4`, `method.et_layer=auto`).
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self> {
+        let mut table: toml::Table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| TrainError::Io { path: p.into(), source: e })?;
+                text.parse().map_err(|e: toml::de::Error| TrainError::ConfigFile { path: p.into(), msg: e.to_string() })?
+            }
+            None => toml::Table::new(),
+        };
+        for o in overrides {
+            let (key, value) = o.split_once('=').ok_or_else(|| bad(o, "overrides are written key=value, e.g. train.lr=1e-4"))?;
+            let parts: Vec<&str> = key.trim().split('.').collect();
+            let mut t = &mut table;
+            for p in &parts[..parts.len() - 1] {
+                t = t
+                    .entry(p.to_string())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                    .as_table_mut()
+                    .ok_or_else(|| bad(key, format!("`{p}` is not a section")))?;
+            }
+            t.insert(parts[parts.len() - 1].to_string(), parse_value(value.trim()));
+        }
+        let origin = path.map(|p| p.display().to_string()).unwrap_or_else(|| "<command line>".into());
+        let cfg: TrainConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| TrainError::ConfigFile { path: origin.into(), msg: e.to_string() })?;
+        cfg.check_ranges()?;
+        Ok(cfg)
+    }
+
+    /// Ranges and files (no model needed).
+    pub fn check_ranges(&self) -> Result<()> {
+        let t = &self.train;
+        if !(t.lr.is_finite() && t.lr > 0.0) {
+            return Err(bad("train.lr", format!("must be > 0, got {}", t.lr)));
+        }
+        if t.batch_size == 0 {
+            return Err(bad("train.batch_size", "must be >= 1"));
+        }
+        if t.grad_accum == 0 {
+            return Err(bad("train.grad_accum", "must be >= 1"));
+        }
+        if t.epochs == 0 && t.max_steps == 0 {
+            return Err(bad("train.epochs", "epochs and max_steps cannot both be 0"));
+        }
+        if !(0.0..1.0).contains(&t.warmup_ratio) {
+            return Err(bad("train.warmup_ratio", format!("must be in [0, 1), got {}", t.warmup_ratio)));
+        }
+        for (k, v) in [("train.beta1", t.beta1), ("train.beta2", t.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(bad(k, format!("must be in [0, 1), got {v}")));
+            }
+        }
+        if !(t.eps > 0.0) {
+            return Err(bad("train.eps", "must be > 0"));
+        }
+        if t.weight_decay < 0.0 || t.max_grad_norm < 0.0 {
+            return Err(bad(if t.weight_decay < 0.0 { "train.weight_decay" } else { "train.max_grad_norm" }, "must be >= 0"));
+        }
+        if t.keep_last == 0 {
+            return Err(bad("train.keep_last", "must be >= 1"));
+        }
+        let m = &self.method;
+        for (k, v) in [("method.alpha", m.alpha), ("method.beta", m.beta)] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(bad(k, format!("must be finite and >= 0, got {v}")));
+            }
+        }
+        for (k, l) in [("method.lc_layer", m.lc_layer), ("method.et_layer", m.et_layer)] {
+            if l == LayerChoice::Index(0) {
+                return Err(bad(k, "layers are numbered from 1 (block k = output of decoder block k)"));
+            }
+        }
+        let d = &self.data;
+        if d.max_len < 16 {
+            return Err(bad("data.max_len", format!("must be >= 16, got {}", d.max_len)));
+        }
+        if let Some(s) = d.min_score {
+            if !(1..=5).contains(&s) {
+                return Err(bad("data.min_score", format!("scores are 1..=5, got {s}")));
+            }
+        }
+        if d.lang.is_empty() || d.lang == "en" {
+            return Err(bad("data.lang", "the target language must be a non-English code such as zh, vi, ar"));
+        }
+        if !d.train.exists() {
+            return Err(bad("data.train", format!("{} does not exist", d.train.display())));
+        }
+        if let Some(e) = &d.eval {
+            if !e.exists() {
+                return Err(bad("data.eval", format!("{} does not exist", e.display())));
+            }
+        }
+        if self.model.path != "smollm2" && !Path::new(&self.model.path).exists() {
+            return Err(bad("model.path", format!("{} does not exist (use a checkpoint directory, a .gguf file or `smollm2`)", self.model.path)));
+        }
+        Ok(())
+    }
+
+    /// Layer indices against the model depth `num_layers` (read from the checkpoint header, before
+    /// weights are loaded). `auto` needs dft-layers-select.
+    pub fn resolve_layers(&self, num_layers: usize) -> Result<(usize, usize)> {
+        let m = &self.method;
+        let mut out = [1usize; 2];
+        for (n, (key, mode, choice)) in [("method.lc_layer", m.lc, m.lc_layer), ("method.et_layer", m.et, m.et_layer)].into_iter().enumerate() {
+            if mode == AuxLoss::Off || m.name != Method::Dft {
+                continue;
+            }
+            out[n] = match choice {
+                LayerChoice::Index(i) if i >= 1 && i <= num_layers => i,
+                LayerChoice::Index(i) => {
+                    return Err(bad(key, format!("layer {i} is out of range: the model has {num_layers} blocks (1..={num_layers})")))
+                }
+                LayerChoice::Auto(_) => {
+                    return Err(bad(key, "`auto` layer selection needs `dft layers` (dft-layers-select), which is not available yet; give a layer number"))
+                }
+            };
+        }
+        Ok((out[0], out[1]))
+    }
+}

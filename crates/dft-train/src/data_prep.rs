@@ -1,0 +1,105 @@
+//! From the config's data section and the model's tokenizer to tokenized corpora, and from dft-data's
+//! batches to the objective's batches.
+
+use crate::config::{DataFormat, DataSection, Method, MethodSection, TemplateChoice};
+use crate::error::Result;
+use dft_data::{
+    read_alpaca_en_zh_dir, read_paired_json, read_paired_jsonl, FilterConfig, ParallelCorpus, PromptTemplate,
+    SequenceKind, SequenceKinds, SpecialTokens, Strictness, TokenBatch, TokenizeConfig, TokenizedCorpus,
+};
+use dft_losses::{AuxLoss, DftBatch as LossBatch, Sequences};
+use dft_models::ModelConfig;
+use std::path::Path;
+
+/// The sequence kinds a method needs.
+pub fn kinds_for(method: &MethodSection) -> SequenceKinds {
+    let none = SequenceKinds { tft: false, lc: false, et: false, sft: false, en_prompt: false, tgt_prompt: false };
+    match method.name {
+        Method::Sft => SequenceKinds { sft: true, ..none },
+        Method::Tft => SequenceKinds { tft: true, ..none },
+        Method::Dft => SequenceKinds {
+            tft: true,
+            lc: method.lc == AuxLoss::Logits,
+            et: method.et == AuxLoss::Logits,
+            en_prompt: method.lc == AuxLoss::Feature || method.et == AuxLoss::Feature,
+            ..none
+        },
+    }
+}
+
+/// BOS/EOS/PAD for the data pipeline, from the model config and what the tokenizer does.
+pub fn special_tokens(config: &ModelConfig, tokenizer: &tokenizers::Tokenizer) -> SpecialTokens {
+    let adds_bos = match (config.bos_token_id, tokenizer.encode("a", true)) {
+        (Some(bos), Ok(enc)) => enc.get_ids().first() == Some(&bos),
+        _ => false,
+    };
+    let eos = config.eos_token_ids.first().copied().unwrap_or(0);
+    SpecialTokens { bos: if adds_bos { config.bos_token_id } else { None }, eos, pad: config.pad_token_id.unwrap_or(eos) }
+}
+
+pub fn read_corpus(path: &Path, data: &DataSection) -> Result<ParallelCorpus> {
+    let strictness = if data.strict { Strictness::Strict } else { Strictness::Lenient };
+    let mut corpus = match data.format {
+        DataFormat::PairedJson if path.is_dir() => read_alpaca_en_zh_dir(path, strictness)?,
+        DataFormat::PairedJson => read_paired_json(&[path], &data.lang, strictness)?,
+        DataFormat::PairedJsonl => read_paired_jsonl(path, &data.lang, strictness)?,
+    };
+    FilterConfig { min_score: data.min_score, ..Default::default() }.apply(&mut corpus);
+    Ok(corpus)
+}
+
+pub fn tokenize(
+    corpus: &ParallelCorpus,
+    data: &DataSection,
+    kinds: SequenceKinds,
+    tokenizer: &tokenizers::Tokenizer,
+    special: SpecialTokens,
+    limit: usize,
+) -> Result<TokenizedCorpus> {
+    let strictness = if data.strict { Strictness::Strict } else { Strictness::Lenient };
+    let template = match data.template {
+        TemplateChoice::Alpaca => PromptTemplate::Alpaca,
+        TemplateChoice::Chatml => PromptTemplate::ChatMl { system: None },
+    };
+    let cfg = TokenizeConfig { template, max_len: data.max_len, kinds, ..Default::default() };
+    let mut tokenized = dft_data::tokenize_corpus(corpus, tokenizer, special, &cfg, strictness)?;
+    if limit > 0 && tokenized.examples.len() > limit {
+        tokenized.examples.truncate(limit);
+    }
+    Ok(tokenized)
+}
+
+fn sequences(tb: &TokenBatch, spans: Vec<Vec<std::ops::Range<usize>>>) -> Sequences {
+    Sequences {
+        seq_len: tb.seq_len,
+        input_ids: tb.input_ids.clone(),
+        labels: tb.labels.clone(),
+        lengths: tb.lengths.clone(),
+        prompt_lens: tb.prompt_lens.clone(),
+        query_spans: spans,
+    }
+}
+
+/// dft-data's batch → the objective's batch (`main` = SFT rows for `sft`, TFT rows otherwise).
+pub fn to_loss_batch(b: &dft_data::DftBatch, method: Method) -> LossBatch {
+    let seq = |kind: SequenceKind| b.get(kind).map(|tb| sequences(tb, b.query_ranges(kind)));
+    let main = if method == Method::Sft { seq(SequenceKind::Sft) } else { seq(SequenceKind::Tft) };
+    LossBatch {
+        main: main.expect("the batcher was asked for the main kind"),
+        lc: seq(SequenceKind::Lc),
+        et: seq(SequenceKind::Et),
+        en_prompt: seq(SequenceKind::EnPrompt),
+    }
+}
+
+/// Real (non-padding) tokens and padding fraction over all kinds of a batch.
+pub fn token_counts(b: &dft_data::DftBatch) -> (usize, f64) {
+    let (mut real, mut total) = (0usize, 0usize);
+    for kind in SequenceKind::ALL {
+        if let Some(tb) = b.get(kind) {
+            real += tb.real_tokens();
+            total += tb.batch_size * tb.seq_len;
+        }
+    }
+    (real, if total == 0 { 0.0 } else { 1.0 - real as f64 / total as f64 })
+}
