@@ -6,8 +6,9 @@
 //! DFT_BENCH_KINDS=all cargo bench -p dft-data --bench throughput
 //! ```
 //! Data from `$DFT_SHARED_DATA/train/alpaca_en_zh/data_v3` (default `../shared/data` beside the
-//! workspace). Prints one line per stage and the end-to-end examples/s, for `AnswerJoin::Joint` and
-//! `AnswerJoin::Separate`, and how many examples the two tokenize differently.
+//! workspace). Prints one line per stage and the end-to-end examples/s, for `AnswerJoin::Auto` (the
+//! default; separate encoding for SmolLM2) and `AnswerJoin::Joint` (stanford_alpaca's one-string
+//! encoding), and how many examples the two tokenize differently.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -32,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     );
 
     let mut outputs = Vec::new();
-    for answer_join in [AnswerJoin::Joint, AnswerJoin::Separate] {
+    for answer_join in [AnswerJoin::Auto, AnswerJoin::Joint] {
         let start = Instant::now();
         let corpus = read_alpaca_en_zh_dir(&dir, Strictness::Lenient)?;
         let read_s = start.elapsed().as_secs_f64();
@@ -54,7 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let total_s = start.elapsed().as_secs_f64();
         let n = corpus.report.seen as f64;
 
-        println!("== answer_join {answer_join:?}");
+        println!("== answer_join {answer_join:?} (resolved: {:?})", tokenized.answer_join);
         println!("read     {read_s:7.2} s  {:9.0} examples/s  ({})", n / read_s, corpus.report);
         println!(
             "tokenize {tokenize_s:7.2} s  {:9.0} examples/s  ({}; {})",
@@ -72,6 +73,6 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         outputs.push(tokenized.examples);
     }
     let differing = outputs[0].iter().zip(&outputs[1]).filter(|(a, b)| a != b).count();
-    println!("joint vs separate: {differing} of {} tokenized examples differ", outputs[0].len());
+    println!("auto vs joint: {differing} of {} tokenized examples differ", outputs[0].len());
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! transformers as the oracle): dequantisation of every supported type, error cases, the HF view
 //! and tokenizer of tiny llama / gemma2 files, and the real SmolLM2-135M-Instruct Q4_1 GGUF
 //! (`DFT_SMOLLM2_GGUF` or `.cache/models/smollm2/...`; skipped when absent unless `DFT_REQUIRE_MODELS=1`).
+mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -298,19 +299,7 @@ fn missing_tensor_is_model_error_naming_path_and_tensor() {
 // ---------------------------------------------------------------------------------------------
 
 fn smollm2_path() -> Option<PathBuf> {
-    let p = std::env::var_os("DFT_SMOLLM2_GGUF").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-    });
-    if p.is_file() {
-        return Some(p);
-    }
-    let msg =
-        format!("SmolLM2 GGUF not found at {} (run scripts/fetch-smollm2.sh or set DFT_SMOLLM2_GGUF)", p.display());
-    if std::env::var("DFT_REQUIRE_MODELS").as_deref() == Ok("1") {
-        panic!("{msg}; DFT_REQUIRE_MODELS=1");
-    }
-    eprintln!("skipping: {msg}");
-    None
+    common::smollm2_gguf()
 }
 
 #[test]
