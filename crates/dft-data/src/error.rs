@@ -221,6 +221,17 @@ impl DataReport {
         }
     }
 
+    /// Count `n` skips of one reason with one message.
+    pub fn skip_many(&mut self, reason: SkipReason, n: usize, message: impl FnOnce() -> String) {
+        if n == 0 {
+            return;
+        }
+        *self.skipped.entry(reason).or_insert(0) += n;
+        if self.samples.len() < Self::MAX_SAMPLES {
+            self.samples.push(message());
+        }
+    }
+
     /// Add another stage's counts to this one (used to sum the stages of a pipeline: `seen` is
     /// kept from `self`, `kept` is taken from `later`).
     pub fn then(&mut self, later: &DataReport) {

@@ -16,10 +16,12 @@
 //! let special = SpecialTokens::from_names(&tokenizer, None, "<|im_end|>", None)?; // SmolLM2: no BOS
 //! let tokenized = tokenize_corpus(&corpus, &tokenizer, special, &TokenizeConfig::default(), Strictness::Lenient)?;
 //! let batcher = Batcher::new(&tokenized, BatchConfig { batch_size: 8, seed: 42, ..Default::default() })?;
-//! for batch in batcher.iter_from(batcher.start(), 3)? {
+//! let resume_from: Option<DataPosition> = None; // or the position a checkpoint stored
+//! let mut batches = batcher.iter_from(resume_from.unwrap_or(batcher.start()), 3)?; // 3 epochs
+//! while let Some(batch) = batches.next() {
 //!     let tft = batch.tft.as_ref().unwrap(); // input_ids / labels / attention_mask, [rows, seq_len]
-//!     let _resume_at = batch.position; // store `iter.position()` in a checkpoint to resume
 //!     # let _ = tft;
+//!     let _to_checkpoint: DataPosition = batches.position(); // serde; resumes after this batch
 //! }
 //! # Ok(()) }
 //! ```

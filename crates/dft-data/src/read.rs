@@ -121,7 +121,7 @@ pub fn read_paired_json(
     for path in paths {
         let path = path.as_ref();
         let text = read_utf8(path)?;
-        let records = parse_json_array(path, &text)?;
+        let records = parse_json_array(path, strip_bom(&text))?;
         let path: Arc<Path> = Arc::from(path);
         for (record, (raw, line)) in records.into_iter().enumerate() {
             let location = RecordLocation { path: path.clone(), line, record };
@@ -194,7 +194,7 @@ pub fn read_alpaca_pair(
     check_target_lang(target_lang)?;
     let parse = |path: &Path| -> Result<Vec<Result<MonoRecord, DataError>>, DataError> {
         let text = read_utf8(path)?;
-        let records = parse_json_array(path, &text)?;
+        let records = parse_json_array(path, strip_bom(&text))?;
         let shared: Arc<Path> = Arc::from(path);
         Ok(records
             .into_iter()
@@ -267,9 +267,7 @@ fn pair_by_position(
         }
         let extra = en.len().abs_diff(tgt.len());
         report.seen += extra;
-        for _ in 0..extra {
-            report.skip(SkipReason::Unpaired, || mismatch.to_string());
-        }
+        report.skip_many(SkipReason::Unpaired, extra, || mismatch.to_string());
     }
     let mut examples = Vec::new();
     for (en, tgt) in en.into_iter().zip(tgt) {
@@ -483,6 +481,11 @@ fn read_utf8(path: &Path) -> Result<String, DataError> {
     })
 }
 
+/// The text without a leading UTF-8 byte-order mark (some editors write one; JSON forbids it).
+fn strip_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
+}
+
 /// 1-based line and 1-based byte column of `offset` in `bytes`.
 fn line_column(bytes: &[u8], offset: usize) -> (usize, usize) {
     let before = &bytes[..offset];
@@ -537,6 +540,7 @@ fn jsonl_records(path: &Path) -> Result<Vec<Result<(Map<String, Value>, RecordLo
         let line_start = start;
         start += raw_line.len() + 1;
         let raw_line = raw_line.strip_suffix(b"\r").unwrap_or(raw_line);
+        let raw_line = if index == 0 { raw_line.strip_prefix(b"\xef\xbb\xbf").unwrap_or(raw_line) } else { raw_line };
         if raw_line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
@@ -658,6 +662,21 @@ mod tests {
         assert_eq!(line_column(text, 0), (1, 1));
         assert_eq!(line_column(text, 4), (2, 2));
         assert_eq!(line_column(text, 6), (3, 1));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_ignored() {
+        let dir = std::env::temp_dir().join(format!("dft-data-bom-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let json = dir.join("bom.json");
+        std::fs::write(&json, "\u{feff}[{\"instruction\": \"a\", \"output\": \"b\"}]").unwrap();
+        let jsonl = dir.join("bom.jsonl");
+        std::fs::write(&jsonl, "\u{feff}{\"instruction\": \"c\", \"output\": \"d\"}\n").unwrap();
+        let corpus = read_alpaca_pair(&json, &json, "vi", Strictness::Strict).unwrap();
+        assert_eq!(corpus.examples.len(), 1);
+        let corpus = read_jsonl_pair(&jsonl, &jsonl, "vi", PairBy::Line, Strictness::Strict).unwrap();
+        assert_eq!(corpus.examples[0].y_tgt, "d");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -39,7 +39,10 @@ impl Sequences {
             return Err(bad(format!("input_ids has {} entries, rows × seq_len = {n}", self.input_ids.len())));
         }
         if self.labels.len() != n {
-            return Err(bad(format!("labels has {} entries, input_ids has {n} (label/sequence shape mismatch)", self.labels.len())));
+            return Err(bad(format!(
+                "labels has {} entries, input_ids has {n} (label/sequence shape mismatch)",
+                self.labels.len()
+            )));
         }
         for (name, len) in [("prompt_lens", self.prompt_lens.len()), ("query_spans", self.query_spans.len())] {
             if len != self.rows() {
@@ -51,11 +54,17 @@ impl Sequences {
                 return Err(bad(format!("row {r}: length {} not in 1..={}", self.lengths[r], self.seq_len)));
             }
             if self.prompt_lens[r] > self.lengths[r] {
-                return Err(bad(format!("row {r}: prompt length {} exceeds row length {}", self.prompt_lens[r], self.lengths[r])));
+                return Err(bad(format!(
+                    "row {r}: prompt length {} exceeds row length {}",
+                    self.prompt_lens[r], self.lengths[r]
+                )));
             }
             for s in &self.query_spans[r] {
                 if s.start > s.end || s.end > self.prompt_lens[r] {
-                    return Err(bad(format!("row {r}: query span {s:?} is not inside the prompt (0..{})", self.prompt_lens[r])));
+                    return Err(bad(format!(
+                        "row {r}: query span {s:?} is not inside the prompt (0..{})",
+                        self.prompt_lens[r]
+                    )));
                 }
             }
         }

@@ -40,7 +40,10 @@ impl ChunkOptions {
 }
 
 fn targets_tensor<B: Backend>(targets: &[u32], device: &B::Device) -> Tensor<B, 2, Int> {
-    Tensor::from_data(TensorData::new(targets.iter().map(|&t| t as i64).collect::<Vec<_>>(), [targets.len(), 1]), device)
+    Tensor::from_data(
+        TensorData::new(targets.iter().map(|&t| t as i64).collect::<Vec<_>>(), [targets.len(), 1]),
+        device,
+    )
 }
 
 fn softcap<B: Backend>(raw: Tensor<B, 2>, cap: Option<f64>) -> Tensor<B, 2> {
@@ -129,7 +132,11 @@ pub fn chunked_ce_inner<B: Backend>(
             Tensor::cat(grad_x_chunks, 0)
         }
     });
-    ChunkedCe { loss_sum, grad_x, grad_w: if need_grad_w { Some(grad_w.unwrap_or_else(|| Tensor::zeros([h, v], &device))) } else { None } }
+    ChunkedCe {
+        loss_sum,
+        grad_x,
+        grad_w: if need_grad_w { Some(grad_w.unwrap_or_else(|| Tensor::zeros([h, v], &device))) } else { None },
+    }
 }
 
 /// Forward-only chunked loss sum (evaluation; any backend).
@@ -206,7 +213,14 @@ mod tests {
             let w = Tensor::<AB, 2>::from_inner(w0.clone()).require_grad();
             // Scale by 0.37 to check that the surrogate's gradient follows the caller's factor.
             let loss = if chunked {
-                chunked_ce_sum(x.clone(), w.clone(), &targets, cap, ChunkOptions { max_chunk_logits: chunk_logits }, true)
+                chunked_ce_sum(
+                    x.clone(),
+                    w.clone(),
+                    &targets,
+                    cap,
+                    ChunkOptions { max_chunk_logits: chunk_logits },
+                    true,
+                )
             } else {
                 naive_ce_sum(x.clone(), w.clone(), &targets, cap)
             } * 0.37;
@@ -220,7 +234,14 @@ mod tests {
         assert!(rel_err(&gxa, &gxb) <= 1e-5, "grad x rel err {}", rel_err(&gxa, &gxb));
         assert!(rel_err(&gwa, &gwb) <= 1e-5, "grad w rel err {}", rel_err(&gwa, &gwb));
         // Forward-only path agrees too.
-        let f = chunked_ce_sum_forward(x0.clone(), w0.clone(), &targets, cap, ChunkOptions { max_chunk_logits: chunk_logits }, false);
+        let f = chunked_ce_sum_forward(
+            x0.clone(),
+            w0.clone(),
+            &targets,
+            cap,
+            ChunkOptions { max_chunk_logits: chunk_logits },
+            false,
+        );
         assert!(((f.into_scalar().elem::<f64>() * 0.37 - lb) / lb).abs() <= 1e-5);
     }
 
@@ -250,8 +271,10 @@ mod tests {
         let device = Default::default();
         <Flex as Backend>::seed(&device, 11);
         let (n, h, v) = (5, 4, 13);
-        let x0: Vec<f32> = Tensor::<Flex, 2>::random([n, h], Distribution::Normal(0.0, 1.0), &device).into_data().to_vec().unwrap();
-        let w0: Vec<f32> = Tensor::<Flex, 2>::random([h, v], Distribution::Normal(0.0, 1.0), &device).into_data().to_vec().unwrap();
+        let x0: Vec<f32> =
+            Tensor::<Flex, 2>::random([n, h], Distribution::Normal(0.0, 1.0), &device).into_data().to_vec().unwrap();
+        let w0: Vec<f32> =
+            Tensor::<Flex, 2>::random([h, v], Distribution::Normal(0.0, 1.0), &device).into_data().to_vec().unwrap();
         let targets = [3u32, 0, 12, 7, 7];
         let opts = ChunkOptions { max_chunk_logits: 2 * v };
         let cap = Some(3.0);
@@ -301,7 +324,8 @@ mod tests {
         let device = Default::default();
         let x = Tensor::<AB, 2>::random([6, 4], Distribution::Normal(0.0, 1.0), &device).require_grad();
         let w = Tensor::<AB, 2>::random([4, 10], Distribution::Normal(0.0, 1.0), &device).require_grad();
-        let loss = chunked_ce_sum(x.clone(), w.clone().detach(), &[1, 2, 3, 4, 5, 6], None, ChunkOptions::default(), false);
+        let loss =
+            chunked_ce_sum(x.clone(), w.clone().detach(), &[1, 2, 3, 4, 5, 6], None, ChunkOptions::default(), false);
         let g = loss.backward();
         assert!(x.grad(&g).is_some());
         assert!(w.grad(&g).is_none());

@@ -85,7 +85,9 @@ impl Default for ObjectiveConfig {
 impl ObjectiveConfig {
     /// Check layer indices against the model depth and the weights.
     pub fn validate(&self, num_layers: usize) -> Result<()> {
-        for (which, on, layer) in [("LC", self.lc != AuxLoss::Off, self.lc_layer), ("ET", self.et != AuxLoss::Off, self.et_layer)] {
+        for (which, on, layer) in
+            [("LC", self.lc != AuxLoss::Off, self.lc_layer), ("ET", self.et != AuxLoss::Off, self.et_layer)]
+        {
             if on && (layer == 0 || layer > num_layers) {
                 return Err(LossError::LayerOutOfRange { which, layer, num_layers });
             }
@@ -211,7 +213,10 @@ fn objective_with<B: Backend, M: DeepSupervisionModel<B>>(
         let s = s.clone().ok_or(LossError::MissingSequences(name))?;
         s.validate(name)?;
         if s.rows() != rows {
-            return Err(LossError::BadBatch { what: name, msg: format!("{} rows, the main sequences have {rows}", s.rows()) });
+            return Err(LossError::BadBatch {
+                what: name,
+                msg: format!("{} rows, the main sequences have {rows}", s.rows()),
+            });
         }
         Ok(s)
     };
@@ -304,7 +309,14 @@ pub fn dft_loss_naive<B: Backend, M: DeepSupervisionModel<B>>(
     cfg: &ObjectiveConfig,
     device: &B::Device,
 ) -> Result<ObjectiveOutput<B>> {
-    fn naive<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>, t: &[u32], cap: Option<f64>, _: ChunkOptions, _: bool) -> Tensor<B, 1> {
+    fn naive<B: Backend>(
+        x: Tensor<B, 2>,
+        w: Tensor<B, 2>,
+        t: &[u32],
+        cap: Option<f64>,
+        _: ChunkOptions,
+        _: bool,
+    ) -> Tensor<B, 1> {
         crate::cross_entropy::naive_ce_sum(x, w, t, cap)
     }
     objective_with(model, batch, cfg, naive::<B>, device)

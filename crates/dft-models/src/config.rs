@@ -89,22 +89,31 @@ impl ModelConfig {
     /// Parse HF `config.json` text; `path` is only used in error messages.
     pub fn from_hf_json_str(text: &str, path: &Path) -> Result<Self> {
         let err = |msg: String| ModelError::Config { path: path.into(), msg };
-        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| err(format!("line {} column {}: {e}", e.line(), e.column())))?;
-        let model_type = get(&v, "model_type").and_then(|x| x.as_str()).ok_or_else(|| err("missing field `model_type`".into()))?;
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| err(format!("line {} column {}: {e}", e.line(), e.column())))?;
+        let model_type =
+            get(&v, "model_type").and_then(|x| x.as_str()).ok_or_else(|| err("missing field `model_type`".into()))?;
         let arch = match model_type {
             "llama" => Arch::Llama,
             "gemma2" => Arch::Gemma2,
             other => return Err(ModelError::UnknownArchitecture { path: path.into(), arch: other.into() }),
         };
         let usize_field = |k: &str| -> Result<usize> {
-            get(&v, k).and_then(|x| x.as_u64()).map(|x| x as usize).ok_or_else(|| err(format!("missing or non-integer field `{k}`")))
+            get(&v, k)
+                .and_then(|x| x.as_u64())
+                .map(|x| x as usize)
+                .ok_or_else(|| err(format!("missing or non-integer field `{k}`")))
         };
         let f64_opt = |k: &str| get(&v, k).and_then(|x| x.as_f64());
         let hidden_size = usize_field("hidden_size")?;
         let num_attention_heads = usize_field("num_attention_heads")?;
         let num_hidden_layers = usize_field("num_hidden_layers")?;
-        let num_key_value_heads = get(&v, "num_key_value_heads").and_then(|x| x.as_u64()).map(|x| x as usize).unwrap_or(num_attention_heads);
-        let head_dim = get(&v, "head_dim").and_then(|x| x.as_u64()).map(|x| x as usize).unwrap_or(hidden_size / num_attention_heads.max(1));
+        let num_key_value_heads =
+            get(&v, "num_key_value_heads").and_then(|x| x.as_u64()).map(|x| x as usize).unwrap_or(num_attention_heads);
+        let head_dim = get(&v, "head_dim")
+            .and_then(|x| x.as_u64())
+            .map(|x| x as usize)
+            .unwrap_or(hidden_size / num_attention_heads.max(1));
         // transformers >= 5 may nest rope settings in `rope_parameters`.
         let rope = get(&v, "rope_parameters").or_else(|| get(&v, "rope_scaling"));
         if let Some(r) = rope {
@@ -117,10 +126,13 @@ impl ModelConfig {
         let rope_theta = f64_opt("rope_theta")
             .or_else(|| rope.and_then(|r| r.get("rope_theta")).and_then(|x| x.as_f64()))
             .unwrap_or(10000.0);
-        let act_name = get(&v, "hidden_activation").or_else(|| get(&v, "hidden_act")).and_then(|x| x.as_str()).unwrap_or(match arch {
-            Arch::Llama => "silu",
-            Arch::Gemma2 => "gelu_pytorch_tanh",
-        });
+        let act_name = get(&v, "hidden_activation")
+            .or_else(|| get(&v, "hidden_act"))
+            .and_then(|x| x.as_str())
+            .unwrap_or(match arch {
+                Arch::Llama => "silu",
+                Arch::Gemma2 => "gelu_pytorch_tanh",
+            });
         let hidden_act = match act_name {
             "silu" | "swish" => Activation::Silu,
             "gelu_pytorch_tanh" | "gelu_tanh" => Activation::GeluTanh,
@@ -141,7 +153,9 @@ impl ModelConfig {
                 .map(|(i, t)| match t.as_str() {
                     Some("full_attention") => Ok(LayerType::Full),
                     Some("sliding_attention") => Ok(LayerType::Sliding),
-                    _ => Err(err(format!("field `layer_types[{i}]`: expected \"full_attention\" or \"sliding_attention\""))),
+                    _ => Err(err(format!(
+                        "field `layer_types[{i}]`: expected \"full_attention\" or \"sliding_attention\""
+                    ))),
                 })
                 .collect::<Result<Vec<_>>>()?,
             None => (0..num_hidden_layers)
@@ -159,8 +173,11 @@ impl ModelConfig {
             head_dim,
             rms_norm_eps: f64_opt("rms_norm_eps").unwrap_or(1e-6),
             rope_theta,
-            max_position_embeddings: get(&v, "max_position_embeddings").and_then(|x| x.as_u64()).unwrap_or(4096) as usize,
-            tie_word_embeddings: get(&v, "tie_word_embeddings").and_then(|x| x.as_bool()).unwrap_or(arch == Arch::Gemma2),
+            max_position_embeddings: get(&v, "max_position_embeddings").and_then(|x| x.as_u64()).unwrap_or(4096)
+                as usize,
+            tie_word_embeddings: get(&v, "tie_word_embeddings")
+                .and_then(|x| x.as_bool())
+                .unwrap_or(arch == Arch::Gemma2),
             hidden_act,
             attention_bias: get(&v, "attention_bias").and_then(|x| x.as_bool()).unwrap_or(false),
             mlp_bias: get(&v, "mlp_bias").and_then(|x| x.as_bool()).unwrap_or(false),
@@ -192,12 +209,21 @@ impl ModelConfig {
             return Err(format!("`head_dim` ({}) must be even for RoPE", self.head_dim));
         }
         if self.layer_types.len() != self.num_hidden_layers {
-            return Err(format!("`layer_types` has {} entries, `num_hidden_layers` is {}", self.layer_types.len(), self.num_hidden_layers));
+            return Err(format!(
+                "`layer_types` has {} entries, `num_hidden_layers` is {}",
+                self.layer_types.len(),
+                self.num_hidden_layers
+            ));
         }
         if self.layer_types.contains(&LayerType::Sliding) && self.sliding_window.is_none() {
             return Err("sliding-attention layers need `sliding_window`".into());
         }
-        for (k, v) in [("vocab_size", self.vocab_size), ("hidden_size", self.hidden_size), ("intermediate_size", self.intermediate_size), ("num_hidden_layers", self.num_hidden_layers)] {
+        for (k, v) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+        ] {
             if v == 0 {
                 return Err(format!("`{k}` must be > 0"));
             }
@@ -243,12 +269,17 @@ impl ModelConfig {
                 m.insert("hidden_activation".into(), json!("gelu_pytorch_tanh"));
                 m.insert("hidden_act".into(), json!("gelu_pytorch_tanh"));
                 // transformers validates this field as an integer.
-                let qpas = self.query_pre_attn_scalar.map(|q| if q.fract() == 0.0 { json!(q as i64) } else { json!(q) });
+                let qpas =
+                    self.query_pre_attn_scalar.map(|q| if q.fract() == 0.0 { json!(q as i64) } else { json!(q) });
                 m.insert("query_pre_attn_scalar".into(), json!(qpas));
                 m.insert("attn_logit_softcapping".into(), json!(self.attn_logit_softcapping));
                 m.insert("final_logit_softcapping".into(), json!(self.final_logit_softcapping));
                 m.insert("sliding_window".into(), json!(self.sliding_window));
-                let lt: Vec<&str> = self.layer_types.iter().map(|t| if *t == LayerType::Full { "full_attention" } else { "sliding_attention" }).collect();
+                let lt: Vec<&str> = self
+                    .layer_types
+                    .iter()
+                    .map(|t| if *t == LayerType::Full { "full_attention" } else { "sliding_attention" })
+                    .collect();
                 m.insert("layer_types".into(), json!(lt));
             }
         }

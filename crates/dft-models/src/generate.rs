@@ -10,7 +10,12 @@ use burn::tensor::{Int, Tensor, TensorData};
 pub enum Sampling {
     Greedy,
     /// Softmax sampling with temperature, optional top-k and nucleus (top-p) filtering, seeded.
-    Sample { temperature: f32, top_k: Option<usize>, top_p: Option<f32>, seed: u64 },
+    Sample {
+        temperature: f32,
+        top_k: Option<usize>,
+        top_p: Option<f32>,
+        seed: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -81,7 +86,8 @@ pub fn generate<B: Backend>(model: &CausalLm<B>, prompt: &[u32], cfg: &GenerateC
     for _ in 0..cfg.max_new_tokens {
         let logits = model.forward_cached(ids_tensor::<B>(&next_input, &device), &mut cache);
         let t = next_input.len();
-        let last: Vec<f32> = logits.slice([0..1, t - 1..t, 0..v]).into_data().convert::<f32>().to_vec::<f32>().expect("f32");
+        let last: Vec<f32> =
+            logits.slice([0..1, t - 1..t, 0..v]).into_data().convert::<f32>().to_vec::<f32>().expect("f32");
         let tok = match &cfg.sampling {
             Sampling::Greedy => argmax(&last),
             Sampling::Sample { temperature, top_k, top_p, .. } => sample(&last, *temperature, *top_k, *top_p, &mut rng),
@@ -97,5 +103,9 @@ pub fn generate<B: Backend>(model: &CausalLm<B>, prompt: &[u32], cfg: &GenerateC
 
 /// Greedy decoding with the KV cache (convenience for [`generate`]).
 pub fn greedy<B: Backend>(model: &CausalLm<B>, prompt: &[u32], max_new_tokens: usize, stop_tokens: &[u32]) -> Vec<u32> {
-    generate(model, prompt, &GenerateConfig { max_new_tokens, sampling: Sampling::Greedy, stop_tokens: stop_tokens.to_vec() })
+    generate(
+        model,
+        prompt,
+        &GenerateConfig { max_new_tokens, sampling: Sampling::Greedy, stop_tokens: stop_tokens.to_vec() },
+    )
 }

@@ -14,7 +14,7 @@ pub mod tensor_source;
 
 pub use config::{Activation, Arch, LayerType, ModelConfig};
 pub use error::{ModelError, Result};
-pub use tensor_source::{HostTensor, TensorSource};
 pub use loading::{load_gguf, load_pretrained, peek_config, HostTensors, Pretrained};
 pub use model::{CausalLm, ForwardSpec, HiddenStates, KvCache, Lengths};
 pub use safetensors_io::SafetensorsCheckpoint;
+pub use tensor_source::{HostTensor, TensorSource};

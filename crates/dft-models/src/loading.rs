@@ -86,7 +86,10 @@ impl TensorSource for HostTensors {
         self.tensors.get(name).map(|t| t.shape.clone())
     }
     fn load(&self, name: &str) -> Result<HostTensor> {
-        self.tensors.get(name).cloned().ok_or_else(|| ModelError::MissingTensor { path: self.origin.clone(), tensor: name.into() })
+        self.tensors
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ModelError::MissingTensor { path: self.origin.clone(), tensor: name.into() })
     }
     fn origin(&self) -> PathBuf {
         self.origin.clone()
@@ -119,9 +122,16 @@ impl<B: Backend> CausalLm<B> {
         }
         let mut loaded: HashMap<String, HostTensor> = HashMap::new();
         for (name, shape, kind) in &expected {
-            let got = source.shape(name).ok_or_else(|| ModelError::MissingTensor { path: source.origin(), tensor: name.clone() })?;
+            let got = source
+                .shape(name)
+                .ok_or_else(|| ModelError::MissingTensor { path: source.origin(), tensor: name.clone() })?;
             if &got != shape {
-                return Err(ModelError::ShapeMismatch { path: source.origin(), tensor: name.clone(), got, want: shape.clone() });
+                return Err(ModelError::ShapeMismatch {
+                    path: source.origin(),
+                    tensor: name.clone(),
+                    got,
+                    want: shape.clone(),
+                });
             }
             let t = source.load(name)?;
             loaded.insert(name.clone(), if *kind == Kind::Linear { transpose(&t) } else { t });
@@ -148,7 +158,11 @@ impl<B: Backend> CausalLm<B> {
                 up_proj: proj(format!("{p}.mlp.up_proj"), config.mlp_bias),
                 down_proj: proj(format!("{p}.mlp.down_proj"), config.mlp_bias),
             };
-            let mut norm = |name: String| RmsNorm { weight: Param::from_tensor(to_tensor::<B, 1>(take(&name), device)), eps, unit_offset };
+            let mut norm = |name: String| RmsNorm {
+                weight: Param::from_tensor(to_tensor::<B, 1>(take(&name), device)),
+                eps,
+                unit_offset,
+            };
             let gemma = config.arch == Arch::Gemma2;
             layers.push(DecoderBlock {
                 input_layernorm: norm(format!("{p}.input_layernorm.weight")),
@@ -159,8 +173,13 @@ impl<B: Backend> CausalLm<B> {
                 mlp,
             });
         }
-        let norm = RmsNorm { weight: Param::from_tensor(to_tensor::<B, 1>(take("model.norm.weight"), device)), eps, unit_offset };
-        let lm_head = (!config.tie_word_embeddings).then(|| Param::from_tensor(to_tensor::<B, 2>(take("lm_head.weight"), device)));
+        let norm = RmsNorm {
+            weight: Param::from_tensor(to_tensor::<B, 1>(take("model.norm.weight"), device)),
+            eps,
+            unit_offset,
+        };
+        let lm_head = (!config.tie_word_embeddings)
+            .then(|| Param::from_tensor(to_tensor::<B, 2>(take("lm_head.weight"), device)));
         Ok(CausalLm { embed_tokens, layers, norm, lm_head, config })
     }
 
@@ -202,7 +221,10 @@ impl<B: Backend> CausalLm<B> {
             proj(format!("{p}.mlp.up_proj"), &blk.mlp.up_proj);
             proj(format!("{p}.mlp.down_proj"), &blk.mlp.down_proj);
             out.insert(format!("{p}.input_layernorm.weight"), to_host(blk.input_layernorm.weight.val()));
-            out.insert(format!("{p}.post_attention_layernorm.weight"), to_host(blk.post_attention_layernorm.weight.val()));
+            out.insert(
+                format!("{p}.post_attention_layernorm.weight"),
+                to_host(blk.post_attention_layernorm.weight.val()),
+            );
             if let Some(n) = &blk.pre_feedforward_layernorm {
                 out.insert(format!("{p}.pre_feedforward_layernorm.weight"), to_host(n.weight.val()));
             }
@@ -226,7 +248,8 @@ impl<B: Backend> CausalLm<B> {
         write_safetensors(&dir.join("model.safetensors"), &self.to_hf_tensors())?;
         if let Some(tok) = tokenizer {
             let path = dir.join("tokenizer.json");
-            let text = tok.to_string(true).map_err(|e| ModelError::Tokenizer { path: path.clone(), msg: e.to_string() })?;
+            let text =
+                tok.to_string(true).map_err(|e| ModelError::Tokenizer { path: path.clone(), msg: e.to_string() })?;
             atomic_write(&path, text.as_bytes())?;
         }
         Ok(())

@@ -144,7 +144,13 @@ impl<B: Backend> HiddenStates<B> {
 }
 
 /// RoPE tables for positions `offset..offset+len`, HF rotate-half layout: `[len, head_dim]`.
-fn rope_tables<B: Backend>(theta: f64, head_dim: usize, offset: usize, len: usize, device: &B::Device) -> (Tensor<B, 2>, Tensor<B, 2>) {
+fn rope_tables<B: Backend>(
+    theta: f64,
+    head_dim: usize,
+    offset: usize,
+    len: usize,
+    device: &B::Device,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
     let half = head_dim / 2;
     // transformers computes inv_freq in f32 and the angle as an f32 product; do the same so cos/sin agree.
     let inv_freq: Vec<f32> =
@@ -303,7 +309,14 @@ impl<B: Backend> CausalLm<B> {
     }
 
     /// Attention biases for the full and the sliding-window layers.
-    fn biases(&self, b: usize, t: usize, s: usize, offset: usize, lengths: Lengths) -> (Tensor<B, 5>, Option<Tensor<B, 5>>) {
+    fn biases(
+        &self,
+        b: usize,
+        t: usize,
+        s: usize,
+        offset: usize,
+        lengths: Lengths,
+    ) -> (Tensor<B, 5>, Option<Tensor<B, 5>>) {
         let device = self.device();
         let full = attention_bias::<B>(b, t, s, offset, lengths, None, &device);
         let sliding = self
@@ -316,7 +329,12 @@ impl<B: Backend> CausalLm<B> {
 
     /// Run the blocks `1..=spec.upto` on `input_ids` (right-padded by `lengths`) and return the requested
     /// hidden states. Blocks above `upto` are not run (the truncated forward of deep supervision).
-    pub fn forward_hidden(&self, input_ids: Tensor<B, 2, Int>, lengths: Lengths, spec: &ForwardSpec) -> HiddenStates<B> {
+    pub fn forward_hidden(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        lengths: Lengths,
+        spec: &ForwardSpec,
+    ) -> HiddenStates<B> {
         let upto = spec.upto.unwrap_or(self.num_layers()).min(self.num_layers());
         let [b, t] = input_ids.dims();
         let device = self.device();
@@ -430,7 +448,13 @@ impl<B: Backend> dft_losses::DeepSupervisionModel<B> for CausalLm<B> {
         self.layers.len()
     }
 
-    fn hidden_states(&self, input_ids: Tensor<B, 2, Int>, lengths: &[usize], upto: usize, keep: &[usize]) -> (Vec<Tensor<B, 3>>, Tensor<B, 3>) {
+    fn hidden_states(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        lengths: &[usize],
+        upto: usize,
+        keep: &[usize],
+    ) -> (Vec<Tensor<B, 3>>, Tensor<B, 3>) {
         let padded = lengths.iter().any(|&l| l != input_ids.dims()[1]);
         let spec = ForwardSpec { upto: Some(upto), keep: keep.to_vec() };
         let out = self.forward_hidden(input_ids, if padded { Some(lengths) } else { None }, &spec);

@@ -37,11 +37,18 @@ fn open_shard(path: &Path) -> Result<Shard> {
     for (name, info) in meta.tensors() {
         let (a, b) = info.data_offsets;
         if a > b || b > data_len {
-            return Err(bad(format!("tensor `{name}`: data [{a}, {b}) lies outside the file's {data_len} data bytes (truncated?)")));
+            return Err(bad(format!(
+                "tensor `{name}`: data [{a}, {b}) lies outside the file's {data_len} data bytes (truncated?)"
+            )));
         }
         let want = info.shape.iter().product::<usize>() * info.dtype.bitsize() / 8;
         if b - a != want {
-            return Err(bad(format!("tensor `{name}`: {} bytes for shape {:?} of {:?}", b - a, info.shape, info.dtype)));
+            return Err(bad(format!(
+                "tensor `{name}`: {} bytes for shape {:?} of {:?}",
+                b - a,
+                info.shape,
+                info.dtype
+            )));
         }
         tensors.insert(name, info.clone());
     }
@@ -59,9 +66,12 @@ impl SafetensorsCheckpoint {
             let index_path = path.join("model.safetensors.index.json");
             let single = path.join("model.safetensors");
             if index_path.is_file() {
-                let text = std::fs::read_to_string(&index_path).map_err(|source| ModelError::Io { path: index_path.clone(), source })?;
-                let v: serde_json::Value = serde_json::from_str(&text)
-                    .map_err(|e| ModelError::Safetensors { path: index_path.clone(), msg: format!("invalid JSON: {e}") })?;
+                let text = std::fs::read_to_string(&index_path)
+                    .map_err(|source| ModelError::Io { path: index_path.clone(), source })?;
+                let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Safetensors {
+                    path: index_path.clone(),
+                    msg: format!("invalid JSON: {e}"),
+                })?;
                 let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| ModelError::Safetensors {
                     path: index_path.clone(),
                     msg: "missing object `weight_map`".into(),
@@ -77,7 +87,10 @@ impl SafetensorsCheckpoint {
             } else {
                 return Err(ModelError::Io {
                     path: single,
-                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no model.safetensors or model.safetensors.index.json"),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "no model.safetensors or model.safetensors.index.json",
+                    ),
                 });
             }
         }
@@ -111,7 +124,10 @@ impl TensorSource for SafetensorsCheckpoint {
     }
 
     fn load(&self, name: &str) -> Result<HostTensor> {
-        let &i = self.index.get(name).ok_or_else(|| ModelError::MissingTensor { path: self.origin.clone(), tensor: name.into() })?;
+        let &i = self
+            .index
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor { path: self.origin.clone(), tensor: name.into() })?;
         let shard = &self.shards[i];
         let info = &shard.tensors[name];
         let (a, b) = info.data_offsets;
@@ -162,7 +178,8 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let io = |source| ModelError::Io { path: path.into(), source };
     std::fs::create_dir_all(dir).map_err(io)?;
-    let tmp = dir.join(format!(".{}.tmp{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("out"), std::process::id()));
+    let tmp =
+        dir.join(format!(".{}.tmp{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("out"), std::process::id()));
     {
         let mut f = File::create(&tmp).map_err(io)?;
         f.write_all(bytes).map_err(io)?;

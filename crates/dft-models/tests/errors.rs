@@ -55,7 +55,9 @@ fn truncated_safetensors_is_an_error_naming_the_file() {
 #[test]
 fn config_that_does_not_match_the_weights() {
     let dir = copy_fixture("tiny-llama", "shape");
-    let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap().replace("\"intermediate_size\": 64", "\"intermediate_size\": 80");
+    let cfg = std::fs::read_to_string(dir.join("config.json"))
+        .unwrap()
+        .replace("\"intermediate_size\": 64", "\"intermediate_size\": 80");
     std::fs::write(dir.join("config.json"), cfg).unwrap();
     let e = load_err(&dir);
     match &e {
@@ -92,12 +94,20 @@ fn missing_and_unexpected_tensors() {
     let dir = copy_fixture("tiny-llama", "missing");
     rewrite(&dir, |items| items.retain(|(n, ..)| n != "model.layers.1.self_attn.k_proj.weight"));
     let e = load_err(&dir);
-    assert!(matches!(&e, ModelError::MissingTensor { tensor, .. } if tensor == "model.layers.1.self_attn.k_proj.weight"), "{e:?}");
+    assert!(
+        matches!(&e, ModelError::MissingTensor { tensor, .. } if tensor == "model.layers.1.self_attn.k_proj.weight"),
+        "{e:?}"
+    );
 
     let dir = copy_fixture("tiny-llama", "extra");
-    rewrite(&dir, |items| items.push(("model.layers.7.mystery.weight".into(), safetensors::Dtype::F32, vec![2], vec![0; 8])));
+    rewrite(&dir, |items| {
+        items.push(("model.layers.7.mystery.weight".into(), safetensors::Dtype::F32, vec![2], vec![0; 8]))
+    });
     let e = load_err(&dir);
-    assert!(matches!(&e, ModelError::UnexpectedTensor { tensor, .. } if tensor == "model.layers.7.mystery.weight"), "{e:?}");
+    assert!(
+        matches!(&e, ModelError::UnexpectedTensor { tensor, .. } if tensor == "model.layers.7.mystery.weight"),
+        "{e:?}"
+    );
 
     let dir = copy_fixture("tiny-llama", "dtype");
     rewrite(&dir, |items| {

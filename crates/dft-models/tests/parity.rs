@@ -2,9 +2,9 @@
 //! every block's hidden state and the logits, right-padded batches, truncated forwards, KV-cache
 //! generation and the save → load round trip. Fixtures: tools/oracle/model_fixtures.py.
 mod common;
+use burn::tensor::{Int, Tensor, TensorData};
 use common::*;
 use dft_models::{load_pretrained, CausalLm, ForwardSpec, KvCache};
-use burn::tensor::{Int, Tensor, TensorData};
 
 const TOL: f64 = 1e-4;
 const MODELS: [&str; 3] = ["tiny-llama", "tiny-gqa-llama", "tiny-gemma2"];
@@ -63,13 +63,10 @@ fn padded_rows_equal_unpadded_runs() {
         let batched = to_vec(model.forward(refs["input_ids"].int_tensor(&device), Some(&lens)));
         let v = model.config.vocab_size;
         for (row, &n) in lens.iter().enumerate() {
-            let one: Tensor<B, 2, Int> = Tensor::from_data(TensorData::new(ids[row * t..row * t + n].to_vec(), [1, n]), &device);
+            let one: Tensor<B, 2, Int> =
+                Tensor::from_data(TensorData::new(ids[row * t..row * t + n].to_vec(), [1, n]), &device);
             let single = to_vec(model.forward(one, None));
-            let d = single
-                .iter()
-                .enumerate()
-                .map(|(i, x)| (x - batched[row * t * v + i]).abs())
-                .fold(0f32, f32::max);
+            let d = single.iter().enumerate().map(|(i, x)| (x - batched[row * t * v + i]).abs()).fold(0f32, f32::max);
             assert!(d <= 1e-5, "{name}: row {row} padded vs unpadded differs by {d:e}");
         }
     }
@@ -112,7 +109,10 @@ fn kv_cache_greedy_equals_transformers_generate_and_full_recompute() {
         // Full recomputation at every step.
         let mut seq = prompt.clone();
         for _ in 0..n_new {
-            let ids: Tensor<B, 2, Int> = Tensor::from_data(TensorData::new(seq.iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, seq.len()]), &device);
+            let ids: Tensor<B, 2, Int> = Tensor::from_data(
+                TensorData::new(seq.iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, seq.len()]),
+                &device,
+            );
             let logits = to_vec(model.forward(ids, None));
             let v = model.config.vocab_size;
             let last = &logits[(seq.len() - 1) * v..];
@@ -122,11 +122,18 @@ fn kv_cache_greedy_equals_transformers_generate_and_full_recompute() {
         assert_eq!(seq, want, "{name}: full-recompute greedy differs");
         // Cache logits equal full-forward logits position by position.
         let mut cache = KvCache::new(model.num_layers());
-        let p: Tensor<B, 2, Int> = Tensor::from_data(TensorData::new(want[..4].iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, 4]), &device);
+        let p: Tensor<B, 2, Int> = Tensor::from_data(
+            TensorData::new(want[..4].iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, 4]),
+            &device,
+        );
         let _ = model.forward_cached(p, &mut cache);
-        let step: Tensor<B, 2, Int> = Tensor::from_data(TensorData::new(vec![want[4] as i64, want[5] as i64], [1, 2]), &device);
+        let step: Tensor<B, 2, Int> =
+            Tensor::from_data(TensorData::new(vec![want[4] as i64, want[5] as i64], [1, 2]), &device);
         let inc = to_vec(model.forward_cached(step, &mut cache));
-        let all: Tensor<B, 2, Int> = Tensor::from_data(TensorData::new(want[..6].iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, 6]), &device);
+        let all: Tensor<B, 2, Int> = Tensor::from_data(
+            TensorData::new(want[..6].iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, 6]),
+            &device,
+        );
         let full = to_vec(model.forward(all, None));
         let v = model.config.vocab_size;
         let d = inc.iter().zip(&full[4 * v..]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);

@@ -12,8 +12,10 @@ fn smollm2_logits_tokens_and_greedy_match_transformers() {
     let pre = load_pretrained::<B>(&path, &device).unwrap();
     let (model, tok) = (pre.model, pre.tokenizer.expect("GGUF carries a tokenizer"));
     let refs = read_refs(&fixture("smollm2/reference_logits.safetensors"));
-    let greedy: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("smollm2/greedy.json")).unwrap()).unwrap();
-    let prompts: Vec<String> = greedy["prompts"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
+    let greedy: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("smollm2/greedy.json")).unwrap()).unwrap();
+    let prompts: Vec<String> =
+        greedy["prompts"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
     let v = model.config.vocab_size;
     for (i, text) in prompts.iter().enumerate() {
         let ids: Vec<u32> = tok.encode(text.as_str(), true).unwrap().get_ids().to_vec();
@@ -28,7 +30,8 @@ fn smollm2_logits_tokens_and_greedy_match_transformers() {
         let d = max_abs_diff(&head, &refs[&format!("p{i}.logits_head")].data, |_| true);
         assert!(d <= 1e-3, "{text:?}: logits (all positions, first 512 ids) differ by {d:e}");
     }
-    let prompt: Vec<u32> = greedy["prompt_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    let prompt: Vec<u32> =
+        greedy["prompt_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
     let want: Vec<u32> = greedy["new_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
     let got = dft_models::generate::greedy(&model, &prompt, want.len(), &[]);
     assert_eq!(got, want, "greedy continuation differs from transformers");

@@ -47,7 +47,11 @@ pub fn global_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M, gra
 }
 
 /// Clip to `max_norm` (if > 0); returns the norm before clipping.
-pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {
+pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    grads: &mut GradientsParams,
+    max_norm: f64,
+) -> f64 {
     let norm = global_grad_norm::<B, M>(model, grads);
     if max_norm > 0.0 && norm > max_norm {
         let valid = model.valid();

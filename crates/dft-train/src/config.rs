@@ -83,7 +83,7 @@ pub struct DataSection {
     pub template: TemplateChoice,
     /// Use at most this many training examples (after filtering; 0 = all).
     pub limit: usize,
-    /// Use at most this many held-out examples for the eval loss.
+    /// Use at most this many held-out examples for the eval loss (0 = no eval loss).
     pub eval_limit: usize,
     /// Error on bad records instead of counting and skipping them.
     pub strict: bool,
@@ -228,12 +228,14 @@ impl TrainConfig {
         let mut table: toml::Table = match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| TrainError::Io { path: p.into(), source: e })?;
-                text.parse().map_err(|e: toml::de::Error| TrainError::ConfigFile { path: p.into(), msg: e.to_string() })?
+                text.parse()
+                    .map_err(|e: toml::de::Error| TrainError::ConfigFile { path: p.into(), msg: e.to_string() })?
             }
             None => toml::Table::new(),
         };
         for o in overrides {
-            let (key, value) = o.split_once('=').ok_or_else(|| bad(o, "overrides are written key=value, e.g. train.lr=1e-4"))?;
+            let (key, value) =
+                o.split_once('=').ok_or_else(|| bad(o, "overrides are written key=value, e.g. train.lr=1e-4"))?;
             let parts: Vec<&str> = key.trim().split('.').collect();
             let mut t = &mut table;
             for p in &parts[..parts.len() - 1] {
@@ -280,7 +282,10 @@ impl TrainConfig {
             return Err(bad("train.eps", "must be > 0"));
         }
         if t.weight_decay < 0.0 || t.max_grad_norm < 0.0 {
-            return Err(bad(if t.weight_decay < 0.0 { "train.weight_decay" } else { "train.max_grad_norm" }, "must be >= 0"));
+            return Err(bad(
+                if t.weight_decay < 0.0 { "train.weight_decay" } else { "train.max_grad_norm" },
+                "must be >= 0",
+            ));
         }
         if t.keep_last == 0 {
             return Err(bad("train.keep_last", "must be >= 1"));
@@ -317,7 +322,10 @@ impl TrainConfig {
             }
         }
         if self.model.path != "smollm2" && !Path::new(&self.model.path).exists() {
-            return Err(bad("model.path", format!("{} does not exist (use a checkpoint directory, a .gguf file or `smollm2`)", self.model.path)));
+            return Err(bad(
+                "model.path",
+                format!("{} does not exist (use a checkpoint directory, a .gguf file or `smollm2`)", self.model.path),
+            ));
         }
         Ok(())
     }
@@ -327,7 +335,9 @@ impl TrainConfig {
     pub fn resolve_layers(&self, num_layers: usize) -> Result<(usize, usize)> {
         let m = &self.method;
         let mut out = [1usize; 2];
-        for (n, (key, mode, choice)) in [("method.lc_layer", m.lc, m.lc_layer), ("method.et_layer", m.et, m.et_layer)].into_iter().enumerate() {
+        for (n, (key, mode, choice)) in
+            [("method.lc_layer", m.lc, m.lc_layer), ("method.et_layer", m.et, m.et_layer)].into_iter().enumerate()
+        {
             if mode == AuxLoss::Off || m.name != Method::Dft {
                 continue;
             }

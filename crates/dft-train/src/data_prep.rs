@@ -34,7 +34,11 @@ pub fn special_tokens(config: &ModelConfig, tokenizer: &tokenizers::Tokenizer) -
         _ => false,
     };
     let eos = config.eos_token_ids.first().copied().unwrap_or(0);
-    SpecialTokens { bos: if adds_bos { config.bos_token_id } else { None }, eos, pad: config.pad_token_id.unwrap_or(eos) }
+    SpecialTokens {
+        bos: if adds_bos { config.bos_token_id } else { None },
+        eos,
+        pad: config.pad_token_id.unwrap_or(eos),
+    }
 }
 
 pub fn read_corpus(path: &Path, data: &DataSection) -> Result<ParallelCorpus> {

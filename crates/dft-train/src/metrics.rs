@@ -59,7 +59,8 @@ pub fn read_metrics(path: &Path) -> Result<Vec<StepMetrics>> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| TrainError::Checkpoint { path: path.into(), msg: format!("line {}: {e}", i + 1) })
+            serde_json::from_str(l)
+                .map_err(|e| TrainError::Checkpoint { path: path.into(), msg: format!("line {}: {e}", i + 1) })
         })
         .collect()
 }
@@ -75,9 +76,14 @@ pub fn plot_losses(metrics: &[StepMetrics], path: &Path, title: &str) -> Result<
         ("main (TFT/SFT)", BLUE, metrics.iter().map(|m| (m.step as f64, m.main)).collect()),
         ("LC", GREEN, metrics.iter().filter_map(|m| m.lc.map(|v| (m.step as f64, v))).collect()),
         ("ET", RED, metrics.iter().filter_map(|m| m.et.map(|v| (m.step as f64, v))).collect()),
-        ("eval (held-out TFT)", MAGENTA, metrics.iter().filter_map(|m| m.eval_loss.map(|v| (m.step as f64, v))).collect()),
+        (
+            "eval (held-out TFT)",
+            MAGENTA,
+            metrics.iter().filter_map(|m| m.eval_loss.map(|v| (m.step as f64, v))).collect(),
+        ),
     ];
-    let ymax = series.iter().flat_map(|s| s.2.iter().map(|p| p.1)).filter(|v| v.is_finite()).fold(0.0f64, f64::max) * 1.05;
+    let ymax =
+        series.iter().flat_map(|s| s.2.iter().map(|p| p.1)).filter(|v| v.is_finite()).fold(0.0f64, f64::max) * 1.05;
     let xmax = metrics.last().map(|m| m.step).unwrap_or(1).max(1) as f64;
     let err = |e: String| TrainError::Io { path: path.into(), source: std::io::Error::other(e) };
     let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
@@ -97,7 +103,12 @@ pub fn plot_losses(metrics: &[StepMetrics], path: &Path, title: &str) -> Result<
             .label(name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| err(e.to_string()))?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
     root.present().map_err(|e| err(e.to_string()))?;
     Ok(())
 }

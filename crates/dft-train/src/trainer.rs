@@ -72,11 +72,17 @@ pub fn resolve_model_path(path: &str) -> Result<PathBuf> {
 }
 
 /// Token-weighted mean TFT cross-entropy of `model` on a tokenized held-out corpus.
-pub fn eval_loss<B: Backend>(model: &CausalLm<B>, corpus: &TokenizedCorpus, batch_size: usize, method: Method) -> Result<Option<f64>> {
+pub fn eval_loss<B: Backend>(
+    model: &CausalLm<B>,
+    corpus: &TokenizedCorpus,
+    batch_size: usize,
+    method: Method,
+) -> Result<Option<f64>> {
     if corpus.examples.is_empty() {
         return Ok(None);
     }
-    let batcher = Batcher::new(corpus, BatchConfig { batch_size, seed: 0, group_by_length: true, ..Default::default() })?;
+    let batcher =
+        Batcher::new(corpus, BatchConfig { batch_size, seed: 0, group_by_length: true, ..Default::default() })?;
     let device = model.device();
     let (mut sum, mut n) = (0.0, 0usize);
     for b in batcher.iter_from(batcher.start(), 1)? {
@@ -105,7 +111,12 @@ fn all_finite<B: Backend>(model: &CausalLm<B>) -> bool {
 }
 
 /// Run (or resume) training as configured. The model is loaded on `device`.
-pub fn train<B: AutodiffBackend>(cfg: &TrainConfig, resume: bool, device: &B::Device, hooks: &TrainHooks) -> Result<TrainSummary> {
+pub fn train<B: AutodiffBackend>(
+    cfg: &TrainConfig,
+    resume: bool,
+    device: &B::Device,
+    hooks: &TrainHooks,
+) -> Result<TrainSummary> {
     let started = Instant::now();
     cfg.check_ranges()?;
     let model_path = resolve_model_path(&cfg.model.path)?;
@@ -134,12 +145,19 @@ pub fn train<B: AutodiffBackend>(cfg: &TrainConfig, resume: bool, device: &B::De
         SequenceKinds { tft: true, lc: false, et: false, sft: false, en_prompt: false, tgt_prompt: false }
     };
     let eval_data = match &cfg.data.eval {
-        Some(p) => Some(tokenize(&read_corpus(p, &cfg.data)?, &cfg.data, eval_kind, &tokenizer, special, cfg.data.eval_limit)?),
-        None => None,
+        Some(p) if cfg.data.eval_limit > 0 => {
+            Some(tokenize(&read_corpus(p, &cfg.data)?, &cfg.data, eval_kind, &tokenizer, special, cfg.data.eval_limit)?)
+        }
+        _ => None,
     };
     let batcher = Batcher::new(
         &train_data,
-        BatchConfig { batch_size: cfg.train.batch_size, seed: cfg.train.seed, group_by_length: true, ..Default::default() },
+        BatchConfig {
+            batch_size: cfg.train.batch_size,
+            seed: cfg.train.seed,
+            group_by_length: true,
+            ..Default::default()
+        },
     )?;
     let per_epoch = batcher.batches_per_epoch().div_ceil(cfg.train.grad_accum);
     let total_steps = if cfg.train.max_steps > 0 { cfg.train.max_steps } else { per_epoch * cfg.train.epochs };
@@ -193,7 +211,11 @@ pub fn train<B: AutodiffBackend>(cfg: &TrainConfig, resume: bool, device: &B::De
     let mut metrics = MetricsWriter::open(&metrics_path, state.metrics_lines)?;
 
     let eval_bs = cfg.train.batch_size.max(4);
-    let eval_before = if state.step == 0 { eval_data.as_ref().map(|e| eval_loss(&model.valid(), e, eval_bs, cfg.method.name)).transpose()?.flatten() } else { None };
+    let eval_before = if state.step == 0 {
+        eval_data.as_ref().map(|e| eval_loss(&model.valid(), e, eval_bs, cfg.method.name)).transpose()?.flatten()
+    } else {
+        None
+    };
     if let Some(l) = eval_before {
         eprintln!("eval before training: loss {l:.4}, perplexity {:.3}", l.exp());
     }
@@ -214,7 +236,10 @@ pub fn train<B: AutodiffBackend>(cfg: &TrainConfig, resume: bool, device: &B::De
 
     let write_ckpt = |model: &CausalLm<B>, optim_rec, state: &TrainerState| -> Result<PathBuf> {
         if !all_finite(model) {
-            return Err(TrainError::Checkpoint { path: out_dir.clone(), msg: "model has non-finite weights; not saved".into() });
+            return Err(TrainError::Checkpoint {
+                path: out_dir.clone(),
+                msg: "model has non-finite weights; not saved".into(),
+            });
         }
         write_checkpoint(&out_dir, state, cfg.train.keep_last, |dir| {
             let ck = |e: burn::record::RecorderError| TrainError::Checkpoint { path: dir.into(), msg: e.to_string() };
@@ -225,6 +250,7 @@ pub fn train<B: AutodiffBackend>(cfg: &TrainConfig, resume: bool, device: &B::De
     };
 
     let mut last_eval = eval_before;
+    let mut consecutive_skips = 0usize;
     while state.step < total_steps {
         let t0 = Instant::now();
         let mut accumulator = GradientsAccumulator::<CausalLm<B>>::new();
@@ -253,10 +279,16 @@ pub fn train<B: AutodiffBackend>(cfg: &TrainConfig, resume: bool, device: &B::De
                         eprintln!("skipping: {err}");
                         state.skipped_batches += 1;
                         state.data_position = position_after;
+                        consecutive_skips += 1;
+                        if consecutive_skips >= batcher.batches_per_epoch() {
+                            eprintln!("every batch of a whole epoch had a non-finite loss; stopping");
+                            break;
+                        }
                         continue;
                     }
                 }
             }
+            consecutive_skips = 0;
             let grads = (out.loss / cfg.train.grad_accum as f64).backward();
             accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
             sum_total += c.total;
@@ -274,15 +306,20 @@ pub fn train<B: AutodiffBackend>(cfg: &TrainConfig, resume: bool, device: &B::De
             state.data_position = position_after;
         }
         if used == 0 {
-            if micro == 0 {
-                break; // data exhausted
+            if micro == 0 || consecutive_skips >= batcher.batches_per_epoch() {
+                break; // data exhausted, or nothing trainable left
             }
             continue;
         }
         let mut grads = accumulator.grads();
         let grad_norm = clip_global_norm::<B, CausalLm<B>>(&model, &mut grads, cfg.train.max_grad_norm);
         if !grad_norm.is_finite() {
-            let err = TrainError::NonFiniteLoss { step: state.step + 1, batch: state.data_position.batch_index, examples: "gradient norm".into(), value: grad_norm };
+            let err = TrainError::NonFiniteLoss {
+                step: state.step + 1,
+                batch: state.data_position.batch_index,
+                examples: "gradient norm".into(),
+                value: grad_norm,
+            };
             match cfg.train.on_nonfinite {
                 OnNonFinite::Stop => return Err(err),
                 OnNonFinite::Skip => {
@@ -297,7 +334,11 @@ pub fn train<B: AutodiffBackend>(cfg: &TrainConfig, resume: bool, device: &B::De
         state.step += 1;
 
         let eval_now = cfg.train.eval_every > 0 && state.step % cfg.train.eval_every == 0 && state.step < total_steps;
-        let eval = if eval_now { eval_data.as_ref().map(|e| eval_loss(&model.valid(), e, eval_bs, cfg.method.name)).transpose()?.flatten() } else { None };
+        let eval = if eval_now {
+            eval_data.as_ref().map(|e| eval_loss(&model.valid(), e, eval_bs, cfg.method.name)).transpose()?.flatten()
+        } else {
+            None
+        };
         if eval.is_some() {
             last_eval = eval;
         }
@@ -348,7 +389,8 @@ pub fn train<B: AutodiffBackend>(cfg: &TrainConfig, resume: bool, device: &B::De
     if list_checkpoints(&out_dir).last().map(|(s, _)| *s) != Some(state.step) {
         write_ckpt(&model, optim.to_record(), &state)?;
     }
-    let eval_after = eval_data.as_ref().map(|e| eval_loss(&model.valid(), e, eval_bs, cfg.method.name)).transpose()?.flatten();
+    let eval_after =
+        eval_data.as_ref().map(|e| eval_loss(&model.valid(), e, eval_bs, cfg.method.name)).transpose()?.flatten();
     let export_dir = out_dir.join("final");
     model.valid().save_pretrained(&export_dir, Some(&tokenizer))?;
     let plot = out_dir.join("loss.svg");

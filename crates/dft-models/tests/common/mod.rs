@@ -37,8 +37,12 @@ pub fn read_refs(path: &std::path::Path) -> HashMap<String, Ref> {
         .into_iter()
         .map(|(name, v)| {
             let data: Vec<f64> = match v.dtype() {
-                Dtype::F32 => v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-                Dtype::I64 => v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+                Dtype::F32 => {
+                    v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect()
+                }
+                Dtype::I64 => {
+                    v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect()
+                }
                 other => panic!("unsupported dtype {other:?}"),
             };
             (name, Ref { shape: v.shape().to_vec(), data })
@@ -65,7 +69,8 @@ pub fn smollm2_gguf() -> Option<PathBuf> {
     if p.is_file() {
         return Some(p);
     }
-    let msg = format!("SmolLM2 GGUF not found at {} (run scripts/fetch-smollm2.sh or set DFT_SMOLLM2_GGUF)", p.display());
+    let msg =
+        format!("SmolLM2 GGUF not found at {} (run scripts/fetch-smollm2.sh or set DFT_SMOLLM2_GGUF)", p.display());
     if std::env::var("DFT_REQUIRE_MODELS").as_deref() == Ok("1") {
         panic!("{msg}; DFT_REQUIRE_MODELS=1");
     }
