@@ -109,3 +109,26 @@ pub fn greedy<B: Backend>(model: &CausalLm<B>, prompt: &[u32], max_new_tokens: u
         &GenerateConfig { max_new_tokens, sampling: Sampling::Greedy, stop_tokens: stop_tokens.to_vec() },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampling_is_seeded_and_filters() {
+        let logits = vec![0.1f32, 2.0, 1.9, -3.0, 0.5];
+        let draw = |seed| {
+            let mut rng = SplitMix(seed);
+            (0..50).map(|_| sample(&logits, 1.0, None, None, &mut rng)).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(7), draw(7), "same seed, same draws");
+        assert_ne!(draw(7), draw(8));
+        let mut rng = SplitMix(1);
+        // top-k 1 and tiny top-p are greedy; temperature 0 is greedy.
+        assert!((0..20).all(|_| sample(&logits, 1.0, Some(1), None, &mut rng) == 1));
+        assert!((0..20).all(|_| sample(&logits, 1.0, None, Some(0.01), &mut rng) == 1));
+        assert_eq!(sample(&logits, 0.0, None, None, &mut rng), 1);
+        // top-k 2 never leaves the two best.
+        assert!((0..200).all(|_| matches!(sample(&logits, 5.0, Some(2), None, &mut rng), 1 | 2)));
+    }
+}
