@@ -35,4 +35,40 @@ pub trait DeepSupervisionModel<B: Backend> {
     fn final_logit_softcap(&self) -> Option<f64> {
         None
     }
+
+    /// Optional, for speed: like [`hidden_states`](Self::hidden_states), and also return the keys and
+    /// values of blocks `1..=capture` so that sequences sharing a prefix with these rows can be continued
+    /// by [`suffix_hidden_states`](Self::suffix_hidden_states) without recomputing it. `None` (the
+    /// default) makes the objective recompute the shared prompt in each LC/ET pass.
+    fn hidden_states_sharing_prefix(
+        &self,
+        _input_ids: Tensor<B, 2, Int>,
+        _lengths: &[usize],
+        _upto: usize,
+        _keep: &[usize],
+        _capture: usize,
+    ) -> Option<(Vec<Tensor<B, 3>>, Tensor<B, 3>, PrefixKv<B>)> {
+        None
+    }
+
+    /// Optional, for speed: `h_upto` of `suffix_ids: [rows, s]` (right-padded, `suffix_lengths`) where row
+    /// `r` continues the first `prefix_lens[r]` tokens of the pass that produced `prefix`.
+    fn suffix_hidden_states(
+        &self,
+        _prefix: &PrefixKv<B>,
+        _prefix_lens: &[usize],
+        _suffix_ids: Tensor<B, 2, Int>,
+        _suffix_lengths: &[usize],
+        _upto: usize,
+    ) -> Option<Tensor<B, 3>> {
+        None
+    }
+}
+
+/// Per-block keys and values (`[rows, kv_heads, seq, head_dim]`, after RoPE) of a prefix pass.
+#[derive(Debug, Clone)]
+pub struct PrefixKv<B: Backend> {
+    pub layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+    /// Sequence length of the pass.
+    pub len: usize,
 }

@@ -15,7 +15,7 @@
 use crate::batch::{DftBatch, Sequences};
 use crate::cross_entropy::{chunked_ce_sum, chunked_ce_sum_forward, ChunkOptions};
 use crate::error::{LossError, Result};
-use crate::model::DeepSupervisionModel;
+use crate::model::{DeepSupervisionModel, PrefixKv};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -61,6 +61,10 @@ pub struct ObjectiveConfig {
     pub pooling: Pooling,
     /// Treat the English side of the feature losses as a fixed teacher (no gradient through it).
     pub english_stop_grad: bool,
+    /// Compute the prompt `P(x_tgt)` shared by the TFT, LC and ET rows once (when the model supports
+    /// it): the LC/ET-logits passes then run only their suffix over the main pass's keys/values.
+    /// Same values and gradients; less work.
+    pub share_prefix: bool,
     #[serde(skip)]
     pub chunk: ChunkOptions,
 }
@@ -77,6 +81,7 @@ impl Default for ObjectiveConfig {
             beta: 1.0,
             pooling: Pooling::QueryMean,
             english_stop_grad: false,
+            share_prefix: true,
             chunk: ChunkOptions::default(),
         }
     }
@@ -159,6 +164,76 @@ fn lm_loss<B: Backend, M: DeepSupervisionModel<B>>(
     (sum / targets.len() as f64, targets.len())
 }
 
+/// Whether every row of `aux` starts with the prompt of the same row of `main`.
+fn shares_prompt(main: &Sequences, aux: &Sequences) -> bool {
+    main.rows() == aux.rows()
+        && (0..main.rows()).all(|r| {
+            let p = main.prompt_lens[r];
+            aux.prompt_lens[r] == p
+                && aux.lengths[r] > p
+                && main.input_ids[r * main.seq_len..r * main.seq_len + p] == aux.input_ids[r * aux.seq_len..r * aux.seq_len + p]
+        })
+}
+
+/// The hidden rows `[n, hidden]` at block `k` that predict the labelled tokens of `aux` and their
+/// targets, computing only `aux`'s suffix (after the shared prompt) over the main pass's keys/values:
+/// the first supervised token is predicted from the main pass's last prompt position (`h_main_k`), the
+/// others from the suffix pass. `None` if the model cannot continue a prefix.
+fn shared_prefix_rows<B: Backend, M: DeepSupervisionModel<B>>(
+    model: &M,
+    prefix: &PrefixKv<B>,
+    main: &Sequences,
+    aux: &Sequences,
+    k: usize,
+    h_main_k: Tensor<B, 3>,
+    device: &B::Device,
+) -> Option<(Tensor<B, 2>, Vec<u32>)> {
+    let rows = aux.rows();
+    let p = &main.prompt_lens;
+    let suffix_lens: Vec<usize> = (0..rows).map(|r| aux.lengths[r] - p[r]).collect();
+    let smax = suffix_lens.iter().copied().max().unwrap_or(1).max(1);
+    let mut ids = vec![0i64; rows * smax];
+    for r in 0..rows {
+        for q in 0..suffix_lens[r] {
+            ids[r * smax + q] = aux.input_ids[r * aux.seq_len + p[r] + q] as i64;
+        }
+    }
+    let ids: Tensor<B, 2, Int> = Tensor::from_data(TensorData::new(ids, [rows, smax]), device);
+    let h_suffix = model.suffix_hidden_states(prefix, p, ids, &suffix_lens, k)?;
+    let (mut from_main, mut t_main, mut from_suffix, mut t_suffix) = (vec![], vec![], vec![], vec![]);
+    for r in 0..rows {
+        let label = |pos: usize| aux.labels[r * aux.seq_len + pos];
+        if label(p[r]) != crate::batch::IGNORE_INDEX {
+            from_main.push((r * main.seq_len + p[r] - 1) as i64);
+            t_main.push(label(p[r]) as u32);
+        }
+        for q in 0..suffix_lens[r].saturating_sub(1) {
+            let y = label(p[r] + q + 1);
+            if y != crate::batch::IGNORE_INDEX {
+                from_suffix.push((r * smax + q) as i64);
+                t_suffix.push(y as u32);
+            }
+        }
+    }
+    let hd = h_suffix.dims()[2];
+    let mut parts = Vec::new();
+    if !from_main.is_empty() {
+        let n = from_main.len();
+        let idx: Tensor<B, 1, Int> = Tensor::from_data(TensorData::new(from_main, [n]), device);
+        parts.push(h_main_k.reshape([rows * main.seq_len, hd]).select(0, idx));
+    }
+    if !from_suffix.is_empty() {
+        let n = from_suffix.len();
+        let idx: Tensor<B, 1, Int> = Tensor::from_data(TensorData::new(from_suffix, [n]), device);
+        parts.push(h_suffix.reshape([rows * smax, hd]).select(0, idx));
+    }
+    t_main.extend(t_suffix);
+    if parts.is_empty() {
+        return Some((Tensor::zeros([0, hd], device), t_main));
+    }
+    Some((Tensor::cat(parts, 0), t_main))
+}
+
 /// Pooling weights `[rows, seq_len]` (each row sums to 1) for the prompts of `seqs`.
 fn pool_weights(seqs: &Sequences, pooling: Pooling, what: &'static str) -> Result<Vec<f32>> {
     let mut w = vec![0f32; seqs.rows() * seqs.seq_len];
@@ -228,8 +303,35 @@ fn objective_with<B: Backend, M: DeepSupervisionModel<B>>(
     if cfg.et == AuxLoss::Feature {
         keep.push(j);
     }
+    // LC/ET-logits rows that start with the main rows' prompt can continue the main pass (shared prefix).
+    let mut lens_jobs: Vec<(&'static str, usize, Sequences, bool)> = Vec::new();
+    if cfg.lc == AuxLoss::Logits {
+        let s = need(&batch.lc, "LC sequences P(x_tgt)+x_en")?;
+        let shared = cfg.share_prefix && shares_prompt(&batch.main, &s);
+        lens_jobs.push(("lc", i, s, shared));
+    }
+    if cfg.et == AuxLoss::Logits {
+        let s = need(&batch.et, "ET sequences P(x_tgt)+y_en")?;
+        let shared = cfg.share_prefix && shares_prompt(&batch.main, &s);
+        lens_jobs.push(("et", j, s, shared));
+    }
+    let capture = lens_jobs.iter().filter(|job| job.3).map(|job| job.1).max().unwrap_or(0);
+    for job in lens_jobs.iter().filter(|job| job.3) {
+        keep.push(job.1);
+    }
     // 1. main pass
-    let (kept, h_last) = model.hidden_states(ids_tensor::<B>(&batch.main, device), &batch.main.lengths, l, &keep);
+    let main_ids = ids_tensor::<B>(&batch.main, device);
+    let (kept, h_last, prefix) = match (capture > 0)
+        .then(|| model.hidden_states_sharing_prefix(main_ids.clone(), &batch.main.lengths, l, &keep, capture))
+        .flatten()
+    {
+        Some((kept, last, prefix)) => (kept, last, Some(prefix)),
+        None => {
+            let (kept, last) = model.hidden_states(main_ids, &batch.main.lengths, l, &keep);
+            (kept, last, None)
+        }
+    };
+    let kept_at = |k: usize| kept[keep.iter().position(|&x| x == k).expect("kept")].clone();
     let (main, main_tokens) = lm_loss(model, h_last, &batch.main, false, cfg.chunk, ce);
     let mut total = main.clone();
     let mut comps = LossComponents { main: scalar(&main), main_tokens, ..Default::default() };
@@ -243,39 +345,51 @@ fn objective_with<B: Backend, M: DeepSupervisionModel<B>>(
         let en_keep: Vec<usize> = if cfg.lc == AuxLoss::Feature { vec![i] } else { vec![] };
         let (en_kept, en_last) = model.hidden_states(ids_tensor::<B>(&en, device), &en.lengths, upto, &en_keep);
         let teacher = |t: Tensor<B, 2>| if cfg.english_stop_grad { t.detach() } else { t };
-        let mut kept = kept.into_iter();
         if cfg.lc == AuxLoss::Feature {
-            let tgt = pool(kept.next().expect("h_i kept"), &w_tgt);
+            let tgt = pool(kept_at(i), &w_tgt);
             let eng = teacher(pool(en_kept[0].clone(), &w_en));
             let lc = cosine_loss(eng, tgt);
             comps.lc = Some(scalar(&lc));
             total = total + lc * cfg.alpha;
         }
         if cfg.et == AuxLoss::Feature {
-            let tgt = pool(kept.next().expect("h_j kept"), &w_tgt);
+            let tgt = pool(kept_at(j), &w_tgt);
             let eng = teacher(pool(en_last, &w_en));
             let et = cosine_loss(eng, tgt);
             comps.et = Some(scalar(&et));
             total = total + et * cfg.beta;
         }
     }
-    // 2. LC-logits
-    if cfg.lc == AuxLoss::Logits {
-        let s = need(&batch.lc, "LC sequences P(x_tgt)+x_en")?;
-        let (_, h_i) = model.hidden_states(ids_tensor::<B>(&s, device), &s.lengths, i, &[]);
-        let (lc, n) = lm_loss(model, h_i, &s, true, cfg.chunk, ce);
-        comps.lc = Some(scalar(&lc));
-        comps.lc_tokens = n;
-        total = total + lc * cfg.alpha;
-    }
-    // 3. ET-logits
-    if cfg.et == AuxLoss::Logits {
-        let s = need(&batch.et, "ET sequences P(x_tgt)+y_en")?;
-        let (_, h_j) = model.hidden_states(ids_tensor::<B>(&s, device), &s.lengths, j, &[]);
-        let (et, n) = lm_loss(model, h_j, &s, true, cfg.chunk, ce);
-        comps.et = Some(scalar(&et));
-        comps.et_tokens = n;
-        total = total + et * cfg.beta;
+    // 2./3. LC-logits at i and ET-logits at j.
+    for (name, k, s, shared) in lens_jobs {
+        let suffix = match (&prefix, shared) {
+            (Some(prefix), true) => shared_prefix_rows(model, prefix, &batch.main, &s, k, kept_at(k), device),
+            _ => None,
+        };
+        let (loss, n) = match suffix {
+            Some((x, targets)) => {
+                if targets.is_empty() {
+                    (Tensor::zeros([1], device), 0)
+                } else {
+                    let x = model.final_norm(x, true);
+                    let sum = ce(x, model.lm_head(true), &targets, model.final_logit_softcap(), cfg.chunk, false);
+                    (sum / targets.len() as f64, targets.len())
+                }
+            }
+            None => {
+                let (_, h_k) = model.hidden_states(ids_tensor::<B>(&s, device), &s.lengths, k, &[]);
+                lm_loss(model, h_k, &s, true, cfg.chunk, ce)
+            }
+        };
+        let weight = if name == "lc" { cfg.alpha } else { cfg.beta };
+        if name == "lc" {
+            comps.lc = Some(scalar(&loss));
+            comps.lc_tokens = n;
+        } else {
+            comps.et = Some(scalar(&loss));
+            comps.et_tokens = n;
+        }
+        total = total + loss * weight;
     }
     comps.total = comps.main + cfg.alpha * comps.lc.unwrap_or(0.0) + cfg.beta * comps.et.unwrap_or(0.0);
     Ok(ObjectiveOutput { loss: total, components: comps })

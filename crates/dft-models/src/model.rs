@@ -143,45 +143,47 @@ impl<B: Backend> HiddenStates<B> {
     }
 }
 
-/// RoPE tables for positions `offset..offset+len`, HF rotate-half layout: `[len, head_dim]`.
+/// RoPE tables in HF's rotate-half layout for `rows` rows of `len` positions, row `r` starting at
+/// `offsets[r]`: `(cos, sin)`, each `[rows, 1, len, head_dim]` (broadcast over heads).
 fn rope_tables<B: Backend>(
     theta: f64,
     head_dim: usize,
-    offset: usize,
+    offsets: &[usize],
     len: usize,
     device: &B::Device,
-) -> (Tensor<B, 2>, Tensor<B, 2>) {
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
     let half = head_dim / 2;
     // transformers computes inv_freq in f32 and the angle as an f32 product; do the same so cos/sin agree.
     let inv_freq: Vec<f32> =
         (0..half).map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / head_dim as f32)).collect();
-    let mut cos = Vec::with_capacity(len * head_dim);
-    let mut sin = Vec::with_capacity(len * head_dim);
-    for p in offset..offset + len {
-        for _ in 0..2 {
-            for f in &inv_freq {
-                let angle = (p as f32) * f;
-                cos.push(angle.cos());
-                sin.push(angle.sin());
+    let rows = offsets.len();
+    let mut cos = Vec::with_capacity(rows * len * head_dim);
+    let mut sin = Vec::with_capacity(rows * len * head_dim);
+    for &offset in offsets {
+        for p in offset..offset + len {
+            for _ in 0..2 {
+                for f in &inv_freq {
+                    let angle = (p as f32) * f;
+                    cos.push(angle.cos());
+                    sin.push(angle.sin());
+                }
             }
         }
     }
     (
-        Tensor::from_data(TensorData::new(cos, [len, head_dim]), device),
-        Tensor::from_data(TensorData::new(sin, [len, head_dim]), device),
+        Tensor::from_data(TensorData::new(cos, [rows, 1, len, head_dim]), device),
+        Tensor::from_data(TensorData::new(sin, [rows, 1, len, head_dim]), device),
     )
 }
 
-/// `x * cos + rotate_half(x) * sin` for `x: [b, heads, t, d]`, tables `[t, d]`.
-fn apply_rope<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2>) -> Tensor<B, 4> {
+/// `x * cos + rotate_half(x) * sin` for `x: [b, heads, t, d]`, tables `[1 or b, 1, t, d]`.
+fn apply_rope<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> Tensor<B, 4> {
     let [b, h, t, d] = x.dims();
     let half = d / 2;
     let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
     let x2 = x.clone().slice([0..b, 0..h, 0..t, half..d]);
     let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-    let cos = cos.clone().reshape([1, 1, t, d]);
-    let sin = sin.clone().reshape([1, 1, t, d]);
-    x * cos + rotated * sin
+    x * cos.clone() + rotated * sin.clone()
 }
 
 /// Additive attention bias `[b, 1, 1, t, s]` (0 = visible, -1e9 = masked) for queries at absolute positions
@@ -233,7 +235,7 @@ impl<B: Backend> CausalLm<B> {
         &self,
         layer: usize,
         x: Tensor<B, 3>,
-        rope: &(Tensor<B, 2>, Tensor<B, 2>),
+        rope: &(Tensor<B, 4>, Tensor<B, 4>),
         bias: &Tensor<B, 5>,
         cache: Option<&mut KvCache<B>>,
     ) -> Tensor<B, 3> {
@@ -288,7 +290,7 @@ impl<B: Backend> CausalLm<B> {
         &self,
         layer: usize,
         h: Tensor<B, 3>,
-        rope: &(Tensor<B, 2>, Tensor<B, 2>),
+        rope: &(Tensor<B, 4>, Tensor<B, 4>),
         bias: &Tensor<B, 5>,
         cache: Option<&mut KvCache<B>>,
     ) -> Tensor<B, 3> {
@@ -329,16 +331,24 @@ impl<B: Backend> CausalLm<B> {
 
     /// Run the blocks `1..=spec.upto` on `input_ids` (right-padded by `lengths`) and return the requested
     /// hidden states. Blocks above `upto` are not run (the truncated forward of deep supervision).
-    pub fn forward_hidden(
+    pub fn forward_hidden(&self, input_ids: Tensor<B, 2, Int>, lengths: Lengths, spec: &ForwardSpec) -> HiddenStates<B> {
+        self.forward_hidden_capture(input_ids, lengths, spec, 0).0
+    }
+
+    /// [`forward_hidden`](Self::forward_hidden) that also returns the keys and values (after RoPE) of
+    /// blocks `1..=capture_layers`, as a [`KvCache`] over the whole sequence — for
+    /// [`forward_suffix`](Self::forward_suffix), which continues a shared prefix without recomputing it.
+    pub fn forward_hidden_capture(
         &self,
         input_ids: Tensor<B, 2, Int>,
         lengths: Lengths,
         spec: &ForwardSpec,
-    ) -> HiddenStates<B> {
+        capture_layers: usize,
+    ) -> (HiddenStates<B>, KvCache<B>) {
         let upto = spec.upto.unwrap_or(self.num_layers()).min(self.num_layers());
         let [b, t] = input_ids.dims();
         let device = self.device();
-        let rope = rope_tables::<B>(self.config.rope_theta, self.config.head_dim, 0, t, &device);
+        let rope = rope_tables::<B>(self.config.rope_theta, self.config.head_dim, &[0], t, &device);
         let (full, sliding) = self.biases(b, t, t, 0, lengths);
         let mut h = self.embed(input_ids);
         let mut kept = Vec::with_capacity(spec.keep.len());
@@ -346,12 +356,14 @@ impl<B: Backend> CausalLm<B> {
         if spec.keep.contains(&0) {
             states[0] = Some(h.clone());
         }
+        let mut cache = KvCache::new(self.num_layers());
         for layer in 0..upto {
             let bias = match self.config.layer_types[layer] {
                 LayerType::Sliding => sliding.as_ref().unwrap_or(&full),
                 LayerType::Full => &full,
             };
-            h = self.block(layer, h, &rope, bias, None);
+            let capture = (layer < capture_layers).then_some(&mut cache);
+            h = self.block(layer, h, &rope, bias, capture);
             if spec.keep.contains(&(layer + 1)) {
                 states[layer + 1] = Some(h.clone());
             }
@@ -361,7 +373,57 @@ impl<B: Backend> CausalLm<B> {
                 kept.push((k, s));
             }
         }
-        HiddenStates { kept, last: h }
+        cache.len = t;
+        (HiddenStates { kept, last: h }, cache)
+    }
+
+    /// Continue shared prefixes: row `r` of `suffix_ids: [b, s]` (right-padded, `suffix_lengths[r]` real
+    /// tokens) follows the first `prefix_lens[r]` tokens of the sequence whose keys/values `prefix` holds
+    /// (from [`forward_hidden_capture`](Self::forward_hidden_capture) with at least `upto` layers).
+    /// Returns `h_upto` of the suffix tokens: exactly what a forward of `prefix ⊕ suffix` gives at those
+    /// positions (causal attention), without recomputing the prefix; gradient flows into the prefix pass.
+    pub fn forward_suffix(
+        &self,
+        prefix: &KvCache<B>,
+        prefix_lens: &[usize],
+        suffix_ids: Tensor<B, 2, Int>,
+        suffix_lengths: &[usize],
+        upto: usize,
+    ) -> Tensor<B, 3> {
+        let [b, s] = suffix_ids.dims();
+        let device = self.device();
+        let t_prefix = prefix.len;
+        let rope = rope_tables::<B>(self.config.rope_theta, self.config.head_dim, prefix_lens, s, &device);
+        let bias_for = |window: Option<usize>| {
+            let keys = t_prefix + s;
+            let mut bias = vec![0f32; b * s * keys];
+            for r in 0..b {
+                let p = prefix_lens[r];
+                for q in 0..s {
+                    let pos = p + q;
+                    for k in 0..keys {
+                        let (visible, key_pos) = if k < t_prefix { (k < p, k) } else { (k - t_prefix <= q && k - t_prefix < suffix_lengths[r], p + k - t_prefix) };
+                        if !(visible && window.is_none_or(|w| pos - key_pos < w)) {
+                            bias[(r * s + q) * keys + k] = -1e9;
+                        }
+                    }
+                }
+            }
+            Tensor::<B, 5>::from_data(TensorData::new(bias, [b, 1, 1, s, keys]), &device)
+        };
+        let full = bias_for(None);
+        let sliding = self.config.layer_types.contains(&LayerType::Sliding).then(|| bias_for(self.config.sliding_window));
+        let mut cache = KvCache { layers: prefix.layers.clone(), len: t_prefix };
+        let mut h = self.embed(suffix_ids);
+        for layer in 0..upto.min(self.num_layers()) {
+            assert!(cache.layers[layer].is_some(), "forward_suffix: prefix has no keys/values for block {}", layer + 1);
+            let bias = match self.config.layer_types[layer] {
+                LayerType::Sliding => sliding.as_ref().unwrap_or(&full),
+                LayerType::Full => &full,
+            };
+            h = self.block(layer, h, &rope, bias, Some(&mut cache));
+        }
+        h
     }
 
     /// Hidden states of every block, `h_0..=h_L` (`h_L` before the final norm).
@@ -427,7 +489,7 @@ impl<B: Backend> CausalLm<B> {
         let [b, t] = input_ids.dims();
         let offset = cache.len;
         let device = self.device();
-        let rope = rope_tables::<B>(self.config.rope_theta, self.config.head_dim, offset, t, &device);
+        let rope = rope_tables::<B>(self.config.rope_theta, self.config.head_dim, &[offset], t, &device);
         let (full, sliding) = self.biases(b, t, offset + t, offset, None);
         let mut h = self.embed(input_ids);
         for layer in 0..self.num_layers() {
@@ -471,5 +533,32 @@ impl<B: Backend> dft_losses::DeepSupervisionModel<B> for CausalLm<B> {
 
     fn final_logit_softcap(&self) -> Option<f64> {
         self.config.final_logit_softcapping
+    }
+
+    fn hidden_states_sharing_prefix(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        lengths: &[usize],
+        upto: usize,
+        keep: &[usize],
+        capture: usize,
+    ) -> Option<(Vec<Tensor<B, 3>>, Tensor<B, 3>, dft_losses::PrefixKv<B>)> {
+        let padded = lengths.iter().any(|&l| l != input_ids.dims()[1]);
+        let spec = ForwardSpec { upto: Some(upto), keep: keep.to_vec() };
+        let (out, cache) = self.forward_hidden_capture(input_ids, if padded { Some(lengths) } else { None }, &spec, capture);
+        let prefix = dft_losses::PrefixKv { layers: cache.layers, len: cache.len };
+        Some((out.kept.into_iter().map(|(_, h)| h).collect(), out.last, prefix))
+    }
+
+    fn suffix_hidden_states(
+        &self,
+        prefix: &dft_losses::PrefixKv<B>,
+        prefix_lens: &[usize],
+        suffix_ids: Tensor<B, 2, Int>,
+        suffix_lengths: &[usize],
+        upto: usize,
+    ) -> Option<Tensor<B, 3>> {
+        let cache = KvCache { layers: prefix.layers.clone(), len: prefix.len };
+        Some(self.forward_suffix(&cache, prefix_lens, suffix_ids, suffix_lengths, upto))
     }
 }

@@ -174,3 +174,43 @@ fn random_models_build_for_each_architecture() {
         assert!(logits.iter().all(|x| x.is_finite()));
     }
 }
+
+#[test]
+fn suffix_forward_over_a_shared_prefix_equals_the_full_forward() {
+    let device = Default::default();
+    for name in MODELS {
+        let model = load(name);
+        let refs = read_refs(&fixture(name).join("reference.safetensors"));
+        let lens = lengths(&refs);
+        let ids = refs["input_ids"].ids();
+        let t = refs["input_ids"].shape[1];
+        let prefix_lens = [5usize, 3, 4];
+        let suffix_lens = [4usize, 6, 2];
+        let s = 6;
+        let suffix: Vec<i64> = (0..3 * s).map(|i| (7 + (i * 13) % 80) as i64).collect();
+        for upto in [1, model.num_layers()] {
+            let (_, cache) = model.forward_hidden_capture(
+                refs["input_ids"].int_tensor(&device),
+                Some(&lens),
+                &ForwardSpec { upto: Some(upto), keep: vec![] },
+                upto,
+            );
+            let suffix_t: Tensor<B, 2, Int> = Tensor::from_data(TensorData::new(suffix.clone(), [3, s]), &device);
+            let h = to_vec(model.forward_suffix(&cache, &prefix_lens, suffix_t, &suffix_lens, upto));
+            let hd = model.config.hidden_size;
+            for r in 0..3 {
+                let mut seq: Vec<i64> = ids[r * t..r * t + prefix_lens[r]].to_vec();
+                seq.extend_from_slice(&suffix[r * s..r * s + suffix_lens[r]]);
+                let n = seq.len();
+                let one: Tensor<B, 2, Int> = Tensor::from_data(TensorData::new(seq, [1, n]), &device);
+                let full = to_vec(model.truncated_forward(one, None, upto));
+                for q in 0..suffix_lens[r] {
+                    let a = &h[(r * s + q) * hd..(r * s + q + 1) * hd];
+                    let b = &full[(prefix_lens[r] + q) * hd..(prefix_lens[r] + q + 1) * hd];
+                    let d = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+                    assert!(d <= 1e-5, "{name}: row {r} suffix position {q} (block {upto}) differs by {d:e}");
+                }
+            }
+        }
+    }
+}
