@@ -249,3 +249,33 @@ fn exported_checkpoint_reloads_to_the_trained_model() {
     let want = s.eval_loss_after.unwrap();
     assert!((l - want).abs() <= 1e-6 * want.abs(), "reloaded eval loss {l} vs in-memory {want}");
 }
+
+#[test]
+fn sigint_writes_a_checkpoint_and_exits_cleanly() {
+    let dir = tmp("sigint");
+    let model = tiny_model(&dir, false);
+    let out = dir.join("out");
+    let mut args = vec!["train".to_string(), "--quiet".into()];
+    for o in base_overrides(&model, &out).into_iter().chain(["data.limit=40".into(), "train.max_steps=400".into(), "data.eval_limit=0".into()]) {
+        args.push("--set".into());
+        args.push(o);
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dft")).args(&args).spawn().unwrap();
+    let metrics = out.join("metrics.jsonl");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&metrics).map(|s| s.lines().count()).unwrap_or(0) < 2 {
+        assert!(t0.elapsed().as_secs() < 300, "no progress after 300 s");
+        assert!(child.try_wait().unwrap().is_none(), "run ended early");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let st = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "interrupted runs exit with 130");
+    let ckpts = dft_train::checkpoint::list_checkpoints(&out);
+    let (step, path) = ckpts.last().expect("a checkpoint was written on SIGINT");
+    let state = dft_train::checkpoint::read_state(path).unwrap();
+    assert_eq!(state.step, *step);
+    assert_eq!(read_metrics(&metrics).unwrap().len(), *step, "metrics end at the checkpointed step");
+    assert!(*step < 400);
+}
