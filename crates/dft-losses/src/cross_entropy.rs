@@ -14,28 +14,37 @@
 //! caller multiplies the loss with — the surrogate is linear in `x` and `w`) into the graph that produced
 //! `x` and `w`. This is a custom backward expressed in Burn's autodiff API that works on every
 //! `AutodiffBackend` without per-backend kernels, and costs one logits pass instead of forward+recompute.
-//! Peak extra memory: one chunk of logits and probabilities (`2 · rows_per_chunk · vocab` floats) plus
-//! `G_x` (`n · hidden`) and `G_w` (the size of the head, only when the head takes gradient).
+//! Peak extra memory: a few chunk-sized buffers (logits, probabilities: `rows_per_chunk · vocab` floats
+//! each) plus `G_x` (`n · hidden`) and, when the head takes gradient, `G_w` — which on Burn 0.21's Flex
+//! backend costs about 3 head-sized buffers at the accumulation step (accumulator, the new `xcᵀ·dz`,
+//! and a transient copy Flex makes of every fresh tensor); with a detached head (the lens losses) the
+//! peak is well under one head. Measured in docs/PERFORMANCE.md.
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 
 /// How large one chunk of logits may get.
+///
+/// Each chunk with a head gradient adds `xcᵀ·dz` (a full `[hidden, vocab]` product) into `∂L/∂w`, so
+/// chunks of few rows make the head-sized work memory-bound: measured on 2 cores
+/// (docs/PERFORMANCE.md), 16-row chunks at vocab 256,000 were 3.6× slower than naive, 256+ rows ≈ naive.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ChunkOptions {
-    /// Maximum number of logits (`rows × vocab`) materialised at once. Default 4M (16 MB in f32).
+    /// Target number of logits (`rows × vocab`) materialised at once. Default 16M (64 MiB in f32).
     pub max_chunk_logits: usize,
+    /// Never fewer rows per chunk than this (default 256), whatever the vocabulary.
+    pub min_rows: usize,
 }
 
 impl Default for ChunkOptions {
     fn default() -> Self {
-        Self { max_chunk_logits: 1 << 22 }
+        Self { max_chunk_logits: 1 << 24, min_rows: 256 }
     }
 }
 
 impl ChunkOptions {
     pub fn rows_per_chunk(&self, vocab: usize) -> usize {
-        (self.max_chunk_logits / vocab.max(1)).max(1)
+        (self.max_chunk_logits / vocab.max(1)).max(self.min_rows).max(1)
     }
 }
 
@@ -218,7 +227,7 @@ mod tests {
                     w.clone(),
                     &targets,
                     cap,
-                    ChunkOptions { max_chunk_logits: chunk_logits },
+                    ChunkOptions { max_chunk_logits: chunk_logits, min_rows: 1 },
                     true,
                 )
             } else {
@@ -239,7 +248,7 @@ mod tests {
             w0.clone(),
             &targets,
             cap,
-            ChunkOptions { max_chunk_logits: chunk_logits },
+            ChunkOptions { max_chunk_logits: chunk_logits, min_rows: 1 },
             false,
         );
         assert!(((f.into_scalar().elem::<f64>() * 0.37 - lb) / lb).abs() <= 1e-5);
@@ -276,7 +285,7 @@ mod tests {
         let w0: Vec<f32> =
             Tensor::<Flex, 2>::random([h, v], Distribution::Normal(0.0, 1.0), &device).into_data().to_vec().unwrap();
         let targets = [3u32, 0, 12, 7, 7];
-        let opts = ChunkOptions { max_chunk_logits: 2 * v };
+        let opts = ChunkOptions { max_chunk_logits: 2 * v, min_rows: 1 };
         let cap = Some(3.0);
         let x = Tensor::<AB, 2>::from_data(TensorData::new(x0.clone(), [n, h]), &device).require_grad();
         let w = Tensor::<AB, 2>::from_data(TensorData::new(w0.clone(), [h, v]), &device).require_grad();
