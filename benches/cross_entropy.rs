@@ -156,7 +156,8 @@ fn bench_ce(c: &mut Criterion) {
         let chunked = measure(Kind::Chunked, &x0, &w0, &targets, opts, 1);
         check_agree(&format!("n={n} h={h} v={v}"), chunked.loss, naive.loss);
         eprintln!(
-            "point n={n} h={h} v={v}: loss naive {:.6} chunked {:.6}; peak naive {:.1} MiB, chunked {:.1} MiB; grad_x rel L2 {:.1e}",
+            "point n={n} h={h} v={v}: loss naive {:.6} chunked {:.6}; peak naive {:.1} MiB, chunked {:.1} MiB; \
+             grad_x rel L2 {:.1e}",
             naive.loss,
             chunked.loss,
             naive.peak_bytes as f64 / common::MIB,
@@ -177,7 +178,10 @@ fn bench_ce(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default().sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
     targets = bench_ce
 }
 
@@ -267,15 +271,17 @@ fn loadavg() -> String {
 
 fn table() {
     let a = table_args();
-    let opts = ChunkOptions { max_chunk_logits: a.chunk_logits };
+    let opts = ChunkOptions { max_chunk_logits: a.chunk_logits, ..Default::default() };
     let t_start = Instant::now();
     let mut rows = Vec::new();
     let mut md = String::new();
     md += &format!(
-        "CE forward+backward (grad into x and head), f32, chunk = {} logits; peak = allocator high-water mark above the inputs.\n\n",
+        "CE forward+backward (grad into x and head), f32, chunk = {} logits; \
+         peak = allocator high-water mark above the inputs.\n\n",
         a.chunk_logits
     );
-    md += "| tokens | hidden | vocab | naive s | chunked s | chunked/naive time | naive peak MiB | chunked peak MiB | naive/chunked peak |\n";
+    md += "| tokens | hidden | vocab | naive s | chunked s | chunked/naive time \
+           | naive peak MiB | chunked peak MiB | naive/chunked peak |\n";
     md += "|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     print!("{md}");
     for (h, v, tokens) in a.grid.clone() {

@@ -1,11 +1,12 @@
 //! One optimisation step's loss forward + backward (no optimizer update) on a SmolLM2-135M-sized model
-//! with random weights: TFT alone vs DFT with logits losses (LC at block 2, ET at block 15) vs DFT with
-//! feature losses (same layers). Batch 4, prompts ~60 tokens, answers ~60, x_en ~20.
+//! with random weights: TFT alone vs DFT with logits losses (LC at block 2, ET at block 15; with the
+//! default shared prompt prefix, and without it) vs DFT with feature losses (same layers). Batch 4,
+//! prompts ~60 tokens, answers ~60, x_en ~20.
 //!
 //! `RAYON_NUM_THREADS=2 cargo bench --bench objective [-- --steps N]`: one warm-up step per objective,
-//! then N (default 4) timed steps, interleaved TFT / DFT-logits / DFT-feature so that drifting load on the
-//! machine hits all three alike; prints s/step (median) and DFT/TFT, writes
-//! `target/bench-results/objective.json`.
+//! then N (default 3) timed steps, interleaved TFT / DFT-logits / DFT-logits without prefix sharing /
+//! DFT-feature so that drifting load on the machine hits all of them alike; prints s/step (median) and
+//! DFT/TFT, writes `target/bench-results/objective.json`.
 
 mod common;
 
@@ -114,6 +115,11 @@ fn padded_tokens(s: &Sequences) -> usize {
     s.rows() * s.seq_len
 }
 
+/// Padded tokens after the prompt (what a shared-prefix LC/ET pass runs).
+fn padded_suffix(s: &Sequences) -> usize {
+    s.rows() * (0..s.rows()).map(|r| s.lengths[r] - s.prompt_lens[r]).max().unwrap_or(0)
+}
+
 struct Step {
     fwd_s: f64,
     bwd_s: f64,
@@ -154,7 +160,7 @@ fn main() {
         .position(|a| a == "--steps")
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
-        .unwrap_or(4);
+        .unwrap_or(3);
     let t_start = Instant::now();
     let device = Default::default();
     let config = ModelConfig::from_hf_json_str(SMOLLM2_135M, Path::new("<SmolLM2-135M>")).expect("config");
@@ -175,6 +181,17 @@ fn main() {
             },
         ),
         (
+            "DFT-logits, prefix not shared",
+            ObjectiveConfig {
+                lc: AuxLoss::Logits,
+                et: AuxLoss::Logits,
+                lc_layer: LC_LAYER,
+                et_layer: ET_LAYER,
+                share_prefix: false,
+                ..Default::default()
+            },
+        ),
+        (
             "DFT-feature",
             ObjectiveConfig {
                 lc: AuxLoss::Feature,
@@ -189,10 +206,13 @@ fn main() {
         (&batch.main, batch.lc.as_ref().unwrap(), batch.et.as_ref().unwrap(), batch.en_prompt.as_ref().unwrap());
     // Work model in padded token × block units (attention and the CE heads aside).
     let main_work = padded_tokens(m) * layers;
-    let logits_work = main_work + padded_tokens(lc) * LC_LAYER + padded_tokens(et) * ET_LAYER;
+    let logits_work = main_work + padded_suffix(lc) * LC_LAYER + padded_suffix(et) * ET_LAYER;
+    let unshared_work = main_work + padded_tokens(lc) * LC_LAYER + padded_tokens(et) * ET_LAYER;
     let feature_work = main_work + padded_tokens(en) * layers;
+    let works = [main_work, logits_work, unshared_work, feature_work];
     println!(
-        "SmolLM2-135M config, random weights; batch {BATCH}: main {}×{} ({} labelled), LC {}×{} ({} labelled), ET {}×{} ({} labelled), P(x_en) {}×{}",
+        "SmolLM2-135M config, random weights; batch {BATCH}: main {}×{} ({} labelled), LC {}×{} ({} labelled), \
+         ET {}×{} ({} labelled), P(x_en) {}×{}",
         m.rows(),
         m.seq_len,
         m.labelled_positions().1.len(),
@@ -207,8 +227,9 @@ fn main() {
     );
     println!("machine: {}", common::machine());
     println!(
-        "token×block work relative to TFT: DFT-logits {:.2}, DFT-feature {:.2}",
+        "token×block work relative to TFT: DFT-logits {:.2} (prefix not shared {:.2}), DFT-feature {:.2}",
         logits_work as f64 / main_work as f64,
+        unshared_work as f64 / main_work as f64,
         feature_work as f64 / main_work as f64
     );
 
@@ -233,7 +254,8 @@ fn main() {
 
     let tft = median(results[0].iter().map(|s| s.fwd_s + s.bwd_s).collect());
     let mut md = String::from(
-        "| objective | s/step (median) | fwd s | bwd s | min–max s | peak MiB | ratio to TFT | token×block work ratio |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| objective | s/step (median) | fwd s | bwd s | min–max s | peak MiB | ratio to TFT | token×block work ratio |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let mut rows = Vec::new();
     for (i, (name, cfg)) in objectives.iter().enumerate() {
@@ -244,7 +266,7 @@ fn main() {
         let bwd = median(r.iter().map(|s| s.bwd_s).collect());
         let (lo, hi) = tot.iter().fold((f64::INFINITY, 0f64), |(lo, hi), &t| (lo.min(t), hi.max(t)));
         let peak = r.iter().map(|s| s.peak_bytes).max().unwrap_or(0);
-        let work = [main_work, logits_work, feature_work][i] as f64 / main_work as f64;
+        let work = works[i] as f64 / main_work as f64;
         md += &format!(
             "| {name} | {med:.2} | {fwd:.2} | {bwd:.2} | {lo:.2}–{hi:.2} | {:.0} | {:.2} | {work:.2} |\n",
             peak as f64 / common::MIB,
@@ -252,7 +274,7 @@ fn main() {
         );
         rows.push(serde_json::json!({
             "objective": name, "lc": format!("{:?}", cfg.lc), "et": format!("{:?}", cfg.et),
-            "lc_layer": cfg.lc_layer, "et_layer": cfg.et_layer,
+            "lc_layer": cfg.lc_layer, "et_layer": cfg.et_layer, "share_prefix": cfg.share_prefix,
             "s_per_step_median": med, "fwd_s_median": fwd, "bwd_s_median": bwd,
             "steps_s": tot, "peak_bytes": peak, "ratio_to_tft": med / tft, "work_ratio": work,
             "loss": r.last().map(|s| s.loss),
@@ -268,7 +290,11 @@ fn main() {
         "shapes": {
             "main": [m.rows(), m.seq_len], "lc": [lc.rows(), lc.seq_len], "et": [et.rows(), et.seq_len],
             "en_prompt": [en.rows(), en.seq_len],
-            "labelled": {"main": m.labelled_positions().1.len(), "lc": lc.labelled_positions().1.len(), "et": et.labelled_positions().1.len()},
+            "labelled": {
+                "main": m.labelled_positions().1.len(),
+                "lc": lc.labelled_positions().1.len(),
+                "et": et.labelled_positions().1.len(),
+            },
         },
         "machine": common::machine(),
         "total_s": total,

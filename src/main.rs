@@ -4,9 +4,14 @@
 //!   Chinese with the bundled Alpaca slice, held-out perplexity and a generation before and after.
 //! * `dft train --config run.toml [--set key=value]... [--resume]` — a configured run.
 //! * `dft generate --model PATH|smollm2 --prompt TEXT` — load a model and generate (KV cache).
+//! * `dft layers --model PATH|smollm2 --data DIR --lang zh` — logit-lens entropy per layer, critical (i, j).
+//! * `dft eval --model PATH|smollm2 --tasks xquad,xnli,... --lang zh --data-dir DIR` — zero-shot benchmarks.
 //!
 //! The backend is chosen at build time: the default CPU backend (`flex`), `--features ndarray`, or
 //! `--features cuda`.
+
+mod eval_cmd;
+mod layers_cmd;
 
 use clap::{Parser, Subcommand};
 use dft_models::generate::{generate, GenerateConfig, Sampling};
@@ -35,7 +40,7 @@ enum Cmd {
     /// The main job on the embedded default: SmolLM2-135M + bundled en–zh data, DFT on zh.
     Quickstart {
         /// Optimiser steps.
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, default_value_t = 120)]
         steps: usize,
         /// Output directory.
         #[arg(long, default_value = "runs/quickstart")]
@@ -57,6 +62,8 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
+    /// Zero-shot scores on the paper's benchmarks (XQuAD, MLQA, MKQA, TruthfulQA, XNLI, XCOPA, XStoryCloze, MMLU).
+    Eval(eval_cmd::EvalArgs),
     /// Generate a continuation with the KV cache.
     Generate {
         /// HF checkpoint directory, .gguf file, or `smollm2`.
@@ -77,6 +84,8 @@ enum Cmd {
         #[arg(long)]
         chat: bool,
     },
+    /// Per-block logit-lens entropy (target language vs English) and the critical layers i, j.
+    Layers(layers_cmd::LayersArgs),
 }
 
 fn fail(e: impl std::fmt::Display) -> ! {
@@ -171,6 +180,7 @@ fn main() {
             let s = run_training(&cfg, resume, quiet);
             print_summary(&s);
         }
+        Cmd::Eval(args) => eval_cmd::run::<Inner>(&args).unwrap_or_else(|e| fail(e)),
         Cmd::Generate { model, prompt, max_new_tokens, temperature, top_p, seed, chat } => {
             let path = resolve_model_path(&model).unwrap_or_else(|e| fail(e));
             let device = Default::default();
@@ -184,5 +194,6 @@ fn main() {
             let text = if chat { chatml(&prompt) } else { prompt.clone() };
             println!("{}", complete(&pre.model, &tok, &text, max_new_tokens, sampling));
         }
+        Cmd::Layers(args) => layers_cmd::run(args).unwrap_or_else(|e| fail(e)),
     }
 }

@@ -151,8 +151,13 @@ fn objective_matches_pytorch_autograd() {
             let eval = dft_loss_eval(&model.valid(), &batch, &cfg, &device).unwrap().components;
             assert!((naive.total - got.total).abs() <= 1e-5 * got.total.abs().max(1.0));
             // Recomputing the shared prompt in each LC/ET pass gives the same values.
-            let unshared = dft_loss(&model, &batch, &ObjectiveConfig { share_prefix: false, ..cfg.clone() }, &device).unwrap().components;
-            assert!((unshared.total - got.total).abs() <= 1e-5 * got.total.abs().max(1.0), "{model_name}/{case}: shared prefix changes the loss");
+            let unshared = dft_loss(&model, &batch, &ObjectiveConfig { share_prefix: false, ..cfg.clone() }, &device)
+                .unwrap()
+                .components;
+            assert!(
+                (unshared.total - got.total).abs() <= 1e-5 * got.total.abs().max(1.0),
+                "{model_name}/{case}: shared prefix changes the loss"
+            );
             assert_eq!((unshared.lc_tokens, unshared.et_tokens), (got.lc_tokens, got.et_tokens));
             assert!((eval.total - got.total).abs() <= 1e-5 * got.total.abs().max(1.0));
 

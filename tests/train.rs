@@ -256,7 +256,11 @@ fn sigint_writes_a_checkpoint_and_exits_cleanly() {
     let model = tiny_model(&dir, false);
     let out = dir.join("out");
     let mut args = vec!["train".to_string(), "--quiet".into()];
-    for o in base_overrides(&model, &out).into_iter().chain(["data.limit=40".into(), "train.max_steps=400".into(), "data.eval_limit=0".into()]) {
+    for o in base_overrides(&model, &out).into_iter().chain([
+        "data.limit=40".into(),
+        "train.max_steps=400".into(),
+        "data.eval_limit=0".into(),
+    ]) {
         args.push("--set".into());
         args.push(o);
     }

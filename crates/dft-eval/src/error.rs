@@ -34,6 +34,25 @@ pub enum EvalError {
     /// An item that cannot be scored (no gold answer, gold index out of range, no choices).
     #[error("item `{id}`: {message}")]
     InvalidItem { id: String, message: String },
+    /// The tokenizer failed on a text.
+    #[error("tokenizer: {message}")]
+    Tokenizer { message: String },
+    /// A request whose continuation has no tokens of its own after lm-eval's context/continuation
+    /// split (e.g. an empty choice), so there is nothing to score.
+    #[error("item `{id}`: continuation {continuation:?} has no tokens after the context (empty choice?)")]
+    EmptyContinuation { id: String, continuation: String },
+    /// A generation prompt (or multiple-choice context) that tokenises to nothing.
+    #[error("item `{id}`: the prompt is empty after tokenisation")]
+    EmptyPrompt { id: String },
+    /// A continuation longer than the model's context window (lm-eval refuses these too).
+    #[error("item `{id}`: continuation of {tokens} tokens does not fit the model's {max} positions")]
+    TooLong { id: String, tokens: usize, max: usize },
+    /// The backend's output could not be read back (dtype / shape mismatch).
+    #[error("reading the model output: {message}")]
+    ModelOutput { message: String },
+    /// Reading or writing a results file.
+    #[error("{path}: {message}")]
+    Results { path: PathBuf, message: String },
 }
 
 pub type Result<T, E = EvalError> = std::result::Result<T, E>;

@@ -1,17 +1,36 @@
 //! dft-eval: the benchmarks of the DFT paper (METHOD.md §6) — XQuAD, MLQA, MKQA, TruthfulQA (MC1),
 //! XNLI, XCOPA, XStoryCloze, MMLU — and FLORES-style translation metrics.
 //!
-//! This half of the crate needs no model: [`tasks`] reads the full release formats into two item
-//! shapes ([`MultipleChoiceItem`], [`GenerativeItem`]) with lm-evaluation-harness prompts and
-//! choices ([`prompts`]); [`metrics`] turns per-choice log-likelihoods or generated strings into
-//! scores with the official scripts' definitions (SQuAD v1.1, MLQA v1, MKQA, lm-eval acc/acc_norm,
-//! sacrebleu chrF++ and BLEU). A scoring engine only has to fill in log-likelihoods
-//! ([`score_multiple_choice`]) or generations ([`score_generative`]).
+//! - [`tasks`] reads the full release formats (or the `.sample` slices) into two item shapes
+//!   ([`MultipleChoiceItem`], [`GenerativeItem`]) with lm-evaluation-harness prompts and choices
+//!   ([`prompts`]).
+//! - [`metrics`] turns per-choice log-likelihoods or generated strings into scores with the official
+//!   scripts' definitions (SQuAD v1.1, MLQA v1, MKQA, lm-eval acc/acc_norm, sacrebleu chrF++ and
+//!   BLEU) — no model needed.
+//! - [`scoring`] is the engine that runs a `dft_models::CausalLm`: lm-eval's context/continuation
+//!   tokenisation, batched log-likelihoods with the context shared per item, greedy generation until
+//!   newline with the KV cache; [`Scorer::evaluate`] scores a loaded task end to end.
+//! - [`report`] holds the results (`results.json`) and renders the paper-style Markdown table.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use dft_eval::{load_task, EvalOptions, Scorer};
+//! type B = burn::backend::Flex;
+//! let pre = dft_models::load_pretrained::<B>("model.gguf".as_ref(), &Default::default())?;
+//! let tok = pre.tokenizer.expect("tokenizer");
+//! let task = load_task("shared/data/eval".as_ref(), "xcopa", "zh")?;
+//! let opts = EvalOptions { limit: Some(50), ..Default::default() };
+//! let result = Scorer::new(&pre.model, &tok)?.evaluate(&task, &opts, &mut |_| {})?;
+//! println!("{} {}: {} = {:.1}", result.task, result.lang, result.metric, result.score);
+//! # Ok(()) }
+//! ```
 pub mod error;
 pub mod items;
 pub mod lang;
 pub mod metrics;
 pub mod prompts;
+pub mod report;
+pub mod scoring;
 pub mod tasks;
 pub mod text;
 
@@ -19,4 +38,6 @@ pub use error::{EvalError, Result};
 pub use items::{cut_at_stop, GenerativeItem, MultipleChoiceItem, TaskItems, GENERATION_STOP, TARGET_DELIMITER};
 pub use lang::Lang;
 pub use metrics::{score_generative, score_multiple_choice, F1Result, MCResult, QaNormalization};
+pub use report::{EvalReport, EvalRun, TaskOutcome, TaskResult};
+pub use scoring::{encode_request, EncodedRequest, EvalOptions, Generation, Loglik, Scorer, Throughput};
 pub use tasks::{load, load_task, LoadedTask, Task, TaskMetric};

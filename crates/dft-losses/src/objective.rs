@@ -171,7 +171,8 @@ fn shares_prompt(main: &Sequences, aux: &Sequences) -> bool {
             let p = main.prompt_lens[r];
             aux.prompt_lens[r] == p
                 && aux.lengths[r] > p
-                && main.input_ids[r * main.seq_len..r * main.seq_len + p] == aux.input_ids[r * aux.seq_len..r * aux.seq_len + p]
+                && main.input_ids[r * main.seq_len..r * main.seq_len + p]
+                    == aux.input_ids[r * aux.seq_len..r * aux.seq_len + p]
         })
 }
 

@@ -331,7 +331,12 @@ impl<B: Backend> CausalLm<B> {
 
     /// Run the blocks `1..=spec.upto` on `input_ids` (right-padded by `lengths`) and return the requested
     /// hidden states. Blocks above `upto` are not run (the truncated forward of deep supervision).
-    pub fn forward_hidden(&self, input_ids: Tensor<B, 2, Int>, lengths: Lengths, spec: &ForwardSpec) -> HiddenStates<B> {
+    pub fn forward_hidden(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        lengths: Lengths,
+        spec: &ForwardSpec,
+    ) -> HiddenStates<B> {
         self.forward_hidden_capture(input_ids, lengths, spec, 0).0
     }
 
@@ -402,7 +407,11 @@ impl<B: Backend> CausalLm<B> {
                 for q in 0..s {
                     let pos = p + q;
                     for k in 0..keys {
-                        let (visible, key_pos) = if k < t_prefix { (k < p, k) } else { (k - t_prefix <= q && k - t_prefix < suffix_lengths[r], p + k - t_prefix) };
+                        let (visible, key_pos) = if k < t_prefix {
+                            (k < p, k)
+                        } else {
+                            (k - t_prefix <= q && k - t_prefix < suffix_lengths[r], p + k - t_prefix)
+                        };
                         if !(visible && window.is_none_or(|w| pos - key_pos < w)) {
                             bias[(r * s + q) * keys + k] = -1e9;
                         }
@@ -412,7 +421,8 @@ impl<B: Backend> CausalLm<B> {
             Tensor::<B, 5>::from_data(TensorData::new(bias, [b, 1, 1, s, keys]), &device)
         };
         let full = bias_for(None);
-        let sliding = self.config.layer_types.contains(&LayerType::Sliding).then(|| bias_for(self.config.sliding_window));
+        let sliding =
+            self.config.layer_types.contains(&LayerType::Sliding).then(|| bias_for(self.config.sliding_window));
         let mut cache = KvCache { layers: prefix.layers.clone(), len: t_prefix };
         let mut h = self.embed(suffix_ids);
         for layer in 0..upto.min(self.num_layers()) {
@@ -545,7 +555,8 @@ impl<B: Backend> dft_losses::DeepSupervisionModel<B> for CausalLm<B> {
     ) -> Option<(Vec<Tensor<B, 3>>, Tensor<B, 3>, dft_losses::PrefixKv<B>)> {
         let padded = lengths.iter().any(|&l| l != input_ids.dims()[1]);
         let spec = ForwardSpec { upto: Some(upto), keep: keep.to_vec() };
-        let (out, cache) = self.forward_hidden_capture(input_ids, if padded { Some(lengths) } else { None }, &spec, capture);
+        let (out, cache) =
+            self.forward_hidden_capture(input_ids, if padded { Some(lengths) } else { None }, &spec, capture);
         let prefix = dft_losses::PrefixKv { layers: cache.layers, len: cache.len };
         Some((out.kept.into_iter().map(|(_, h)| h).collect(), out.last, prefix))
     }

@@ -1,0 +1,256 @@
+//! Results of an evaluation run and the paper-style table.
+//!
+//! A [`TaskResult`] is one task in one language: the headline score (acc, MC1 or F1, ×100), the
+//! per-item details and throughput counters. An [`EvalReport`] collects runs of several methods
+//! (`results.json`); [`EvalReport::markdown`] renders them like the paper's Tables 1–2: one table
+//! per language, a row per method, a column per benchmark and their average.
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EvalError, Result};
+use crate::items::TaskItems;
+use crate::lang::Lang;
+use crate::metrics::{F1Result, MCResult};
+use crate::scoring::{EvalOptions, Generation, Loglik, Throughput};
+use crate::tasks::{LoadedTask, Task, TaskMetric};
+
+/// The per-item details of a task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TaskOutcome {
+    /// acc / acc_norm / MC1 with the log-likelihood of every choice.
+    MultipleChoice { result: MCResult, logliks: Vec<Vec<Loglik>> },
+    /// F1 / EM with the generated answers.
+    Generative { result: F1Result, generations: Vec<Generation> },
+}
+
+/// One task in one language.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskResult {
+    /// Registry name (`xnli`).
+    pub task: String,
+    pub lang: Lang,
+    /// `acc`, `mc1` or `f1`.
+    pub metric: String,
+    /// The paper's number for this cell: acc, MC1 or F1, in percent.
+    pub score: f64,
+    /// Items scored.
+    pub n: usize,
+    /// Data files the items came from.
+    pub files: Vec<PathBuf>,
+    /// Item ids, in the order of the per-item details.
+    pub ids: Vec<String>,
+    pub throughput: Throughput,
+    pub outcome: TaskOutcome,
+}
+
+impl TaskResult {
+    /// Assembles the result of `task` (its first `outcome`-many items) scored with `metric`.
+    pub fn new(task: &LoadedTask, metric: TaskMetric, outcome: TaskOutcome, throughput: Throughput) -> Self {
+        let (metric_name, score, n) = match (&outcome, metric) {
+            (TaskOutcome::MultipleChoice { result, .. }, TaskMetric::Mc1) => ("mc1", result.mc1(), result.n),
+            (TaskOutcome::MultipleChoice { result, .. }, _) => ("acc", result.acc, result.n),
+            (TaskOutcome::Generative { result, .. }, _) => ("f1", result.f1, result.n),
+        };
+        let ids = match &task.items {
+            TaskItems::MultipleChoice(v) => v.iter().take(n).map(|i| i.id.clone()).collect(),
+            TaskItems::Generative(v) => v.iter().take(n).map(|i| i.id.clone()).collect(),
+        };
+        TaskResult {
+            task: task.task.name().to_string(),
+            lang: task.lang,
+            metric: metric_name.to_string(),
+            score,
+            n,
+            files: task.files.clone(),
+            ids,
+            throughput,
+            outcome,
+        }
+    }
+}
+
+/// One `dft eval` invocation: a model (under a method name) on some tasks and languages.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalRun {
+    /// Row label in the table (`base`, `TFT`, `DFT`, …).
+    pub method: String,
+    /// The model path as given.
+    pub model: String,
+    pub options: EvalOptions,
+    pub results: Vec<TaskResult>,
+}
+
+/// All runs in an output folder (`results.json`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub runs: Vec<EvalRun>,
+}
+
+/// The benchmark's name as the paper writes it.
+pub fn display_name(task: Task) -> &'static str {
+    match task {
+        Task::Xquad => "XQuAD",
+        Task::Mlqa => "MLQA",
+        Task::Mkqa => "MKQA",
+        Task::TruthfulQa => "TruthfulQA",
+        Task::Xnli => "XNLI",
+        Task::Xcopa => "XCOPA",
+        Task::XStoryCloze => "XStoryCloze",
+        Task::Mmlu => "MMLU",
+    }
+}
+
+impl EvalReport {
+    /// Reads `path` (a `results.json` written by [`EvalReport::save`]); a missing file is an
+    /// empty report.
+    pub fn load(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Ok(EvalReport::default());
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
+        serde_json::from_str(&text).map_err(|e| EvalError::Results {
+            path: path.to_path_buf(),
+            message: format!("not a dft eval results file: {e} (move it away or pick another --out)"),
+        })
+    }
+
+    /// Writes the report as pretty JSON.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| EvalError::Results { path: path.to_path_buf(), message: e.to_string() })?;
+        std::fs::write(path, text + "\n").map_err(|e| EvalError::io(path, e))
+    }
+
+    /// Adds `run`; results of the same method, task and language from earlier runs are replaced.
+    pub fn merge(&mut self, run: EvalRun) {
+        for old in self.runs.iter_mut().filter(|r| r.method == run.method) {
+            old.results.retain(|o| !run.results.iter().any(|n| n.task == o.task && n.lang == o.lang));
+        }
+        self.runs.retain(|r| !r.results.is_empty());
+        self.runs.push(run);
+    }
+
+    /// The score of `method` on `task` in `lang`, with its item count (latest run wins).
+    pub fn cell(&self, method: &str, task: Task, lang: Lang) -> Option<(f64, usize)> {
+        self.runs
+            .iter()
+            .rev()
+            .filter(|r| r.method == method)
+            .flat_map(|r| r.results.iter())
+            .find(|t| t.task == task.name() && t.lang == lang)
+            .map(|t| (t.score, t.n))
+    }
+
+    /// Paper-style Markdown: per language a table of methods × benchmarks (scores ×100, `–` where
+    /// not run) with the average of the cells present, then the item counts.
+    pub fn markdown(&self) -> String {
+        let mut methods: Vec<&str> = Vec::new();
+        for r in &self.runs {
+            if !methods.contains(&r.method.as_str()) {
+                methods.push(&r.method);
+            }
+        }
+        let mut langs: Vec<Lang> = self.runs.iter().flat_map(|r| r.results.iter().map(|t| t.lang)).collect();
+        langs.sort();
+        langs.dedup();
+        let mut out = String::new();
+        for lang in langs {
+            let tasks: Vec<Task> =
+                Task::ALL.into_iter().filter(|&t| methods.iter().any(|m| self.cell(m, t, lang).is_some())).collect();
+            out.push_str(&format!("### {lang}\n\n| Method |"));
+            for t in &tasks {
+                out.push_str(&format!(" {} |", display_name(*t)));
+            }
+            out.push_str(" Avg |\n|---|");
+            out.push_str(&"---:|".repeat(tasks.len() + 1));
+            out.push('\n');
+            for m in &methods {
+                out.push_str(&format!("| {m} |"));
+                let mut sum = 0.0;
+                let mut k = 0;
+                for &t in &tasks {
+                    match self.cell(m, t, lang) {
+                        Some((s, _)) => {
+                            out.push_str(&format!(" {s:.1} |"));
+                            sum += s;
+                            k += 1;
+                        }
+                        None => out.push_str(" – |"),
+                    }
+                }
+                let avg = if k == 0 { "–".to_string() } else { format!("{:.1}", sum / k as f64) };
+                out.push_str(&format!(" {avg} |\n"));
+            }
+            let counts: Vec<String> = tasks
+                .iter()
+                .filter_map(|&t| {
+                    let ns: Vec<usize> = methods.iter().filter_map(|m| self.cell(m, t, lang).map(|c| c.1)).collect();
+                    let metric = self.metric_of(t, lang)?;
+                    ns.first().map(|n| format!("{} {metric} n={n}", display_name(t)))
+                })
+                .collect();
+            out.push_str(&format!("\nItems: {}.\n\n", counts.join(", ")));
+        }
+        out
+    }
+
+    fn metric_of(&self, task: Task, lang: Lang) -> Option<String> {
+        self.runs.iter().flat_map(|r| r.results.iter()).find(|t| t.task == task.name() && t.lang == lang).map(|t| {
+            if t.metric == "f1" {
+                "F1".to_string()
+            } else {
+                t.metric.clone()
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::QaScore;
+
+    fn result(task: Task, lang: Lang, score: f64) -> TaskResult {
+        let outcome = TaskOutcome::Generative {
+            result: F1Result {
+                f1: score,
+                exact_match: 0.0,
+                n: 2,
+                per_item: vec![QaScore { f1: 0.0, exact_match: 0.0 }],
+            },
+            generations: vec![],
+        };
+        TaskResult {
+            task: task.name().into(),
+            lang,
+            metric: "f1".into(),
+            score,
+            n: 2,
+            files: vec![],
+            ids: vec![],
+            throughput: Throughput::default(),
+            outcome,
+        }
+    }
+
+    fn run(method: &str, results: Vec<TaskResult>) -> EvalRun {
+        EvalRun { method: method.into(), model: "m".into(), options: EvalOptions::default(), results }
+    }
+
+    #[test]
+    fn table_has_a_row_per_method_and_merge_replaces_cells() {
+        let mut rep = EvalReport::default();
+        rep.merge(run("base", vec![result(Task::Xquad, Lang::Zh, 10.0), result(Task::Mkqa, Lang::Zh, 20.0)]));
+        rep.merge(run("dft", vec![result(Task::Xquad, Lang::Zh, 30.0)]));
+        rep.merge(run("base", vec![result(Task::Xquad, Lang::Zh, 12.0)]));
+        let md = rep.markdown();
+        assert!(md.contains("| Method | XQuAD | MKQA | Avg |"), "{md}");
+        assert!(md.contains("| base | 12.0 | 20.0 | 16.0 |"), "{md}");
+        assert!(md.contains("| dft | 30.0 | – | 30.0 |"), "{md}");
+        assert_eq!(rep.cell("base", Task::Xquad, Lang::Zh), Some((12.0, 2)));
+        let back: EvalReport = serde_json::from_str(&serde_json::to_string(&rep).unwrap()).unwrap();
+        assert_eq!(back, rep);
+    }
+}

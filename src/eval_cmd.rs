@@ -1,0 +1,243 @@
+//! `dft eval` — zero-shot scores of a model on the paper's benchmarks (METHOD.md §6).
+//!
+//! ```text
+//! dft eval --model smollm2 --tasks xquad,xnli --lang zh --data-dir ../shared/data/eval --limit 50
+//! ```
+//!
+//! Every task and language is loaded (and checked) before the model, then scored with
+//! [`dft_eval::Scorer`]; `--out DIR` gets `results.json` (all runs in that folder, per-item details
+//! included) and `results.md`, the paper-style table of methods × benchmarks per language. Running
+//! again with another `--method-name` (e.g. a fine-tuned checkpoint) adds a row.
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::backend::Backend;
+use dft_eval::{EvalError, EvalOptions, EvalReport, EvalRun, Lang, LoadedTask, Scorer, Task};
+use dft_models::load_pretrained;
+use dft_train::resolve_model_path;
+
+/// Arguments of `dft eval`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EvalArgs {
+    /// HF checkpoint directory, .gguf file, or `smollm2` (the embedded default).
+    #[arg(long, default_value = "smollm2")]
+    pub model: String,
+    /// Comma-separated tasks: xquad, mlqa, mkqa, truthfulqa, xnli, xcopa, xstorycloze, mmlu, or `all`.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    pub tasks: Vec<String>,
+    /// Comma-separated languages: en, zh, vi, ar.
+    #[arg(long, value_delimiter = ',', default_value = "zh")]
+    pub lang: Vec<String>,
+    /// Benchmark folder laid out like shared/data/eval (default: $DFT_EVAL_DATA).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Score only the first N items of each task.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Continuation rows per forward pass (multiple choice).
+    #[arg(long, default_value_t = dft_eval::scoring::DEFAULT_BATCH_SIZE)]
+    pub batch_size: usize,
+    /// Generation budget per QA answer (greedy, stops at the first newline).
+    #[arg(long, default_value_t = dft_eval::scoring::DEFAULT_MAX_NEW_TOKENS)]
+    pub max_new_tokens: usize,
+    /// Output folder for results.json and results.md (merged with earlier runs there).
+    #[arg(long, default_value = "runs/eval")]
+    pub out: PathBuf,
+    /// Row label in the table (default: `base` for smollm2, else the model's file or folder name).
+    #[arg(long)]
+    pub method_name: Option<String>,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// What can go wrong in `dft eval`.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalCmdError {
+    #[error(transparent)]
+    Eval(#[from] EvalError),
+    #[error(transparent)]
+    Model(#[from] dft_models::ModelError),
+    #[error(transparent)]
+    Train(#[from] dft_train::TrainError),
+    #[error("no benchmark folder: pass --data-dir DIR (laid out like shared/data/eval) or set DFT_EVAL_DATA")]
+    NoDataDir,
+    #[error("--data-dir {0}: not a directory")]
+    DataDirMissing(PathBuf),
+    #[error("{0}: the checkpoint has no tokenizer (tokenizer.json); dft eval needs one")]
+    NoTokenizer(PathBuf),
+    #[error("--batch-size must be at least 1")]
+    ZeroBatch,
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// The tasks named by `--tasks` (`all` expands to the eight benchmarks), without duplicates.
+pub fn parse_tasks(names: &[String]) -> Result<(Vec<Task>, bool), EvalError> {
+    let mut out = Vec::new();
+    let mut all = false;
+    for name in names.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let tasks = if name.eq_ignore_ascii_case("all") {
+            all = true;
+            Task::ALL.to_vec()
+        } else {
+            vec![Task::from_name(name)?]
+        };
+        for t in tasks {
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(EvalError::UnknownTask { name: String::new(), known: Task::ALL.map(Task::name).join(", ") });
+    }
+    Ok((out, all))
+}
+
+/// The languages named by `--lang`, without duplicates.
+pub fn parse_langs(codes: &[String]) -> Result<Vec<Lang>, EvalError> {
+    let mut out = Vec::new();
+    for code in codes.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let l = Lang::from_code(code)?;
+        if !out.contains(&l) {
+            out.push(l);
+        }
+    }
+    if out.is_empty() {
+        return Err(EvalError::UnknownLanguage { code: String::new() });
+    }
+    Ok(out)
+}
+
+/// Loads every requested task × language. With `--tasks all`, combinations that do not exist
+/// (XCOPA in Arabic, XStoryCloze in Vietnamese) are skipped with a note; named explicitly they are
+/// an error, as is any missing data file.
+pub fn load_tasks(data_dir: &Path, tasks: &[Task], langs: &[Lang], all: bool) -> Result<Vec<LoadedTask>, EvalError> {
+    let mut out = Vec::new();
+    for &lang in langs {
+        for &task in tasks {
+            if all && !task.languages().contains(&lang) {
+                eprintln!("note: {task} has no {lang} data; skipped");
+                continue;
+            }
+            out.push(dft_eval::load(data_dir, task, lang)?);
+        }
+    }
+    Ok(out)
+}
+
+fn default_method_name(model: &str) -> String {
+    if model == "smollm2" {
+        return "base".into();
+    }
+    let p = Path::new(model.trim_end_matches('/'));
+    p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| model.to_string())
+}
+
+fn progress_bar(len: usize, msg: String, quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>16} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]")
+            .expect("template"),
+    );
+    bar.set_message(msg);
+    bar
+}
+
+/// Runs `dft eval` on backend `B`.
+pub fn run<B: Backend>(args: &EvalArgs) -> Result<(), EvalCmdError> {
+    if args.batch_size == 0 {
+        return Err(EvalCmdError::ZeroBatch);
+    }
+    let (tasks, all) = parse_tasks(&args.tasks)?;
+    let langs = parse_langs(&args.lang)?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or_else(|| std::env::var_os("DFT_EVAL_DATA").map(PathBuf::from))
+        .ok_or(EvalCmdError::NoDataDir)?;
+    if !data_dir.is_dir() {
+        return Err(EvalCmdError::DataDirMissing(data_dir));
+    }
+    let loaded = load_tasks(&data_dir, &tasks, &langs, all)?;
+
+    let path = resolve_model_path(&args.model)?;
+    eprintln!("model: {}", path.display());
+    let device = B::Device::default();
+    let pre = load_pretrained::<B>(&path, &device)?;
+    let tokenizer = pre.tokenizer.ok_or_else(|| EvalCmdError::NoTokenizer(path.clone()))?;
+    let scorer = Scorer::new(&pre.model, &tokenizer)?;
+    let opts = EvalOptions { limit: args.limit, batch_size: args.batch_size, max_new_tokens: args.max_new_tokens };
+
+    let started = Instant::now();
+    let mut results = Vec::with_capacity(loaded.len());
+    for task in &loaded {
+        let bar = progress_bar(
+            Scorer::<B>::progress_len(task, opts.limit),
+            format!("{} {}", task.task, task.lang),
+            args.quiet,
+        );
+        let r = scorer.evaluate(task, &opts, &mut |k| bar.inc(k as u64));
+        bar.finish_and_clear();
+        let r = r?;
+        let t = &r.throughput;
+        let speed = if task.task.is_generative() {
+            format!("{:.0} tok/s decoding, {} tokens generated", t.decode_tokens_per_s(), t.scored_tokens)
+        } else {
+            format!("{:.0} model tok/s, {} continuation tokens", t.model_tokens_per_s(), t.scored_tokens)
+        };
+        println!("{:>12} {}  {} = {:5.1}  (n={}, {:.1}s, {speed})", r.task, r.lang, r.metric, r.score, r.n, t.seconds);
+        results.push(r);
+    }
+    eprintln!("scored {} task(s) in {:.1}s", results.len(), started.elapsed().as_secs_f64());
+
+    std::fs::create_dir_all(&args.out).map_err(|e| EvalCmdError::Io { path: args.out.clone(), source: e })?;
+    let json = args.out.join("results.json");
+    let mut report = EvalReport::load(&json)?;
+    let method = args.method_name.clone().unwrap_or_else(|| default_method_name(&args.model));
+    report.merge(EvalRun { method, model: args.model.clone(), options: opts, results });
+    report.save(&json)?;
+    let table = report.markdown();
+    let md = args.out.join("results.md");
+    std::fs::write(&md, format!("# dft eval\n\n{table}"))
+        .map_err(|e| EvalCmdError::Io { path: md.clone(), source: e })?;
+    println!("\n{table}results: {} and {}", json.display(), md.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn bad_task_and_language_names_are_errors() {
+        assert!(matches!(parse_tasks(&s(&["xnli", "squad"])), Err(EvalError::UnknownTask { .. })));
+        assert!(matches!(parse_langs(&s(&["zh", "fr"])), Err(EvalError::UnknownLanguage { .. })));
+        let (t, all) = parse_tasks(&s(&["XNLI", "xnli", "mmlu"])).unwrap();
+        assert_eq!((t, all), (vec![Task::Xnli, Task::Mmlu], false));
+        assert_eq!(parse_tasks(&s(&["all"])).unwrap().0.len(), 8);
+        assert_eq!(default_method_name("runs/dft/export/"), "export");
+        assert_eq!(default_method_name("smollm2"), "base");
+    }
+
+    #[test]
+    fn missing_file_and_unsupported_language() {
+        let dir = std::env::temp_dir().join(format!("dft-eval-cmd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let e = load_tasks(&dir, &[Task::Xnli], &[Lang::Zh], false).unwrap_err();
+        assert!(e.to_string().contains("xnli/dev-zh.tsv"), "{e}");
+        let e = load_tasks(&dir, &[Task::Xcopa], &[Lang::Ar], false).unwrap_err();
+        assert!(matches!(e, EvalError::UnsupportedLanguage { .. }), "{e}");
+        // With `all`, XCOPA-ar is skipped instead (and nothing else was asked for).
+        assert!(load_tasks(&dir, &[Task::Xcopa], &[Lang::Ar], true).unwrap().is_empty());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
