@@ -13,8 +13,10 @@ Writes crates/dft-eval/tests/fixtures/smollm2_eval.json:
               `generate(do_sample=False, max_new_tokens=N)` ids (stopping only at EOS) and the text of
               lm-eval's `HFLM.generate_until` with `until: ["\\n"]`.
 
-Usage:  /work/venvs/oracle/bin/python tools/oracle/eval_fixtures.py [--gguf PATH] [--data DIR]
-        [--zh 20] [--en 10] [--gen 6]
+Usage:  python tools/oracle/eval_fixtures.py [--gguf PATH] [--data DIR]
+        [--zh 16] [--en 10] [--gen 2]
+        (the committed fixture: these defaults, 130 items / 430 choices and 8 prompts; ~30 min of
+        CPU on a busy 2-core machine)
   --gguf   default: $DFT_SMOLLM2_GGUF or .cache/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
   --data   the eval data folder (default: ../shared/data/eval beside the repository)
 Needs torch, transformers, gguf, numpy, pyyaml, jinja2, sacrebleu (tools/oracle/requirements.txt);
@@ -223,9 +225,9 @@ def main():
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "eval")
     ap.add_argument("--out", type=Path, default=REPO / "crates/dft-eval/tests/fixtures/smollm2_eval.json")
     ap.add_argument("--cache", type=Path, default=Path(os.environ.get("DFT_CACHE", REPO / ".cache")) / "oracle-wheels")
-    ap.add_argument("--zh", type=int, default=20, help="items per task in Chinese")
+    ap.add_argument("--zh", type=int, default=16, help="items per task in Chinese")
     ap.add_argument("--en", type=int, default=10, help="items per task in English")
-    ap.add_argument("--gen", type=int, default=3, help="generation prompts per task and language")
+    ap.add_argument("--gen", type=int, default=2, help="generation prompts per task and language")
     ap.add_argument("--max-new", type=int, default=24)
     args = ap.parse_args()
 
