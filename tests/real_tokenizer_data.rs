@@ -7,18 +7,7 @@ use std::path::PathBuf;
 #[test]
 fn gguf_tokenizer_equals_transformers_tokenizer_on_bundled_data() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let gguf = std::env::var_os("DFT_SMOLLM2_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join(".cache/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"));
-    if !gguf.is_file() {
-        assert!(
-            std::env::var("DFT_REQUIRE_MODELS").as_deref() != Ok("1"),
-            "{} missing; DFT_REQUIRE_MODELS=1",
-            gguf.display()
-        );
-        eprintln!("skipping: {} missing (scripts/fetch-smollm2.sh)", gguf.display());
-        return;
-    }
+    let Some(gguf) = dft_models::embedded::smollm2_gguf_for_tests() else { return };
     let ours = dft_models::gguf::GgufFile::open(&gguf).unwrap().tokenizer().unwrap();
     let hf =
         tokenizers::Tokenizer::from_file(root.join("crates/dft-data/tests/fixtures/smollm2-tokenizer.json")).unwrap();

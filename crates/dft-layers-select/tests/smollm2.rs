@@ -8,22 +8,9 @@ use std::path::PathBuf;
 
 type B = burn::backend::Flex;
 
-/// `DFT_SMOLLM2_GGUF` or the fetch script's cache; `None` (with a message) when absent, a failure when
-/// `DFT_REQUIRE_MODELS=1`.
+/// See `dft_models::embedded::smollm2_gguf_for_tests`.
 fn smollm2_gguf() -> Option<PathBuf> {
-    let p = std::env::var_os("DFT_SMOLLM2_GGUF").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-    });
-    if p.is_file() {
-        return Some(p);
-    }
-    let msg =
-        format!("SmolLM2 GGUF not found at {} (run scripts/fetch-smollm2.sh or set DFT_SMOLLM2_GGUF)", p.display());
-    if std::env::var("DFT_REQUIRE_MODELS").as_deref() == Ok("1") {
-        panic!("{msg}; DFT_REQUIRE_MODELS=1");
-    }
-    eprintln!("skipping: {msg}");
-    None
+    dft_models::embedded::smollm2_gguf_for_tests()
 }
 
 fn floats(v: &Value) -> Vec<f64> {

@@ -4,6 +4,7 @@
 //! All code is generic over Burn's `Backend`.
 
 pub mod config;
+pub mod embedded;
 pub mod error;
 pub mod generate;
 pub mod gguf;

@@ -23,20 +23,7 @@ pub fn eval_data_dir() -> PathBuf {
     panic!("benchmark samples not found: set DFT_EVAL_DATA to the shared/data/eval folder");
 }
 
-/// The real SmolLM2-135M-Instruct GGUF (`DFT_SMOLLM2_GGUF` or the fetch script's cache). `None` (with a
-/// message) when absent — unless `DFT_REQUIRE_MODELS=1`, which turns absence into a failure.
+/// See `dft_models::embedded::smollm2_gguf_for_tests`.
 pub fn smollm2_gguf() -> Option<PathBuf> {
-    let p = std::env::var_os("DFT_SMOLLM2_GGUF").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-    });
-    if p.is_file() {
-        return Some(p);
-    }
-    let msg =
-        format!("SmolLM2 GGUF not found at {} (run scripts/fetch-smollm2.sh or set DFT_SMOLLM2_GGUF)", p.display());
-    if std::env::var("DFT_REQUIRE_MODELS").as_deref() == Ok("1") {
-        panic!("{msg}; DFT_REQUIRE_MODELS=1");
-    }
-    eprintln!("skipping: {msg}");
-    None
+    dft_models::embedded::smollm2_gguf_for_tests()
 }
