@@ -2,7 +2,12 @@
 //!
 //! ```text
 //! dft eval --model smollm2 --tasks xquad,xnli --lang zh --data-dir ../shared/data/eval --limit 50
+//! dft eval --model smollm2 --tasks flores --lang zh --data-dir ../shared/data/eval --limit 50
 //! ```
+//!
+//! `flores` (FLORES-200 translation, not part of `all`) translates en→X and X→en greedily with a
+//! 1-shot prompt (`--mt-shots`, `--mt-directions`, `--mt-max-new-tokens`) and reports corpus chrF++
+//! and BLEU per direction in its own table.
 //!
 //! Every task and language is loaded (and checked) before the model, then scored with
 //! [`dft_eval::Scorer`]; `--out DIR` gets `results.json` (all runs in that folder, per-item details
@@ -12,7 +17,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::backend::Backend;
-use dft_eval::{EvalError, EvalOptions, EvalReport, EvalRun, Lang, LoadedTask, Scorer, Task};
+use dft_eval::{
+    EvalError, EvalOptions, EvalReport, EvalRun, FloresOptions, Lang, LoadedTask, MtDirections, Scorer, Task,
+    TaskOutcome,
+};
 use dft_models::load_pretrained;
 use dft_train::resolve_model_path;
 
@@ -22,7 +30,8 @@ pub struct EvalArgs {
     /// HF checkpoint directory, .gguf file, or `smollm2` (the embedded default).
     #[arg(long, default_value = "smollm2")]
     pub model: String,
-    /// Comma-separated tasks: xquad, mlqa, mkqa, truthfulqa, xnli, xcopa, xstorycloze, mmlu, or `all`.
+    /// Comma-separated tasks: xquad, mlqa, mkqa, truthfulqa, xnli, xcopa, xstorycloze, mmlu, or `all`
+    /// (those eight); `flores` (FLORES-200 translation en↔X, languages zh, vi, ar) must be named.
     #[arg(long, value_delimiter = ',', default_value = "all")]
     pub tasks: Vec<String>,
     /// Comma-separated languages: en, zh, vi, ar.
@@ -31,7 +40,7 @@ pub struct EvalArgs {
     /// Benchmark folder laid out like shared/data/eval (default: $DFT_EVAL_DATA).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Score only the first N items of each task.
+    /// Score only the first N items of each task (FLORES: the first N sentences of each direction).
     #[arg(long)]
     pub limit: Option<usize>,
     /// Continuation rows per forward pass (multiple choice).
@@ -40,6 +49,16 @@ pub struct EvalArgs {
     /// Generation budget per QA answer (greedy, stops at the first newline).
     #[arg(long, default_value_t = dft_eval::scoring::DEFAULT_MAX_NEW_TOKENS)]
     pub max_new_tokens: usize,
+    /// FLORES: generation budget per translated sentence (greedy, stops at the first newline).
+    #[arg(long, default_value_t = dft_eval::scoring::DEFAULT_MT_MAX_NEW_TOKENS)]
+    pub mt_max_new_tokens: usize,
+    /// FLORES: few-shot examples per prompt (from the dev split if present, else the last lines of
+    /// devtest, which are then not translated).
+    #[arg(long, default_value_t = dft_eval::tasks::flores::DEFAULT_SHOTS)]
+    pub mt_shots: usize,
+    /// FLORES: `both` (en→X and X→en, reported separately), `en-x` or `x-en`.
+    #[arg(long, default_value = "both")]
+    pub mt_directions: MtDirections,
     /// Output folder for results.json and results.md (merged with earlier runs there).
     #[arg(long, default_value = "runs/eval")]
     pub out: PathBuf,
@@ -90,7 +109,10 @@ pub fn parse_tasks(names: &[String]) -> Result<(Vec<Task>, bool), EvalError> {
         }
     }
     if out.is_empty() {
-        return Err(EvalError::UnknownTask { name: String::new(), known: Task::ALL.map(Task::name).join(", ") });
+        return Err(EvalError::UnknownTask {
+            name: String::new(),
+            known: Task::registered().map(Task::name).collect::<Vec<_>>().join(", "),
+        });
     }
     Ok((out, all))
 }
@@ -112,8 +134,14 @@ pub fn parse_langs(codes: &[String]) -> Result<Vec<Lang>, EvalError> {
 
 /// Loads every requested task × language. With `--tasks all`, combinations that do not exist
 /// (XCOPA in Arabic, XStoryCloze in Vietnamese) are skipped with a note; named explicitly they are
-/// an error, as is any missing data file.
-pub fn load_tasks(data_dir: &Path, tasks: &[Task], langs: &[Lang], all: bool) -> Result<Vec<LoadedTask>, EvalError> {
+/// an error, as is any missing data file. FLORES is built with `flores`.
+pub fn load_tasks(
+    data_dir: &Path,
+    tasks: &[Task],
+    langs: &[Lang],
+    all: bool,
+    flores: &FloresOptions,
+) -> Result<Vec<LoadedTask>, EvalError> {
     let mut out = Vec::new();
     for &lang in langs {
         for &task in tasks {
@@ -121,7 +149,18 @@ pub fn load_tasks(data_dir: &Path, tasks: &[Task], langs: &[Lang], all: bool) ->
                 eprintln!("note: {task} has no {lang} data; skipped");
                 continue;
             }
-            out.push(dft_eval::load(data_dir, task, lang)?);
+            if task == Task::Flores {
+                if lang == Lang::En {
+                    return Err(EvalError::UnsupportedLanguage {
+                        task: task.name().into(),
+                        lang: lang.code().into(),
+                        available: "zh, vi, ar (each is translated to and from English)".into(),
+                    });
+                }
+                out.push(dft_eval::tasks::flores::load_flores(data_dir, lang, flores)?);
+            } else {
+                out.push(dft_eval::load(data_dir, task, lang)?);
+            }
         }
     }
     Ok(out)
@@ -163,7 +202,8 @@ pub fn run<B: Backend>(args: &EvalArgs) -> Result<(), EvalCmdError> {
     if !data_dir.is_dir() {
         return Err(EvalCmdError::DataDirMissing(data_dir));
     }
-    let loaded = load_tasks(&data_dir, &tasks, &langs, all)?;
+    let flores = FloresOptions { shots: args.mt_shots, directions: args.mt_directions };
+    let loaded = load_tasks(&data_dir, &tasks, &langs, all, &flores)?;
 
     let path = resolve_model_path(&args.model)?;
     eprintln!("model: {}", path.display());
@@ -171,7 +211,12 @@ pub fn run<B: Backend>(args: &EvalArgs) -> Result<(), EvalCmdError> {
     let pre = load_pretrained::<B>(&path, &device)?;
     let tokenizer = pre.tokenizer.ok_or_else(|| EvalCmdError::NoTokenizer(path.clone()))?;
     let scorer = Scorer::new(&pre.model, &tokenizer)?;
-    let opts = EvalOptions { limit: args.limit, batch_size: args.batch_size, max_new_tokens: args.max_new_tokens };
+    let opts = EvalOptions {
+        limit: args.limit,
+        batch_size: args.batch_size,
+        max_new_tokens: args.max_new_tokens,
+        mt_max_new_tokens: args.mt_max_new_tokens,
+    };
 
     let started = Instant::now();
     let mut results = Vec::with_capacity(loaded.len());
@@ -190,7 +235,29 @@ pub fn run<B: Backend>(args: &EvalArgs) -> Result<(), EvalCmdError> {
         } else {
             format!("{:.0} model tok/s, {} continuation tokens", t.model_tokens_per_s(), t.scored_tokens)
         };
-        println!("{:>12} {}  {} = {:5.1}  (n={}, {:.1}s, {speed})", r.task, r.lang, r.metric, r.score, r.n, t.seconds);
+        if let TaskOutcome::Translation { directions, .. } = &r.outcome {
+            for d in directions {
+                println!(
+                    "{:>12} {}  {}: chrF++ = {:5.1}  BLEU = {:5.1}  chrF = {:5.1}  (n={}, {}-shot, {} hit the {}-token budget)",
+                    r.task,
+                    r.lang,
+                    d.direction(),
+                    d.chrf_pp,
+                    d.bleu,
+                    d.chrf,
+                    d.n,
+                    d.shots,
+                    d.truncated,
+                    opts.mt_max_new_tokens
+                );
+            }
+            println!("{:>12} {}  ({:.1}s, {speed})", r.task, r.lang, t.seconds);
+        } else {
+            println!(
+                "{:>12} {}  {} = {:5.1}  (n={}, {:.1}s, {speed})",
+                r.task, r.lang, r.metric, r.score, r.n, t.seconds
+            );
+        }
         results.push(r);
     }
     eprintln!("scored {} task(s) in {:.1}s", results.len(), started.elapsed().as_secs_f64());
@@ -224,6 +291,10 @@ mod tests {
         let (t, all) = parse_tasks(&s(&["XNLI", "xnli", "mmlu"])).unwrap();
         assert_eq!((t, all), (vec![Task::Xnli, Task::Mmlu], false));
         assert_eq!(parse_tasks(&s(&["all"])).unwrap().0.len(), 8);
+        assert_eq!(
+            parse_tasks(&s(&["flores", "all"])).unwrap().0,
+            [Task::Flores].into_iter().chain(Task::ALL).collect::<Vec<_>>()
+        );
         assert_eq!(default_method_name("runs/dft/export/"), "export");
         assert_eq!(default_method_name("smollm2"), "base");
     }
@@ -232,12 +303,17 @@ mod tests {
     fn missing_file_and_unsupported_language() {
         let dir = std::env::temp_dir().join(format!("dft-eval-cmd-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let e = load_tasks(&dir, &[Task::Xnli], &[Lang::Zh], false).unwrap_err();
+        let fl = FloresOptions::default();
+        let e = load_tasks(&dir, &[Task::Xnli], &[Lang::Zh], false, &fl).unwrap_err();
         assert!(e.to_string().contains("xnli/dev-zh.tsv"), "{e}");
-        let e = load_tasks(&dir, &[Task::Xcopa], &[Lang::Ar], false).unwrap_err();
+        let e = load_tasks(&dir, &[Task::Xcopa], &[Lang::Ar], false, &fl).unwrap_err();
         assert!(matches!(e, EvalError::UnsupportedLanguage { .. }), "{e}");
         // With `all`, XCOPA-ar is skipped instead (and nothing else was asked for).
-        assert!(load_tasks(&dir, &[Task::Xcopa], &[Lang::Ar], true).unwrap().is_empty());
+        assert!(load_tasks(&dir, &[Task::Xcopa], &[Lang::Ar], true, &fl).unwrap().is_empty());
+        let e = load_tasks(&dir, &[Task::Flores], &[Lang::En], false, &fl).unwrap_err();
+        assert!(matches!(e, EvalError::UnsupportedLanguage { .. }), "{e}");
+        let e = load_tasks(&dir, &[Task::Flores], &[Lang::Zh], false, &fl).unwrap_err();
+        assert!(e.to_string().contains("flores200/eng_Latn.devtest"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

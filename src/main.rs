@@ -5,13 +5,17 @@
 //! * `dft train --config run.toml [--set key=value]... [--resume]` — a configured run.
 //! * `dft generate --model PATH|smollm2 --prompt TEXT` — load a model and generate (KV cache).
 //! * `dft layers --model PATH|smollm2 --data DIR --lang zh` — logit-lens entropy per layer, critical (i, j).
+//! * `dft sweep --config run.toml --every 5 --steps 40` — layer sweep: ET (or LC) at several blocks vs TFT.
 //! * `dft eval --model PATH|smollm2 --tasks xquad,xnli,... --lang zh --data-dir DIR` — zero-shot benchmarks.
+//! * `dft align --model PATH|smollm2 --data-dir DIR --lang zh` — en–X representation alignment per layer, t-SNE.
 //!
 //! The backend is chosen at build time: the default CPU backend (`flex`), `--features ndarray`, or
 //! `--features cuda`.
 
+mod align_cmd;
 mod eval_cmd;
 mod layers_cmd;
+mod sweep_cmd;
 
 use clap::{Parser, Subcommand};
 use dft_models::generate::{generate, GenerateConfig, Sampling};
@@ -27,6 +31,9 @@ type Inner = burn::backend::NdArray;
 #[cfg(not(any(feature = "cuda", feature = "ndarray")))]
 type Inner = burn::backend::Flex;
 type Train = burn::backend::Autodiff<Inner>;
+/// `train.gradient_checkpointing = true`: Burn's balanced checkpointing (recompute memory-bound ops).
+type TrainCheckpointed =
+    burn::backend::Autodiff<Inner, burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing>;
 
 #[derive(Parser)]
 #[command(name = "dft", version, about = "Deep supervision Fine-Tuning (DFT) for multilingual LLMs")]
@@ -86,6 +93,10 @@ enum Cmd {
     },
     /// Per-block logit-lens entropy (target language vs English) and the critical layers i, j.
     Layers(layers_cmd::LayersArgs),
+    /// Per-block cosine of pooled hidden states of parallel FLORES sentences (en vs X) and t-SNE pictures.
+    Align(align_cmd::AlignArgs),
+    /// Layer sweep (paper Figure 3): short DFT runs with ET (or LC) at several blocks and a TFT baseline.
+    Sweep(sweep_cmd::SweepArgs),
 }
 
 fn fail(e: impl std::fmt::Display) -> ! {
@@ -107,7 +118,10 @@ fn complete(
     let ids = tok.encode(prompt, true).unwrap_or_else(|e| fail(e)).get_ids().to_vec();
     let stop = model.config.eos_token_ids.clone();
     let out = generate(model, &ids, &GenerateConfig { max_new_tokens: max_new, sampling, stop_tokens: stop });
-    tok.decode(&out, true).unwrap_or_else(|e| fail(e))
+    let text = tok.decode(&out, true).unwrap_or_else(|e| fail(e));
+    // A max_new_tokens cut can end inside a multi-byte character (byte-level BPE): drop the partial
+    // character instead of printing U+FFFD.
+    text.trim_end_matches('\u{FFFD}').to_string()
 }
 
 fn install_sigint(hooks: &TrainHooks) {
@@ -124,7 +138,12 @@ fn run_training(cfg: &TrainConfig, resume: bool, quiet: bool) -> dft_train::Trai
     let hooks = TrainHooks { progress: !quiet, ..Default::default() };
     install_sigint(&hooks);
     let device = Default::default();
-    match train::<Train>(cfg, resume, &device, &hooks) {
+    let result = if cfg.train.gradient_checkpointing {
+        train::<TrainCheckpointed>(cfg, resume, &device, &hooks)
+    } else {
+        train::<Train>(cfg, resume, &device, &hooks)
+    };
+    match result {
         Ok(s) => s,
         Err(TrainError::Interrupted { step, path }) => {
             eprintln!("stopped at step {step}; resume with --resume (checkpoint {})", path.display());
@@ -195,5 +214,7 @@ fn main() {
             println!("{}", complete(&pre.model, &tok, &text, max_new_tokens, sampling));
         }
         Cmd::Layers(args) => layers_cmd::run(args).unwrap_or_else(|e| fail(e)),
+        Cmd::Align(args) => align_cmd::run::<Inner>(&args).unwrap_or_else(|e| fail(e)),
+        Cmd::Sweep(args) => sweep_cmd::run(args).unwrap_or_else(|e| fail(e)),
     }
 }

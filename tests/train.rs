@@ -24,6 +24,10 @@ fn tmp(tag: &str) -> PathBuf {
 
 /// A tiny random Llama with SmolLM2's vocabulary and tokenizer, saved as an HF directory.
 fn tiny_model(dir: &Path, poison: bool) -> PathBuf {
+    tiny_model_with(dir, poison, 3)
+}
+
+fn tiny_model_with(dir: &Path, poison: bool, layers: usize) -> PathBuf {
     let tok =
         tokenizers::Tokenizer::from_file(root().join("crates/dft-data/tests/fixtures/smollm2-tokenizer.json")).unwrap();
     let cfg = ModelConfig {
@@ -31,12 +35,13 @@ fn tiny_model(dir: &Path, poison: bool) -> PathBuf {
         vocab_size: 49152,
         hidden_size: 16,
         intermediate_size: 32,
-        num_hidden_layers: 3,
+        num_hidden_layers: layers,
         num_attention_heads: 2,
         num_key_value_heads: 1,
         head_dim: 8,
         rms_norm_eps: 1e-5,
         rope_theta: 10000.0,
+        rope_local_base_freq: None,
         max_position_embeddings: 512,
         tie_word_embeddings: true,
         hidden_act: dft_models::Activation::Silu,
@@ -49,7 +54,7 @@ fn tiny_model(dir: &Path, poison: bool) -> PathBuf {
         attn_logit_softcapping: None,
         final_logit_softcapping: None,
         sliding_window: None,
-        layer_types: vec![LayerType::Full; 3],
+        layer_types: vec![LayerType::Full; layers],
     };
     let model = CausalLm::<Flex>::random(cfg, 5, &Default::default()).unwrap();
     let path = dir.join("model");
@@ -282,4 +287,125 @@ fn sigint_writes_a_checkpoint_and_exits_cleanly() {
     assert_eq!(state.step, *step);
     assert_eq!(read_metrics(&metrics).unwrap().len(), *step, "metrics end at the checkpointed step");
     assert!(*step < 400);
+}
+
+#[test]
+fn auto_layers_are_selected_by_lens_entropy_written_and_reused() {
+    let dir = tmp("auto");
+    let model = tiny_model_with(&dir, false, 6);
+    let out = dir.join("out");
+    let mut o = base_overrides(&model, &out);
+    o.extend(
+        [
+            "data.limit=6",
+            "train.max_steps=2",
+            "data.eval_limit=0",
+            "method.lc_layer=\"auto\"",
+            "method.et_layer=\"auto\"",
+            "method.auto_samples=8",
+        ]
+        .map(String::from),
+    );
+    let s = run(&o).unwrap();
+    let report = dft_layers_select::LayerReport::read_json(&out.join("layers.json")).unwrap();
+    assert_eq!(report.num_layers, 6);
+    assert_eq!(report.target.inputs, 6, "the 6 training examples (data.limit) are the sample");
+    assert!(out.join("layers.svg").is_file() && out.join("layers.md").is_file());
+    let (i, j) = (report.critical.i, report.critical.j);
+    assert!(1 <= i && i < j && j <= 6, "i={i} j={j}");
+    assert!(!report.critical.reasons.is_empty());
+    let auto = read_metrics(&s.metrics).unwrap();
+    assert!(auto[0].lc.is_some() && auto[0].et.is_some());
+
+    // The run trained at exactly those blocks: the same run with i, j given has the same losses.
+    let out2 = dir.join("explicit");
+    let mut o2 = base_overrides(&model, &out2);
+    o2.extend(["data.limit=6", "train.max_steps=2", "data.eval_limit=0"].map(String::from));
+    o2.extend([format!("method.lc_layer={i}"), format!("method.et_layer={j}")]);
+    let explicit = read_metrics(&run(&o2).unwrap().metrics).unwrap();
+    for (a, b) in auto.iter().zip(&explicit) {
+        assert_eq!((a.loss, a.lc, a.et), (b.loss, b.lc, b.et), "step {}", a.step);
+    }
+
+    // Resuming reads the layers back instead of recomputing them.
+    let stamp = std::fs::metadata(out.join("layers.json")).unwrap().modified().unwrap();
+    o.push("train.max_steps=3".into());
+    let cfg = TrainConfig::load(None, &o).unwrap();
+    let s = train::<AB>(&cfg, true, &Default::default(), &TrainHooks::default()).unwrap();
+    assert_eq!(s.steps, 3);
+    assert_eq!(std::fs::metadata(out.join("layers.json")).unwrap().modified().unwrap(), stamp);
+}
+
+#[test]
+fn layer_sweep_runs_each_block_and_a_baseline() {
+    use dft_train::{run_sweep, SweepAux, SweepSpec};
+    let dir = tmp("sweep");
+    let model = tiny_model_with(&dir, false, 4);
+    let mut o = base_overrides(&model, &dir.join("unused"));
+    o.extend(["data.limit=6", "data.eval_limit=4", "train.max_steps=2"].map(String::from));
+    let base = TrainConfig::load(None, &o).unwrap();
+    let spec = SweepSpec {
+        aux: SweepAux::Et,
+        layers: vec![2, 4],
+        steps: 2,
+        baseline: true,
+        keep_other: false,
+        keep_models: false,
+        out_dir: dir.join("sweep"),
+        resume: false,
+    };
+    let mut scored = Vec::new();
+    let report = run_sweep::<AB>(&base, &spec, &Default::default(), &TrainHooks::default(), |label, s| {
+        assert!(s.export_dir.is_dir(), "scores run while the exported model exists");
+        scored.push(label.to_string());
+        Ok([("fake metric".to_string(), scored.len() as f64)].into())
+    })
+    .unwrap();
+    assert_eq!(scored, ["tft", "et-2", "et-4"]);
+    let labels: Vec<_> = report.runs.iter().map(|r| (r.label.as_str(), r.layer)).collect();
+    assert_eq!(labels, [("tft", None), ("et-2", Some(2)), ("et-4", Some(4))]);
+    for r in &report.runs {
+        assert_eq!(r.steps, 2);
+        assert!(r.eval_loss_after.unwrap().is_finite() && r.eval_loss_before.unwrap().is_finite());
+        assert_eq!(r.aux_last.is_some(), r.layer.is_some(), "{}", r.label);
+        // Checkpoints and exported models are cleaned up.
+        assert!(dft_train::checkpoint::list_checkpoints(&r.out_dir).is_empty());
+        assert!(!r.out_dir.join("final").exists());
+        let m = read_metrics(&r.out_dir.join("metrics.jsonl")).unwrap();
+        assert_eq!(m[0].lc, None, "{}: the swept loss alone", r.label);
+    }
+    // Every run starts from the same model and data: the same held-out loss before training.
+    assert_eq!(report.runs[0].eval_loss_before, report.runs[2].eval_loss_before);
+    // ET at a different block gives a different run.
+    assert_ne!(report.runs[1].aux_last, report.runs[2].aux_last);
+    let sweep = dir.join("sweep");
+    for f in ["sweep.json", "sweep.md", "sweep.svg"] {
+        assert!(sweep.join(f).is_file(), "{f}");
+    }
+    let md = std::fs::read_to_string(sweep.join("sweep.md")).unwrap();
+    assert!(md.contains("| et-4 | 4 |") && md.contains("fake metric"), "{md}");
+
+    // Resume: everything is read back, nothing retrained or rescored.
+    let again = run_sweep::<AB>(
+        &base,
+        &SweepSpec { resume: true, ..spec.clone() },
+        &Default::default(),
+        &TrainHooks::default(),
+        |l, _| panic!("{l} rescored"),
+    )
+    .unwrap();
+    assert_eq!(again.runs, report.runs);
+
+    // A block beyond the model is refused before anything runs.
+    let e = run_sweep::<AB>(
+        &base,
+        &SweepSpec { layers: vec![5], out_dir: dir.join("bad"), ..spec },
+        &Default::default(),
+        &TrainHooks::default(),
+        |_, _| Ok(Default::default()),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--layers") && e.contains("4 blocks"), "{e}");
+    assert!(!dir.join("bad").exists());
 }

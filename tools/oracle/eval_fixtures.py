@@ -2,7 +2,7 @@
 """Reference scores for dft-eval's scoring engine: SmolLM2-135M-Instruct (the GGUF, loaded by
 transformers in f32 with eager attention) run through lm-evaluation-harness 0.4.13's own HFLM.
 
-Writes crates/dft-eval/tests/fixtures/smollm2_eval.json:
+Writes crates/dft-eval/tests/fixtures/smollm2_eval.json (skipped with --only flores):
   items       multiple-choice items of xnli, xcopa, xstorycloze, truthfulqa (MC1) and mmlu in zh and
               en (the first --zh / --en items of each sample file, in the order dft-eval's loaders
               return them): context and choices rendered with lm-eval's task templates, and per choice
@@ -13,10 +13,23 @@ Writes crates/dft-eval/tests/fixtures/smollm2_eval.json:
               `generate(do_sample=False, max_new_tokens=N)` ids (stopping only at EOS) and the text of
               lm-eval's `HFLM.generate_until` with `until: ["\\n"]`.
 
-Usage:  python tools/oracle/eval_fixtures.py [--gguf PATH] [--data DIR]
-        [--zh 16] [--en 10] [--gen 2]
-        (the committed fixture: these defaults, 130 items / 430 choices and 8 prompts; ~30 min of
-        CPU on a busy 2-core machine)
+and crates/dft-eval/tests/fixtures/smollm2_flores.json (skipped with --only mc), FLORES-200 en–zh
+devtest sentences as dft-eval builds them (tasks/flores.rs, prompts.rs `translation_prompt`):
+  translation  1-shot prompts (the last devtest line is the example) for the first --mt sentences in
+               each direction (en→zh, zh→en): prompt ids and transformers'
+               `generate(do_sample=False, max_new_tokens=--mt-max-new)` ids (stopping only at EOS).
+  alignment    the first --align pairs: token ids, and per block k = 0..L the cosine (float64) of the
+               mean-pooled hidden states of the English sentence and of its translation (matched) and
+               of the next pair's translation (mismatched). h_0 = the embedding output, h_k = the
+               output of decoder layer k (forward hooks; h_L before the final norm), pooled over the
+               tokens that are not special tokens.
+
+Usage:  python tools/oracle/eval_fixtures.py [--gguf PATH] [--data DIR] [--only all|mc|flores]
+        [--zh 50] [--en 50] [--gen 2] [--mt 3] [--align 6]
+        (the committed fixtures: these defaults — 50 items per multiple-choice task and language
+        where the sample has that many (TruthfulQA zh: 40), 8 QA prompts, 6 translations, 6 pairs;
+        the multiple-choice part takes about ~2 h of CPU on a busy 2-core machine, the FLORES part
+        about a minute)
   --gguf   default: $DFT_SMOLLM2_GGUF or .cache/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
   --data   the eval data folder (default: ../shared/data/eval beside the repository)
 Needs torch, transformers, gguf, numpy, pyyaml, jinja2, sacrebleu (tools/oracle/requirements.txt);
@@ -218,6 +231,96 @@ def greedy(model, tok, lm, prompts: list[dict], max_new: int) -> None:
         p["lm_eval_text"] = lm.generate_until([req], disable_tqdm=True)[0]
 
 
+# ----------------------------------------------------------------------------------------------
+# FLORES-200: translation prompts and pooled hidden states (dft-eval tasks/flores.rs, align.rs)
+# ----------------------------------------------------------------------------------------------
+FLORES_CODE = {"en": "eng_Latn", "zh": "zho_Hans", "vi": "vie_Latn", "ar": "arb_Arab"}
+ENGLISH_NAME = {"en": "English", "zh": "Chinese", "vi": "Vietnamese", "ar": "Arabic"}
+
+
+def flores_file(data: Path, lang: str) -> Path:
+    f = FLORES_CODE[lang]
+    for base in [data / "flores200", data]:
+        for name in [f"{f}.devtest", f"devtest/{f}.devtest", f"{f}.devtest.sample"]:
+            if (base / name).is_file():
+                return base / name
+    raise FileNotFoundError(f"no FLORES devtest file for {lang} under {data}")
+
+
+def flores_pairs(data: Path, lang: str) -> list[tuple[int, str, str]]:
+    """(line, english, target) of the non-blank pairs, as dft-eval's `read_parallel`."""
+    def lines(p):
+        ls = [l.rstrip("\r") for l in p.read_text(encoding="utf-8").split("\n")]
+        while ls and not ls[-1].strip():
+            ls.pop()
+        return ls
+    en, tgt = lines(flores_file(data, "en")), lines(flores_file(data, lang))
+    assert len(en) == len(tgt)
+    return [(n, e, t) for n, (e, t) in enumerate(zip(en, tgt)) if e.strip() and t.strip()]
+
+
+def translation_prompt(src: str, tgt: str, shots: list[tuple[str, str]], source: str) -> str:
+    s, t = ENGLISH_NAME[src], ENGLISH_NAME[tgt]
+    return "".join(f"{s}: {a}\n{t}: {b}\n\n" for a, b in shots) + f"{s}: {source}\n{t}:"
+
+
+def translation_prompts(data: Path, lang: str, n: int) -> list[dict]:
+    pairs = flores_pairs(data, lang)
+    shot, pairs = pairs[-1], pairs[:-1]  # 1-shot from the end of devtest (no dev split in the samples)
+    out = []
+    for src, tgt in [("en", lang), (lang, "en")]:
+        side = lambda l, p: p[1] if l == "en" else p[2]  # noqa: E731
+        for p in pairs[:n]:
+            out.append({"src": src, "tgt": tgt, "line": p[0], "id": f"flores-{src}-{tgt}/{p[0]}",
+                        "prompt": translation_prompt(src, tgt, [(side(src, shot), side(tgt, shot))], side(src, p)),
+                        "reference": side(tgt, p)})
+    return out
+
+
+def translate(model, tok, prompts: list[dict], max_new: int) -> None:
+    eos = model.generation_config.eos_token_id
+    for p in prompts:
+        ids = tok(p["prompt"], return_tensors="pt").input_ids
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new, do_sample=False,
+                             num_beams=1, eos_token_id=eos, pad_token_id=eos)
+        p["prompt_ids"] = ids[0].tolist()
+        p["greedy_ids"] = out[0, ids.shape[1]:].tolist()
+        p["text"] = tok.decode(p["greedy_ids"], skip_special_tokens=True).split("\n")[0]
+
+
+def pooled_states(model, tok, text: str):
+    """[L + 1, hidden] float64: h_0..h_L (h_L before the final norm) averaged over non-special tokens."""
+    enc = tok(text, return_special_tokens_mask=True, return_tensors="pt")
+    captured = []
+    hooks = [model.model.embed_tokens.register_forward_hook(lambda m, i, o: captured.append(o))]
+    for layer in model.model.layers:
+        hooks.append(layer.register_forward_hook(
+            lambda m, i, o: captured.append(o[0] if isinstance(o, tuple) else o)))
+    try:
+        model(input_ids=enc.input_ids, attention_mask=torch.ones_like(enc.input_ids))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(captured) == len(model.model.layers) + 1
+    keep = (enc.special_tokens_mask[0] == 0)
+    states = torch.stack([h[0, keep].double().mean(0) for h in captured])
+    return enc.input_ids[0].tolist(), states
+
+
+def alignment_pairs(model, tok, data: Path, lang: str, n: int) -> tuple[list[dict], list[dict]]:
+    pairs = flores_pairs(data, lang)[:n + 1]
+    pooled = [(pooled_states(model, tok, e), pooled_states(model, tok, t)) for _, e, t in pairs]
+    cos = lambda a, b: torch.nn.functional.cosine_similarity(a, b, dim=-1).tolist()  # noqa: E731
+    matched, mismatched = [], []
+    for i in range(n):
+        (en_ids, en), (tgt_ids, tgt) = pooled[i]
+        matched.append({"lang": lang, "line": pairs[i][0], "en": pairs[i][1], "tgt": pairs[i][2],
+                        "en_ids": en_ids, "tgt_ids": tgt_ids, "cos": cos(en, tgt)})
+        other = pooled[i + 1][1][1]
+        mismatched.append({"lang": lang, "en_line": pairs[i][0], "tgt_line": pairs[i + 1][0], "cos": cos(en, other)})
+    return matched, mismatched
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     default_gguf = os.environ.get("DFT_SMOLLM2_GGUF", str(REPO / ".cache/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
@@ -225,20 +328,50 @@ def main():
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "eval")
     ap.add_argument("--out", type=Path, default=REPO / "crates/dft-eval/tests/fixtures/smollm2_eval.json")
     ap.add_argument("--cache", type=Path, default=Path(os.environ.get("DFT_CACHE", REPO / ".cache")) / "oracle-wheels")
-    ap.add_argument("--zh", type=int, default=16, help="items per task in Chinese")
-    ap.add_argument("--en", type=int, default=10, help="items per task in English")
+    ap.add_argument("--flores-out", type=Path, default=REPO / "crates/dft-eval/tests/fixtures/smollm2_flores.json")
+    ap.add_argument("--only", choices=["all", "mc", "flores"], default="all",
+                    help="mc: smollm2_eval.json only; flores: smollm2_flores.json only")
+    ap.add_argument("--zh", type=int, default=50, help="items per task in Chinese")
+    ap.add_argument("--en", type=int, default=50, help="items per task in English")
     ap.add_argument("--gen", type=int, default=2, help="generation prompts per task and language")
     ap.add_argument("--max-new", type=int, default=24)
+    ap.add_argument("--mt", type=int, default=3, help="FLORES sentences per translation direction")
+    ap.add_argument("--mt-max-new", type=int, default=20)
+    ap.add_argument("--align", type=int, default=6, help="FLORES pairs for the pooled-state cosines")
     args = ap.parse_args()
 
-    mf, off, HFLM, Instance = import_lm_eval(args.cache)
     t0 = time.time()
     d, name = str(args.gguf.parent), args.gguf.name
     tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, dtype=torch.float32,
                                                  attn_implementation="eager").eval()
+    print(f"loaded in {time.time() - t0:.1f}s", flush=True)
+    if args.only in ("all", "flores"):
+        import metric_fixtures as mf
+        t0 = time.time()
+        prompts = translation_prompts(args.data, "zh", args.mt)
+        translate(model, tok, prompts, args.mt_max_new)
+        matched, mismatched = alignment_pairs(model, tok, args.data, "zh", args.align)
+        fixture = {
+            "generated_by": "tools/oracle/eval_fixtures.py",
+            "model": name,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "shots": 1,
+            "max_new_tokens": args.mt_max_new,
+            "num_layers": len(model.model.layers),
+            "translation": prompts,
+            "alignment": matched,
+            "alignment_mismatched": mismatched,
+        }
+        args.flores_out.write_text(mf.dump(fixture) + "\n", encoding="utf-8")
+        print(f"wrote {args.flores_out} in {time.time() - t0:.1f}s", flush=True)
+    if args.only == "flores":
+        return
+
+    mf, off, HFLM, Instance = import_lm_eval(args.cache)
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=8, device="cpu")
-    print(f"loaded in {time.time() - t0:.1f}s; prefix_token_id={lm.prefix_token_id}", flush=True)
+    print(f"prefix_token_id={lm.prefix_token_id}", flush=True)
 
     items = build_items(mf, off, args.data, "zh", args.zh) + build_items(mf, off, args.data, "en", args.en)
     t0 = time.time()

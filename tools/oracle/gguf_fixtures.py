@@ -7,11 +7,15 @@ safetensors, numpy), from the repository root:
     /work/venvs/oracle/bin/python tools/oracle/gguf_fixtures.py                # everything
     /work/venvs/oracle/bin/python tools/oracle/gguf_fixtures.py --no-smollm2   # synthetic files only
     /work/venvs/oracle/bin/python tools/oracle/gguf_fixtures.py --smollm2 PATH # explicit model path
+    /work/venvs/oracle/bin/python tools/oracle/gguf_fixtures.py --only-gemma3  # the Gemma-3-270M part only
 
 The SmolLM2 part needs the model: `scripts/fetch-smollm2.sh` prints its path (default
 `.cache/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`; env `DFT_SMOLLM2_GGUF` overrides).
 
-What it writes (all small, < 1 MB together):
+The Gemma-3 part needs `scripts/fetch-gemma3.sh` (default `.cache/models/gemma3/gemma-3-270m-q4_k_m.gguf`;
+env `DFT_GEMMA3_GGUF` overrides; `--gemma3 PATH`); it is skipped with a note when the file is absent.
+
+What it writes (all small, < 1 MB together, plus < 1 MB for Gemma-3):
 
 crates/dft-models/tests/fixtures/gguf/
   quants.gguf                  one tensor per supported ggml type (F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0
@@ -28,6 +32,17 @@ crates/dft-models/tests/fixtures/smollm2/
                                (en/zh/vi/ar) and edge strings, with and without special tokens, plus decodes
   gguf_tensors.json            config, tensor types, and per-tensor shape / f64 sum / f64 sum of squares
   gguf_tensors.safetensors     first 1024 and 1024 strided values of selected tensors, as transformers loads them
+
+crates/dft-models/tests/fixtures/gemma3/      (google/gemma-3-270m, Q4_K_M; transformers, eager attention, f32)
+  gguf_tokenizer.json          token ids (tokenizer from the GGUF) for FLORES en/zh/vi/ar and edge strings, decodes
+  gguf_tensors.json            config (incl. rope_parameters, layer_types), tensor types, per-tensor shape / sums,
+                               the norm convention check (raw GGUF value - transformers' value, per norm kind; and
+                               the loss of a sentence as loaded vs with the q/k norms not shifted)
+  gguf_tensors.safetensors     first 1024 and 1024 strided values of tensors of each ggml type and every norm kind
+  reference_logits.safetensors per prompt i: p{i}.input_ids, p{i}.sample_ids [256] (last position's top 32 +
+                               seeded random ids), p{i}.logits_sample [T,256], p{i}.last_strided [4096] (ids 0, 64, ..),
+                               p{i}.lse [T] (logsumexp of every full row), p{i}.argmax [T]
+  greedy.json                  greedy continuation (12 tokens) of "The capital of France is"
 """
 
 from __future__ import annotations
@@ -347,13 +362,17 @@ def write_tiny_model(out: Path, arch: str, sp) -> None:
     w.close()
 
 
-def transformers_view(gguf_path: Path, strings: dict[str, list[str]], keep_tensors) -> tuple[dict, dict, object]:
-    """Load `gguf_path` with transformers: (report, {hf_name: f32 array} for the names `keep_tensors` picks, tokenizer)."""
+def transformers_view(gguf_path: Path, strings: dict[str, list[str]], keep_tensors, return_model: bool = False):
+    """Load `gguf_path` with transformers: (report, {hf_name: f32 array} for the names `keep_tensors` picks, tokenizer)
+    — plus the model (eager attention) when `return_model`."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
+    extra = {"attn_implementation": "eager"} if return_model else {}
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32, **extra
+    ).eval()
     cfg = model.config
     report = {
         "config": {
@@ -401,8 +420,16 @@ def transformers_view(gguf_path: Path, strings: dict[str, list[str]], keep_tenso
                     "decoded_skip_special": tok.decode(with_special, skip_special_tokens=True),
                 }
             )
-    state = {k: v.detach().to(torch.float32).contiguous().numpy() for k, v in model.state_dict().items()}
-    return report, {k: v for k, v in state.items() if keep_tensors(k)}, tok
+    if cfg.model_type == "gemma3_text":
+        rp = cfg.rope_parameters
+        report["config"]["rope_theta"] = rp["full_attention"]["rope_theta"]
+        report["config"]["rope_local_base_freq"] = rp["sliding_attention"]["rope_theta"]
+        report["config"]["rope_parameters"] = rp
+        report["config"]["layer_types"] = list(cfg.layer_types)
+    state = {k: v.detach().to(torch.float32).contiguous().numpy() for k, v in model.state_dict().items() if keep_tensors(k)}
+    if return_model:
+        return report, state, tok, model
+    return report, state, tok
 
 
 def write_tiny_fixtures(out: Path) -> None:
@@ -473,23 +500,166 @@ def write_smollm2_fixtures(gguf_path: Path, out: Path) -> None:
     save_file(arrays, str(out / "gguf_tensors.safetensors"))
 
 
+# ---------------------------------------------------------------------------------------------
+# (c) the real Gemma-3-270M Q4_K_M file (google/gemma-3-270m, base model; scripts/fetch-gemma3.sh)
+# ---------------------------------------------------------------------------------------------
+
+# One or more tensors of each ggml type the file uses (Q8_0, Q5_0, Q4_K, Q6_K, F32), and every kind of norm.
+GEMMA3_TENSORS = [
+    "model.embed_tokens.weight",  # Q8_0 (also the tied head)
+    "model.layers.0.self_attn.q_proj.weight",  # Q5_0
+    "model.layers.0.self_attn.k_proj.weight",  # Q5_0
+    "model.layers.0.self_attn.v_proj.weight",  # Q8_0
+    "model.layers.2.self_attn.v_proj.weight",  # Q5_0
+    "model.layers.0.self_attn.o_proj.weight",  # Q4_K
+    "model.layers.0.mlp.down_proj.weight",  # Q6_K
+    "model.layers.2.mlp.down_proj.weight",  # Q4_K
+    "model.layers.17.mlp.gate_proj.weight",  # Q5_0
+    "model.layers.5.mlp.up_proj.weight",  # Q5_0
+    "model.layers.0.self_attn.q_norm.weight",  # F32, w + 1 in the file
+    "model.layers.0.self_attn.k_norm.weight",
+    "model.layers.11.self_attn.q_norm.weight",
+    "model.layers.17.self_attn.k_norm.weight",
+    "model.layers.0.input_layernorm.weight",
+    "model.layers.0.post_attention_layernorm.weight",
+    "model.layers.0.pre_feedforward_layernorm.weight",
+    "model.layers.9.post_feedforward_layernorm.weight",
+    "model.norm.weight",
+]
+GEMMA3_PROMPTS = [
+    "The capital of France is",
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request.",
+    "中国的首都是",
+    "请写一首关于秋天的短诗。",
+    "Thủ đô của Việt Nam là",
+    "عاصمة مصر هي",
+]
+N_SAMPLE_IDS = 256  # vocabulary ids whose logits are kept at every position (the last position's top 32 + seeded random)
+LAST_STRIDE = 64  # the last position's logits at ids 0, 64, 128, ... (4096 values)
+
+
+def stats_and_slices(tensors: dict, names: list[str]) -> tuple[dict, dict]:
+    arrays, stats = {}, {}
+    for name in names:
+        v = tensors[name]
+        flat = v.reshape(-1)
+        stride = max(1, flat.size // N_VALUES)
+        arrays[name + ".head"] = np.ascontiguousarray(flat[:N_VALUES])
+        arrays[name + ".strided"] = np.ascontiguousarray(flat[::stride][:N_VALUES])
+        f64 = flat.astype(np.float64)
+        stats[name] = {"shape": list(v.shape), "stride": stride, "sum": float(f64.sum()), "sum_sq": float((f64 * f64).sum())}
+    return arrays, stats
+
+
+def write_gemma3_fixtures(gguf_path: Path, out: Path) -> None:
+    """Tensors, config and tokenizer as transformers loads the file; logits of en/zh/vi/ar prompts (eager, f32)
+    at a sample of vocabulary ids plus every position's logsumexp; the greedy continuation of
+    "The capital of France is"; and a check of the norm convention (w vs w + 1)."""
+    import torch
+    import transformers
+
+    strings = {lang: flores(f, 12) for lang, f in LANGS}
+    strings["edge"] = EDGE_STRINGS + ["<start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n", "<bos><eos><pad>"]
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        link = tmp / gguf_path.name
+        os.symlink(gguf_path.resolve(), link)
+        report, tensors, tok, model = transformers_view(link, strings, lambda k: k in GEMMA3_TENSORS, return_model=True)
+    finally:
+        shutil.rmtree(tmp)
+    torch.set_grad_enabled(False)
+    reader = gguf.GGUFReader(str(gguf_path))
+    report["gguf_tensor_types"] = {}
+    for t in reader.tensors:
+        report["gguf_tensor_types"][t.tensor_type.name] = report["gguf_tensor_types"].get(t.tensor_type.name, 0) + 1
+    report["transformers"] = transformers.__version__
+    report["torch"] = torch.__version__
+
+    # Norm convention. llama.cpp stores Gemma norms as w + 1; transformers subtracts 1 from every
+    # `*norm.weight`. Record raw - loaded for each norm kind, and the loss of an English sentence with the
+    # model as loaded vs with the q/k norms shifted back by 1 (i.e. if the file had stored w for them).
+    raw = {t.name: np.asarray(t.data, dtype=np.float32) for t in reader.tensors if t.name.endswith("norm.weight")}
+    sd = model.state_dict()
+    conv = {}
+    for g, hf in [("blk.0.attn_q_norm.weight", "model.layers.0.self_attn.q_norm.weight"),
+                  ("blk.0.attn_k_norm.weight", "model.layers.0.self_attn.k_norm.weight"),
+                  ("blk.0.attn_norm.weight", "model.layers.0.input_layernorm.weight"),
+                  ("blk.0.post_attention_norm.weight", "model.layers.0.post_attention_layernorm.weight"),
+                  ("blk.0.ffn_norm.weight", "model.layers.0.pre_feedforward_layernorm.weight"),
+                  ("blk.0.post_ffw_norm.weight", "model.layers.0.post_feedforward_layernorm.weight"),
+                  ("output_norm.weight", "model.norm.weight")]:
+        d = raw[g].reshape(-1).astype(np.float64) - sd[hf].float().numpy().reshape(-1).astype(np.float64)
+        conv[g] = {"hf": hf, "raw_minus_loaded_min": float(d.min()), "raw_minus_loaded_max": float(d.max()),
+                   "raw_mean": float(raw[g].mean())}
+    text = flores("eng_Latn", 12)[0]
+    ids = tok(text, return_tensors="pt").input_ids
+    loss_loaded = model(input_ids=ids, labels=ids, use_cache=False).loss.item()
+    qk = [p for n, p in model.named_parameters() if n.endswith("q_norm.weight") or n.endswith("k_norm.weight")]
+    for p in qk:
+        p.add_(1.0)
+    loss_shifted = model(input_ids=ids, labels=ids, use_cache=False).loss.item()
+    for p in qk:
+        p.sub_(1.0)
+    conv["loss_as_loaded"] = loss_loaded
+    conv["loss_if_qk_norms_stored_w"] = loss_shifted
+    conv["sentence"] = text
+    report["norm_convention"] = conv
+
+    # logits
+    ref = {}
+    gen = torch.Generator().manual_seed(9)
+    for i, prompt in enumerate(GEMMA3_PROMPTS):
+        ids = tok(prompt, return_tensors="pt").input_ids
+        logits = model(input_ids=ids, use_cache=False).logits[0].float()
+        top = torch.topk(logits[-1], 32).indices
+        rand = torch.randperm(logits.shape[-1], generator=gen)[: 2 * N_SAMPLE_IDS]
+        rest = rand[~torch.isin(rand, top)][: N_SAMPLE_IDS - top.numel()]
+        pick = torch.cat([top, rest]).sort().values
+        ref[f"p{i}.input_ids"] = ids[0].contiguous()
+        ref[f"p{i}.sample_ids"] = pick.contiguous()
+        ref[f"p{i}.logits_sample"] = logits[:, pick].contiguous()
+        ref[f"p{i}.last_strided"] = logits[-1, ::LAST_STRIDE].contiguous()
+        ref[f"p{i}.lse"] = torch.logsumexp(logits.double(), dim=-1).float().contiguous()
+        ref[f"p{i}.argmax"] = logits.argmax(dim=-1).contiguous()
+    from safetensors.torch import save_file as save_torch
+
+    save_torch(ref, str(out / "reference_logits.safetensors"))
+    ids = tok(GEMMA3_PROMPTS[0], return_tensors="pt").input_ids
+    greedy = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
+                            use_cache=True, eos_token_id=None, min_new_tokens=12)
+    new = greedy[0, ids.shape[1]:].tolist()
+    info = {"prompt": GEMMA3_PROMPTS[0], "prompt_ids": ids[0].tolist(), "new_ids": new, "new_text": tok.decode(new),
+            "prompts": GEMMA3_PROMPTS, "sample_ids": N_SAMPLE_IDS, "last_stride": LAST_STRIDE,
+            "transformers": transformers.__version__, "torch": torch.__version__}
+    (out / "greedy.json").write_text(json.dumps(info, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    print("gemma3 greedy:", repr(info["new_text"]), "| norm check:", loss_loaded, "vs", loss_shifted)
+
+    (out / "gguf_tokenizer.json").write_text(dump_json({"tokenizer": report.pop("tokenizer")}), encoding="utf-8")
+    arrays, stats = stats_and_slices(tensors, GEMMA3_TENSORS)
+    report["tensors"] = stats
+    (out / "gguf_tensors.json").write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    save_file(arrays, str(out / "gguf_tensors.safetensors"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smollm2", type=Path, default=None, help="path of SmolLM2-135M-Instruct.Q4_1.gguf")
     ap.add_argument("--no-smollm2", action="store_true", help="only the synthetic fixtures")
     ap.add_argument("--only-smollm2", action="store_true", help="only the SmolLM2 fixtures")
+    ap.add_argument("--gemma3", type=Path, default=None, help="path of gemma-3-270m-q4_k_m.gguf")
+    ap.add_argument("--only-gemma3", action="store_true", help="only the Gemma-3-270M fixtures")
     args = ap.parse_args()
     logging.getLogger("transformers").setLevel(logging.ERROR)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
 
-    if not args.only_smollm2:
+    if not args.only_smollm2 and not args.only_gemma3:
         out = FIX / "gguf"
         out.mkdir(parents=True, exist_ok=True)
         write_quant_fixtures(out)
         write_tiny_fixtures(out)
         print(f"wrote {out}")
-    if not args.no_smollm2:
+    if not args.no_smollm2 and not args.only_gemma3:
         path = args.smollm2 or Path(
             os.environ.get("DFT_SMOLLM2_GGUF", ROOT / ".cache/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
         )
@@ -499,6 +669,19 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         write_smollm2_fixtures(path, out)
         print(f"wrote {out}")
+    if not args.only_smollm2:
+        path = args.gemma3 or Path(
+            os.environ.get("DFT_GEMMA3_GGUF", ROOT / ".cache/models/gemma3/gemma-3-270m-q4_k_m.gguf")
+        )
+        if path.is_file():
+            out = FIX / "gemma3"
+            out.mkdir(parents=True, exist_ok=True)
+            write_gemma3_fixtures(path, out)
+            print(f"wrote {out}")
+        elif args.gemma3 or args.only_gemma3:
+            sys.exit(f"{path} not found: run scripts/fetch-gemma3.sh")
+        else:
+            print(f"skipping Gemma-3-270M: {path} not found (scripts/fetch-gemma3.sh)")
 
 
 if __name__ == "__main__":

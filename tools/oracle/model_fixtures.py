@@ -2,12 +2,15 @@
 """Reference numerics for dft-models, computed by Hugging Face transformers (eager attention, f32).
 
 Writes, under crates/dft-models/tests/fixtures/:
-  tiny-llama/, tiny-gqa-llama/, tiny-gemma2/   config.json + model.safetensors (HF save_pretrained)
+  tiny-llama/, tiny-gqa-llama/, tiny-gemma2/, tiny-gemma3/
+                                                config.json + model.safetensors (HF save_pretrained)
                                                 + reference.safetensors:
       input_ids [B,T] i64, attention_mask [B,T] i64 (right padding, rows of different lengths)
       hidden.0 .. hidden.L [B,T,H] f32  hidden.0 = input of block 1 (embeddings, Gemma-scaled),
                                         hidden.k = output of decoder block k (before the final norm)
       logits [B,T,V] f32 (Gemma-2: after the final softcap)
+      (tiny-gemma3: a Gemma3ForCausalLM (gemma3_text) — QK-norm, sliding (window 4 < T) and global layers
+       with different RoPE bases, query_pre_attn_scalar != head_dim)
       gen.prompt [1,P] i64, gen.greedy [1,P+N] i64   transformers' greedy generate() with its KV cache
   tiny-llama-sharded/   the tiny-llama weights saved in several shards + model.safetensors.index.json
   smollm2/reference_logits.safetensors   SmolLM2-135M-Instruct loaded by transformers from the GGUF:
@@ -15,11 +18,12 @@ Writes, under crates/dft-models/tests/fixtures/:
   smollm2/greedy.json   greedy continuation of "The capital of France is"
 
 Usage:  tools/oracle/setup.sh && tools/oracle/.venv/bin/python tools/oracle/model_fixtures.py [--gguf PATH]
-        (PATH defaults to what scripts/fetch-smollm2.sh prints; pass --skip-real to do only the tiny models)
+        (PATH defaults to what scripts/fetch-smollm2.sh prints; pass --skip-real to do only the tiny models,
+        --only tiny-gemma3 ... for just those tiny models)
 
   check-saved DIR REFERENCE OUT.json   load a checkpoint directory that dft-rs saved, run the reference
         batch through transformers and write the max |logits difference| vs REFERENCE to OUT.json.
-  check-roundtrip   for each tiny model: dft-rs loads it and saves it again (crates/dft-models/examples/resave.rs),
+  check-roundtrip [NAME...]   for each tiny model (or the ones named): dft-rs loads it and saves it again (crates/dft-models/examples/resave.rs),
         then check-saved; results in crates/dft-models/tests/fixtures/<name>/transformers_reload.json.
 Pinned versions: tools/oracle/requirements.txt.
 """
@@ -33,7 +37,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file, load_file
 import transformers
-from transformers import AutoModelForCausalLM, LlamaConfig, Gemma2Config
+from transformers import AutoModelForCausalLM, LlamaConfig, Gemma2Config, Gemma3TextConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / "crates" / "dft-models" / "tests" / "fixtures"
@@ -60,7 +64,21 @@ TINY = {
         hidden_activation="gelu_pytorch_tanh", bos_token_id=2, eos_token_id=1, pad_token_id=0,
         tie_word_embeddings=True,
     ),
+    # Gemma-3 (text): QK-norm instead of softcaps, both layer kinds (sliding, sliding, full, sliding) with a
+    # window (4) shorter than the sequence, a RoPE base per kind (local 1,000 so that a swap shows, global
+    # 1,000,000), GQA, head_dim * heads != hidden, query_pre_attn_scalar != head_dim, no final softcap.
+    "tiny-gemma3": Gemma3TextConfig(
+        vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=12, max_position_embeddings=128, rms_norm_eps=1e-6,
+        rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1_000_000.0},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 1_000.0}},
+        query_pre_attn_scalar=20, sliding_window=4,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention", "sliding_attention"],
+        hidden_activation="gelu_pytorch_tanh", bos_token_id=2, eos_token_id=1, pad_token_id=0,
+        tie_word_embeddings=True,
+    ),
 }
+GEMMA = ("gemma2", "gemma3_text")
 LENGTHS = [11, 8, 5]  # right-padded batch, T = 11
 
 
@@ -68,12 +86,12 @@ def randomise(model, arch, gen):
     """HF's init (std 0.02) makes tiny activations; use O(1) weights so every op matters numerically."""
     for name, p in model.named_parameters():
         if "norm" in name:
-            base = 0.0 if arch == "gemma2" else 1.0
+            base = 0.0 if arch in GEMMA else 1.0
             p.copy_(base + 0.2 * torch.randn(p.shape, generator=gen))
         elif p.dim() == 2 and "embed" not in name:
             p.copy_(torch.randn(p.shape, generator=gen) / p.shape[1] ** 0.5)
         else:
-            p.copy_(torch.randn(p.shape, generator=gen) * (0.5 if arch == "gemma2" else 1.0))
+            p.copy_(torch.randn(p.shape, generator=gen) * (0.5 if arch in GEMMA else 1.0))
 
 
 def run_with_states(model, input_ids, attention_mask):
@@ -190,7 +208,7 @@ def main():
     if len(sys.argv) > 1 and sys.argv[1] == "check-roundtrip":
         import tempfile
         ok = True
-        for name in TINY:
+        for name in sys.argv[2:] or TINY:
             out = Path(tempfile.mkdtemp()) / name
             subprocess.check_call(["cargo", "run", "--release", "-q", "-p", "dft-models", "--example", "resave", "--",
                                    str(FIX / name), str(out)], cwd=ROOT)
@@ -201,7 +219,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--gguf", default=None)
     ap.add_argument("--skip-real", action="store_true")
+    ap.add_argument("--only", nargs="+", choices=sorted(TINY), help="only these tiny models (no sharded copy, no real model)")
     a = ap.parse_args()
+    if a.only:
+        for name in a.only:
+            make_tiny(name, TINY[name])
+        return
     models = {name: make_tiny(name, cfg) for name, cfg in TINY.items()}
     make_sharded(models["tiny-llama"])
     if not a.skip_real:

@@ -8,9 +8,13 @@
 //!   continuation before tokenising (lm-eval's `_encode_pair`).
 //! - [`GenerativeItem`]: the engine generates greedily after `prompt`, cuts the text at
 //!   [`GENERATION_STOP`] (see [`cut_at_stop`]) and hands the strings to [`crate::score_generative`].
+//! - [`TranslationItem`]: the same greedy generation until newline; the stripped text is the
+//!   hypothesis, scored per direction with corpus chrF++ and BLEU
+//!   ([`crate::metrics::translation::score_translation`]).
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EvalError, Result};
+use crate::lang::Lang;
 
 /// What lm-eval puts between the context and each choice (`target_delimiter`).
 pub const TARGET_DELIMITER: &str = " ";
@@ -78,11 +82,29 @@ pub struct GenerativeItem {
     pub answers: Vec<String>,
 }
 
+/// A sentence to translate (FLORES-200), scored with corpus chrF++ / BLEU against `reference`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TranslationItem {
+    /// `flores-{src}-{tgt}/{line}` (0-based line of the devtest file).
+    pub id: String,
+    pub src: Lang,
+    pub tgt: Lang,
+    /// The source sentence.
+    pub source: String,
+    /// The reference translation.
+    pub reference: String,
+    /// The full prompt ([`crate::prompts::translation_prompt`]), few-shot examples included.
+    pub prompt: String,
+    /// Number of few-shot examples in `prompt`.
+    pub shots: usize,
+}
+
 /// The items of one task in one language.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum TaskItems {
     MultipleChoice(Vec<MultipleChoiceItem>),
     Generative(Vec<GenerativeItem>),
+    Translation(Vec<TranslationItem>),
 }
 
 impl TaskItems {
@@ -90,6 +112,7 @@ impl TaskItems {
         match self {
             TaskItems::MultipleChoice(v) => v.len(),
             TaskItems::Generative(v) => v.len(),
+            TaskItems::Translation(v) => v.len(),
         }
     }
 
@@ -101,7 +124,7 @@ impl TaskItems {
     pub fn as_multiple_choice(&self) -> Option<&[MultipleChoiceItem]> {
         match self {
             TaskItems::MultipleChoice(v) => Some(v),
-            TaskItems::Generative(_) => None,
+            _ => None,
         }
     }
 
@@ -109,7 +132,15 @@ impl TaskItems {
     pub fn as_generative(&self) -> Option<&[GenerativeItem]> {
         match self {
             TaskItems::Generative(v) => Some(v),
-            TaskItems::MultipleChoice(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The translation items, or `None` for other tasks.
+    pub fn as_translation(&self) -> Option<&[TranslationItem]> {
+        match self {
+            TaskItems::Translation(v) => Some(v),
+            _ => None,
         }
     }
 }

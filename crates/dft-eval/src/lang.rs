@@ -31,6 +31,16 @@ impl Lang {
         }
     }
 
+    /// The language's English name, as translation prompts write it (`Chinese` for zh).
+    pub fn english_name(self) -> &'static str {
+        match self {
+            Lang::En => "English",
+            Lang::Zh => "Chinese",
+            Lang::Vi => "Vietnamese",
+            Lang::Ar => "Arabic",
+        }
+    }
+
     /// MKQA's language code (`zh_cn` for Simplified Chinese).
     pub fn mkqa_code(self) -> &'static str {
         match self {

@@ -11,6 +11,11 @@
 //!   tokenisation, batched log-likelihoods with the context shared per item, greedy generation until
 //!   newline with the KV cache; [`Scorer::evaluate`] scores a loaded task end to end.
 //! - [`report`] holds the results (`results.json`) and renders the paper-style Markdown table.
+//! - FLORES-200 translation ([`tasks::flores`], task `flores`, not part of `all`): en→X and X→en
+//!   greedy translations scored with corpus chrF++ / BLEU per direction.
+//! - [`align`]: representation alignment of parallel sentences (the paper's Figure 4) — per-block
+//!   cosine of mean-pooled hidden states, matched vs mismatched pairs, and t-SNE pictures ([`tsne`],
+//!   exact, seeded; SVGs by [`plot`]).
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -24,20 +29,30 @@
 //! println!("{} {}: {} = {:.1}", result.task, result.lang, result.metric, result.score);
 //! # Ok(()) }
 //! ```
+pub mod align;
 pub mod error;
 pub mod items;
 pub mod lang;
 pub mod metrics;
+pub mod plot;
 pub mod prompts;
 pub mod report;
 pub mod scoring;
 pub mod tasks;
+#[cfg(test)]
+mod testutil;
 pub mod text;
+pub mod tsne;
 
+pub use align::{AlignOptions, AlignReport, LayerAlignment, PooledStates, TsneLayer};
 pub use error::{EvalError, Result};
-pub use items::{cut_at_stop, GenerativeItem, MultipleChoiceItem, TaskItems, GENERATION_STOP, TARGET_DELIMITER};
+pub use items::{
+    cut_at_stop, GenerativeItem, MultipleChoiceItem, TaskItems, TranslationItem, GENERATION_STOP, TARGET_DELIMITER,
+};
 pub use lang::Lang;
-pub use metrics::{score_generative, score_multiple_choice, F1Result, MCResult, QaNormalization};
+pub use metrics::{score_generative, score_multiple_choice, F1Result, MCResult, QaNormalization, TranslationScore};
 pub use report::{EvalReport, EvalRun, TaskOutcome, TaskResult};
 pub use scoring::{encode_request, EncodedRequest, EvalOptions, Generation, Loglik, Scorer, Throughput};
+pub use tasks::flores::{FloresOptions, MtDirections, ParallelSentences};
 pub use tasks::{load, load_task, LoadedTask, Task, TaskMetric};
+pub use tsne::{TsneOptions, TsneResult};

@@ -132,6 +132,29 @@ pub fn open_qa_prompt(question: &str) -> String {
     format!("Question: {question}\n\nAnswer:")
 }
 
+/// Translation prompt (FLORES-200), `k` shots in the same direction, then the sentence:
+///
+/// ```text
+/// English: {shot source}
+/// Chinese: {shot target}
+///
+/// English: {source}
+/// Chinese:
+/// ```
+///
+/// Language names in English ([`Lang::english_name`]); the model continues after `"Chinese:"` and
+/// generation stops at the first newline. Sentences are used verbatim (FLORES lines have no
+/// newlines).
+pub fn translation_prompt(src: Lang, tgt: Lang, shots: &[(&str, &str)], source: &str) -> String {
+    let (s, t) = (src.english_name(), tgt.english_name());
+    let mut out = String::new();
+    for (a, b) in shots {
+        out.push_str(&format!("{s}: {a}\n{t}: {b}\n\n"));
+    }
+    out.push_str(&format!("{s}: {source}\n{t}:"));
+    out
+}
+
 /// XNLI gold index of a label word (`entailment` 0, `neutral` 1, `contradiction`/`contradictory` 2).
 pub fn xnli_gold(label: &str) -> Result<usize, String> {
     match label.trim() {
@@ -177,6 +200,15 @@ mod tests {
     #[test]
     fn okapi_preprocess_matches_python() {
         assert_eq!(okapi_preprocess("  a [title] b [x]  c   d "), "a. b  c  d");
+    }
+
+    #[test]
+    fn translation_template() {
+        assert_eq!(translation_prompt(Lang::En, Lang::Zh, &[], "Hi."), "English: Hi.\nChinese:");
+        assert_eq!(
+            translation_prompt(Lang::Vi, Lang::En, &[("Xin chào.", "Hello.")], "Cảm ơn."),
+            "Vietnamese: Xin chào.\nEnglish: Hello.\n\nVietnamese: Cảm ơn.\nEnglish:"
+        );
     }
 
     #[test]

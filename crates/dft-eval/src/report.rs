@@ -3,7 +3,8 @@
 //! A [`TaskResult`] is one task in one language: the headline score (acc, MC1 or F1, ×100), the
 //! per-item details and throughput counters. An [`EvalReport`] collects runs of several methods
 //! (`results.json`); [`EvalReport::markdown`] renders them like the paper's Tables 1–2: one table
-//! per language, a row per method, a column per benchmark and their average.
+//! per language, a row per method, a column per benchmark and their average; FLORES translation
+//! results get their own table per language (chrF++ and BLEU per direction), outside the average.
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{EvalError, Result};
 use crate::items::TaskItems;
 use crate::lang::Lang;
-use crate::metrics::{F1Result, MCResult};
+use crate::metrics::{F1Result, MCResult, TranslationScore};
 use crate::scoring::{EvalOptions, Generation, Loglik, Throughput};
 use crate::tasks::{LoadedTask, Task, TaskMetric};
 
@@ -23,6 +24,8 @@ pub enum TaskOutcome {
     MultipleChoice { result: MCResult, logliks: Vec<Vec<Loglik>> },
     /// F1 / EM with the generated answers.
     Generative { result: F1Result, generations: Vec<Generation> },
+    /// chrF++ / BLEU per direction with the generated translations (in item order).
+    Translation { directions: Vec<TranslationScore>, generations: Vec<Generation> },
 }
 
 /// One task in one language.
@@ -31,9 +34,10 @@ pub struct TaskResult {
     /// Registry name (`xnli`).
     pub task: String,
     pub lang: Lang,
-    /// `acc`, `mc1` or `f1`.
+    /// `acc`, `mc1`, `f1` or `chrf++`.
     pub metric: String,
-    /// The paper's number for this cell: acc, MC1 or F1, in percent.
+    /// The paper's number for this cell: acc, MC1 or F1, in percent (translation: chrF++ of the
+    /// first direction, en→X when it was run; every direction is in `outcome`).
     pub score: f64,
     /// Items scored.
     pub n: usize,
@@ -52,10 +56,14 @@ impl TaskResult {
             (TaskOutcome::MultipleChoice { result, .. }, TaskMetric::Mc1) => ("mc1", result.mc1(), result.n),
             (TaskOutcome::MultipleChoice { result, .. }, _) => ("acc", result.acc, result.n),
             (TaskOutcome::Generative { result, .. }, _) => ("f1", result.f1, result.n),
+            (TaskOutcome::Translation { directions, generations }, _) => {
+                ("chrf++", directions.first().map_or(0.0, |d| d.chrf_pp), generations.len())
+            }
         };
         let ids = match &task.items {
             TaskItems::MultipleChoice(v) => v.iter().take(n).map(|i| i.id.clone()).collect(),
             TaskItems::Generative(v) => v.iter().take(n).map(|i| i.id.clone()).collect(),
+            TaskItems::Translation(v) => v.iter().take(n).map(|i| i.id.clone()).collect(),
         };
         TaskResult {
             task: task.task.name().to_string(),
@@ -99,6 +107,7 @@ pub fn display_name(task: Task) -> &'static str {
         Task::Xcopa => "XCOPA",
         Task::XStoryCloze => "XStoryCloze",
         Task::Mmlu => "MMLU",
+        Task::Flores => "FLORES-200",
     }
 }
 
@@ -134,13 +143,74 @@ impl EvalReport {
 
     /// The score of `method` on `task` in `lang`, with its item count (latest run wins).
     pub fn cell(&self, method: &str, task: Task, lang: Lang) -> Option<(f64, usize)> {
+        self.result(method, task, lang).map(|t| (t.score, t.n))
+    }
+
+    /// The latest result of `method` on `task` in `lang`.
+    pub fn result(&self, method: &str, task: Task, lang: Lang) -> Option<&TaskResult> {
         self.runs
             .iter()
             .rev()
             .filter(|r| r.method == method)
             .flat_map(|r| r.results.iter())
             .find(|t| t.task == task.name() && t.lang == lang)
-            .map(|t| (t.score, t.n))
+    }
+
+    /// Translation directions of `method` in `lang` (FLORES), if it was run.
+    pub fn translation(&self, method: &str, lang: Lang) -> Option<&[TranslationScore]> {
+        match &self.result(method, Task::Flores, lang)?.outcome {
+            TaskOutcome::Translation { directions, .. } => Some(directions),
+            _ => None,
+        }
+    }
+
+    /// The FLORES table of `lang`: a row per method, chrF++ and BLEU per direction; empty when no
+    /// method has translation results in `lang`.
+    pub fn translation_markdown(&self, lang: Lang, methods: &[&str]) -> String {
+        let mut dirs: Vec<(Lang, Lang)> = Vec::new();
+        let mut notes: Vec<String> = Vec::new();
+        for m in methods {
+            for d in self.translation(m, lang).unwrap_or_default() {
+                if !dirs.contains(&(d.src, d.tgt)) {
+                    dirs.push((d.src, d.tgt));
+                    notes.push(format!(
+                        "{} n={} ({}-shot, BLEU tokenizer {})",
+                        d.direction(),
+                        d.n,
+                        d.shots,
+                        match d.bleu_tokenizer {
+                            crate::metrics::BleuTokenizer::Zh => "zh",
+                            crate::metrics::BleuTokenizer::Tok13a => "13a",
+                            crate::metrics::BleuTokenizer::None => "none",
+                        }
+                    ));
+                }
+            }
+        }
+        if dirs.is_empty() {
+            return String::new();
+        }
+        dirs.sort_by_key(|&(src, _)| src != Lang::En);
+        let mut out = format!("#### {lang}: translation (FLORES-200 devtest, greedy)\n\n| Method |");
+        for (s, t) in &dirs {
+            out.push_str(&format!(" {s}→{t} chrF++ | {s}→{t} BLEU |"));
+        }
+        out.push_str("\n|---|");
+        out.push_str(&"---:|".repeat(2 * dirs.len()));
+        out.push('\n');
+        for m in methods {
+            let Some(scores) = self.translation(m, lang) else { continue };
+            out.push_str(&format!("| {m} |"));
+            for &(s, t) in &dirs {
+                match scores.iter().find(|d| (d.src, d.tgt) == (s, t)) {
+                    Some(d) => out.push_str(&format!(" {:.1} | {:.1} |", d.chrf_pp, d.bleu)),
+                    None => out.push_str(" – | – |"),
+                }
+            }
+            out.push('\n');
+        }
+        out.push_str(&format!("\nSentences: {}.\n\n", notes.join(", ")));
+        out
     }
 
     /// Paper-style Markdown: per language a table of methods × benchmarks (scores ×100, `–` where
@@ -159,6 +229,11 @@ impl EvalReport {
         for lang in langs {
             let tasks: Vec<Task> =
                 Task::ALL.into_iter().filter(|&t| methods.iter().any(|m| self.cell(m, t, lang).is_some())).collect();
+            if tasks.is_empty() {
+                out.push_str(&format!("### {lang}\n\n"));
+                out.push_str(&self.translation_markdown(lang, &methods));
+                continue;
+            }
             out.push_str(&format!("### {lang}\n\n| Method |"));
             for t in &tasks {
                 out.push_str(&format!(" {} |", display_name(*t)));
@@ -192,6 +267,7 @@ impl EvalReport {
                 })
                 .collect();
             out.push_str(&format!("\nItems: {}.\n\n", counts.join(", ")));
+            out.push_str(&self.translation_markdown(lang, &methods));
         }
         out
     }
@@ -237,6 +313,46 @@ mod tests {
 
     fn run(method: &str, results: Vec<TaskResult>) -> EvalRun {
         EvalRun { method: method.into(), model: "m".into(), options: EvalOptions::default(), results }
+    }
+
+    #[test]
+    fn translation_gets_its_own_table() {
+        use crate::items::TranslationItem;
+        use crate::metrics::translation::score_translation;
+        let item = |src: Lang, tgt: Lang, r: &str| TranslationItem {
+            id: format!("{src}-{tgt}"),
+            src,
+            tgt,
+            source: String::new(),
+            reference: r.into(),
+            prompt: String::new(),
+            shots: 1,
+        };
+        let items = vec![item(Lang::En, Lang::Zh, "我们今天去北京看长城。"), item(Lang::Zh, Lang::En, "Hello.")];
+        let directions = score_translation(&items, &["我们今天去北京看长城。", "Hi."]).unwrap();
+        let tr = TaskResult {
+            task: "flores".into(),
+            lang: Lang::Zh,
+            metric: "chrf++".into(),
+            score: directions[0].chrf_pp,
+            n: 2,
+            files: vec![],
+            ids: vec![],
+            throughput: Throughput::default(),
+            outcome: TaskOutcome::Translation { directions, generations: vec![] },
+        };
+        let mut rep = EvalReport::default();
+        rep.merge(run("base", vec![tr.clone()]));
+        let md = rep.markdown();
+        assert!(md.contains("| Method | en→zh chrF++ | en→zh BLEU | zh→en chrF++ | zh→en BLEU |"), "{md}");
+        assert!(md.contains("| base | 100.0 | 100.0 |"), "{md}");
+        assert!(md.contains("en→zh n=1 (1-shot, BLEU tokenizer zh), zh→en n=1 (1-shot, BLEU tokenizer 13a)"), "{md}");
+        // Next to the paper's benchmarks, outside their average.
+        rep.merge(run("base", vec![result(Task::Xquad, Lang::Zh, 10.0)]));
+        let md = rep.markdown();
+        assert!(md.contains("| base | 10.0 | 10.0 |") && md.contains("en→zh chrF++"), "{md}");
+        let back: EvalReport = serde_json::from_str(&serde_json::to_string(&rep).unwrap()).unwrap();
+        assert_eq!(back, rep);
     }
 
     #[test]

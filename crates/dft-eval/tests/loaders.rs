@@ -52,6 +52,25 @@ fn every_task_and_language_loads_from_the_samples() {
     assert_eq!(loaded_pairs, 29); // 30 task-language pairs, less MKQA vi
 }
 
+#[test]
+fn flores_loads_in_every_target_language() {
+    let dir = eval_data_dir();
+    for lang in [Lang::Zh, Lang::Vi, Lang::Ar] {
+        let t = tasks::load(&dir, Task::Flores, lang).unwrap_or_else(|e| panic!("flores/{lang}: {e}"));
+        let items = t.items.as_translation().unwrap();
+        // 100 sample lines: the last is the 1-shot example, 99 per direction.
+        assert_eq!(items.len(), 198, "flores/{lang}");
+        assert_eq!((items[0].src, items[0].tgt, items[99].src, items[99].tgt), (Lang::En, lang, lang, Lang::En));
+        assert!(items.iter().all(|i| i.prompt.matches("\n\n").count() == 1 && i.shots == 1));
+        assert!(items[0].prompt.ends_with(&format!("English: {}\n{}:", items[0].source, lang.english_name())));
+        assert_eq!(items[0].reference, items[99].source);
+    }
+    assert!(matches!(tasks::load(&dir, Task::Flores, Lang::En), Err(EvalError::UnsupportedLanguage { .. })));
+    let pairs = tasks::flores::load_parallel(&dir, Lang::Vi).unwrap();
+    assert_eq!((pairs.english.len(), pairs.target.len(), pairs.lines[99]), (100, 100, 99));
+    assert_eq!(Task::from_name("FLORES200").unwrap(), Task::Flores);
+}
+
 fn strings(v: &Value) -> Vec<String> {
     v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
 }

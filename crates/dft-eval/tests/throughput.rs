@@ -8,7 +8,10 @@
 //! - log-likelihood: XNLI zh (empty context, 3 long continuations per item), XStoryCloze zh and
 //!   MMLU zh (long contexts, short continuations), model tokens per second and per CPU second;
 //! - generation: 64 greedy tokens after an XQuAD zh prompt and after a short prompt, with no stop
-//!   token, with `Scorer::greedy` and with `dft_models::generate::greedy` for comparison.
+//!   token, with `Scorer::greedy` and with `dft_models::generate::greedy` for comparison;
+//! - translation: the first 8 FLORES zh sentences of each direction (1-shot prompts, greedy until
+//!   newline, budget 160), prompt-pass and decoding tokens per second;
+//! - alignment: pooled hidden states of 32 FLORES sentence pairs (all 31 blocks kept).
 mod common;
 
 use std::time::Instant;
@@ -81,4 +84,42 @@ fn smollm2_throughput() {
         );
         let _ = prompt_s;
     }
+
+    let flores = dft_eval::tasks::flores::load_flores(&data, dft_eval::Lang::Zh, &Default::default()).unwrap();
+    let items = dft_eval::tasks::flores::first_per_direction(flores.items.as_translation().unwrap(), 8);
+    for dir in [(dft_eval::Lang::En, dft_eval::Lang::Zh), (dft_eval::Lang::Zh, dft_eval::Lang::En)] {
+        let part: Vec<_> = items.iter().filter(|i| (i.src, i.tgt) == dir).cloned().collect();
+        let cpu = cpu_seconds();
+        let (scores, gens, t) = scorer.score_translation(&part, 160, &mut |_| {}).unwrap();
+        let cpu = cpu_seconds() - cpu;
+        let prompt_tokens: usize = gens.iter().map(|g| g.prompt_tokens).sum();
+        println!(
+            "| translation {}→{} (1-shot, {} sentences): {} prompt tokens, {} generated ({} hit 160) | {} | {} | {:.1} | prompt {:.0} tok/s, decode {:.1} tok/s | {cpu:.1} | {:.1} generated tok per CPU s |",
+            dir.0,
+            dir.1,
+            part.len(),
+            prompt_tokens,
+            t.scored_tokens,
+            scores[0].truncated,
+            part.len(),
+            t.model_tokens,
+            t.seconds,
+            prompt_tokens as f64 / t.prompt_seconds.max(1e-9),
+            t.decode_tokens_per_s(),
+            t.scored_tokens as f64 / cpu.max(1e-9)
+        );
+    }
+
+    let pairs = dft_eval::tasks::flores::load_parallel(&data, dft_eval::Lang::Zh).unwrap();
+    let texts: Vec<String> = pairs.english[..32].iter().chain(&pairs.target[..32]).cloned().collect();
+    let cpu = cpu_seconds();
+    let t0 = Instant::now();
+    let pooled = dft_eval::align::pooled_hidden_states(&pre.model, &tok, &texts, 8, &mut |_| {}).unwrap();
+    let (wall, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+    let tokens: usize = pooled.tokens.iter().sum();
+    println!(
+        "| alignment: pooled h_0..h_30 of 64 FLORES sentences (batch 8) | 64 | {tokens} | {wall:.1} | {:.0} | {cpu:.1} | {:.0} |",
+        tokens as f64 / wall,
+        tokens as f64 / cpu.max(1e-9)
+    );
 }

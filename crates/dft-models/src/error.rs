@@ -7,7 +7,7 @@ pub enum ModelError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: invalid config.json: {msg}")]
     Config { path: PathBuf, msg: String },
-    #[error("{path}: unsupported architecture `{arch}` (supported: llama, gemma2)")]
+    #[error("{path}: unsupported architecture `{arch}` (supported: llama, gemma2, gemma3_text)")]
     UnknownArchitecture { path: PathBuf, arch: String },
     #[error("{path}: invalid safetensors file: {msg}")]
     Safetensors { path: PathBuf, msg: String },

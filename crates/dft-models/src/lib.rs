@@ -1,4 +1,4 @@
-//! Decoder LLMs (Llama-2, SmolLM2, Gemma-2) built for deep supervision: every block's hidden state,
+//! Decoder LLMs (Llama-2, SmolLM2, Gemma-2, Gemma-3) built for deep supervision: every block's hidden state,
 //! a forward truncated after block k, the logit lens `lm_head(final_norm(h_k))` (with detachable head),
 //! KV-cache generation, and loading from HF safetensors + `config.json` or from GGUF files.
 //! All code is generic over Burn's `Backend`.
@@ -13,7 +13,7 @@ pub mod model;
 pub mod safetensors_io;
 pub mod tensor_source;
 
-pub use config::{Activation, Arch, LayerType, ModelConfig};
+pub use config::{gemma3_layer_types, Activation, Arch, LayerType, ModelConfig};
 pub use error::{ModelError, Result};
 pub use loading::{load_gguf, load_pretrained, peek_config, HostTensors, Pretrained};
 pub use model::{CausalLm, ForwardSpec, HiddenStates, KvCache, Lengths};

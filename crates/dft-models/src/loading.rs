@@ -2,7 +2,7 @@
 //! `load_pretrained` (HF directory or `.gguf` file), `save_pretrained` (HF directory transformers loads),
 //! and seeded random initialisation for tiny test models.
 
-use crate::config::{Arch, ModelConfig};
+use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::model::{Attention, CausalLm, DecoderBlock, Mlp, Proj, RmsNorm};
 use crate::safetensors_io::{atomic_write, write_safetensors, SafetensorsCheckpoint};
@@ -35,6 +35,10 @@ fn expected_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>, Kind)> {
                 out.push((format!("{p}.self_attn.{name}.bias"), vec![o], Kind::Plain));
             }
         }
+        if cfg.arch.has_qk_norm() {
+            out.push((format!("{p}.self_attn.q_norm.weight"), vec![cfg.head_dim], Kind::Plain));
+            out.push((format!("{p}.self_attn.k_norm.weight"), vec![cfg.head_dim], Kind::Plain));
+        }
         for (name, o, inp) in [("gate_proj", i, h), ("up_proj", i, h), ("down_proj", h, i)] {
             out.push((format!("{p}.mlp.{name}.weight"), vec![o, inp], Kind::Linear));
             if cfg.mlp_bias {
@@ -43,7 +47,7 @@ fn expected_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>, Kind)> {
         }
         out.push((format!("{p}.input_layernorm.weight"), vec![h], Kind::Plain));
         out.push((format!("{p}.post_attention_layernorm.weight"), vec![h], Kind::Plain));
-        if cfg.arch == Arch::Gemma2 {
+        if cfg.arch.is_gemma() {
             out.push((format!("{p}.pre_feedforward_layernorm.weight"), vec![h], Kind::Plain));
             out.push((format!("{p}.post_feedforward_layernorm.weight"), vec![h], Kind::Plain));
         }
@@ -137,7 +141,7 @@ impl<B: Backend> CausalLm<B> {
             loaded.insert(name.clone(), if *kind == Kind::Linear { transpose(&t) } else { t });
         }
         let mut take = |name: &str| loaded.remove(name).expect("checked above");
-        let unit_offset = config.arch == Arch::Gemma2;
+        let unit_offset = config.arch.is_gemma();
         let eps = config.rms_norm_eps;
         let embed_tokens = Param::from_tensor(to_tensor::<B, 2>(take("model.embed_tokens.weight"), device));
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
@@ -147,12 +151,12 @@ impl<B: Backend> CausalLm<B> {
                 weight: Param::from_tensor(to_tensor::<B, 2>(take(&format!("{base}.weight")), device)),
                 bias: bias.then(|| Param::from_tensor(to_tensor::<B, 1>(take(&format!("{base}.bias")), device))),
             };
-            let self_attn = Attention {
-                q_proj: proj(format!("{p}.self_attn.q_proj"), config.attention_bias),
-                k_proj: proj(format!("{p}.self_attn.k_proj"), config.attention_bias),
-                v_proj: proj(format!("{p}.self_attn.v_proj"), config.attention_bias),
-                o_proj: proj(format!("{p}.self_attn.o_proj"), config.attention_bias),
-            };
+            let (q_proj, k_proj, v_proj, o_proj) = (
+                proj(format!("{p}.self_attn.q_proj"), config.attention_bias),
+                proj(format!("{p}.self_attn.k_proj"), config.attention_bias),
+                proj(format!("{p}.self_attn.v_proj"), config.attention_bias),
+                proj(format!("{p}.self_attn.o_proj"), config.attention_bias),
+            );
             let mlp = Mlp {
                 gate_proj: proj(format!("{p}.mlp.gate_proj"), config.mlp_bias),
                 up_proj: proj(format!("{p}.mlp.up_proj"), config.mlp_bias),
@@ -163,7 +167,16 @@ impl<B: Backend> CausalLm<B> {
                 eps,
                 unit_offset,
             };
-            let gemma = config.arch == Arch::Gemma2;
+            let gemma = config.arch.is_gemma();
+            let qk = config.arch.has_qk_norm();
+            let self_attn = Attention {
+                q_proj,
+                k_proj,
+                v_proj,
+                o_proj,
+                q_norm: qk.then(|| norm(format!("{p}.self_attn.q_norm.weight"))),
+                k_norm: qk.then(|| norm(format!("{p}.self_attn.k_norm.weight"))),
+            };
             layers.push(DecoderBlock {
                 input_layernorm: norm(format!("{p}.input_layernorm.weight")),
                 self_attn,
@@ -190,7 +203,7 @@ impl<B: Backend> CausalLm<B> {
         for (name, shape, _) in expected_tensors(&config) {
             let n: usize = shape.iter().product();
             let data = if name.contains("norm") {
-                vec![if config.arch == Arch::Gemma2 { 0.0 } else { 1.0 }; n]
+                vec![if config.arch.is_gemma() { 0.0 } else { 1.0 }; n]
             } else if name.ends_with(".bias") {
                 vec![0.0; n]
             } else {
@@ -220,6 +233,12 @@ impl<B: Backend> CausalLm<B> {
             proj(format!("{p}.mlp.gate_proj"), &blk.mlp.gate_proj);
             proj(format!("{p}.mlp.up_proj"), &blk.mlp.up_proj);
             proj(format!("{p}.mlp.down_proj"), &blk.mlp.down_proj);
+            if let Some(n) = &blk.self_attn.q_norm {
+                out.insert(format!("{p}.self_attn.q_norm.weight"), to_host(n.weight.val()));
+            }
+            if let Some(n) = &blk.self_attn.k_norm {
+                out.insert(format!("{p}.self_attn.k_norm.weight"), to_host(n.weight.val()));
+            }
             out.insert(format!("{p}.input_layernorm.weight"), to_host(blk.input_layernorm.weight.val()));
             out.insert(
                 format!("{p}.post_attention_layernorm.weight"),

@@ -1,12 +1,16 @@
-//! The decoder: Llama (Llama-2, SmolLM2) and Gemma-2, one code path with per-architecture switches.
+//! The decoder: Llama (Llama-2, SmolLM2), Gemma-2 and Gemma-3 (text), one code path with per-architecture
+//! switches.
 //!
-//! Readable side by side with transformers' `modeling_llama.py` / `modeling_gemma2.py` (eager attention).
+//! Readable side by side with transformers' `modeling_llama.py` / `modeling_gemma2.py` /
+//! `modeling_gemma3.py` (eager attention). Gemma-3 differs from Gemma-2 by an RMSNorm over `head_dim` on
+//! every query and key head before RoPE (QK-norm) instead of attention softcapping, no final softcap, and a
+//! RoPE base per layer kind (local sliding-window layers vs global layers).
 //! Layers are numbered as the deep-supervision spec does: block k is the output of decoder block k
 //! (k = 1..L); block 0 is the (scaled) embeddings.
 //!
 //! Linear weights are stored in Burn's `[in, out]` layout (HF stores `[out, in]`; loaders transpose).
 
-use crate::config::{Activation, Arch, LayerType, ModelConfig};
+use crate::config::{Activation, LayerType, ModelConfig};
 use burn::module::{Module, Param};
 use burn::tensor::activation::{gelu_approximate, silu, softmax};
 use burn::tensor::backend::Backend;
@@ -70,6 +74,10 @@ pub struct Attention<B: Backend> {
     pub k_proj: Proj<B>,
     pub v_proj: Proj<B>,
     pub o_proj: Proj<B>,
+    /// Gemma-3 only: `(1 + w)` RMSNorm over `head_dim`, per query head, before RoPE.
+    pub q_norm: Option<RmsNorm<B>>,
+    /// Gemma-3 only: the same for every key head.
+    pub k_norm: Option<RmsNorm<B>>,
 }
 
 #[derive(Module, Debug)]
@@ -84,9 +92,9 @@ pub struct DecoderBlock<B: Backend> {
     pub input_layernorm: RmsNorm<B>,
     pub self_attn: Attention<B>,
     pub post_attention_layernorm: RmsNorm<B>,
-    /// Gemma-2 only.
+    /// Gemma-2/3 only.
     pub pre_feedforward_layernorm: Option<RmsNorm<B>>,
-    /// Gemma-2 only.
+    /// Gemma-2/3 only.
     pub post_feedforward_layernorm: Option<RmsNorm<B>>,
     pub mlp: Mlp<B>,
 }
@@ -176,6 +184,33 @@ fn rope_tables<B: Backend>(
     )
 }
 
+/// RoPE tables of one forward pass: the global (full-attention) layers' and, when Gemma-3's sliding
+/// layers use another base, theirs.
+pub(crate) struct Ropes<B: Backend> {
+    full: (Tensor<B, 4>, Tensor<B, 4>),
+    sliding: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+}
+
+impl<B: Backend> Ropes<B> {
+    fn new(cfg: &ModelConfig, offsets: &[usize], len: usize, device: &B::Device) -> Self {
+        let full = rope_tables::<B>(cfg.rope_theta, cfg.head_dim, offsets, len, device);
+        let sliding = match cfg.rope_local_base_freq {
+            Some(local) if local != cfg.rope_theta && cfg.layer_types.contains(&LayerType::Sliding) => {
+                Some(rope_tables::<B>(local, cfg.head_dim, offsets, len, device))
+            }
+            _ => None,
+        };
+        Self { full, sliding }
+    }
+
+    fn for_layer(&self, kind: LayerType) -> &(Tensor<B, 4>, Tensor<B, 4>) {
+        match (kind, &self.sliding) {
+            (LayerType::Sliding, Some(s)) => s,
+            _ => &self.full,
+        }
+    }
+}
+
 /// `x * cos + rotate_half(x) * sin` for `x: [b, heads, t, d]`, tables `[1 or b, 1, t, d]`.
 fn apply_rope<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> Tensor<B, 4> {
     let [b, h, t, d] = x.dims();
@@ -225,9 +260,10 @@ impl<B: Backend> CausalLm<B> {
     /// Block 0: token embeddings (Gemma: × sqrt(hidden)). `input_ids: [batch, seq]`.
     pub fn embed(&self, input_ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let h = burn::tensor::module::embedding(self.embed_tokens.val(), input_ids);
-        match self.config.arch {
-            Arch::Gemma2 => h * (self.config.hidden_size as f32).sqrt(),
-            Arch::Llama => h,
+        if self.config.arch.is_gemma() {
+            h * (self.config.hidden_size as f32).sqrt()
+        } else {
+            h
         }
     }
 
@@ -244,9 +280,15 @@ impl<B: Backend> CausalLm<B> {
         let [b, t, _] = x.dims();
         let (nh, nkv, d) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
         let rep = nh / nkv;
-        let q = attn.q_proj.forward(x.clone()).reshape([b, t, nh, d]).swap_dims(1, 2);
-        let k = attn.k_proj.forward(x.clone()).reshape([b, t, nkv, d]).swap_dims(1, 2);
+        let mut q = attn.q_proj.forward(x.clone()).reshape([b, t, nh, d]).swap_dims(1, 2);
+        let mut k = attn.k_proj.forward(x.clone()).reshape([b, t, nkv, d]).swap_dims(1, 2);
         let v = attn.v_proj.forward(x).reshape([b, t, nkv, d]).swap_dims(1, 2);
+        if let Some(n) = &attn.q_norm {
+            q = n.forward(q);
+        }
+        if let Some(n) = &attn.k_norm {
+            k = n.forward(k);
+        }
         let q = apply_rope(q, &rope.0, &rope.1);
         let mut k = apply_rope(k, &rope.0, &rope.1);
         let mut v = v;
@@ -290,11 +332,12 @@ impl<B: Backend> CausalLm<B> {
         &self,
         layer: usize,
         h: Tensor<B, 3>,
-        rope: &(Tensor<B, 4>, Tensor<B, 4>),
+        ropes: &Ropes<B>,
         bias: &Tensor<B, 5>,
         cache: Option<&mut KvCache<B>>,
     ) -> Tensor<B, 3> {
         let blk = &self.layers[layer];
+        let rope = ropes.for_layer(self.config.layer_types[layer]);
         let a = self.attention(layer, blk.input_layernorm.forward(h.clone()), rope, bias, cache);
         match (&blk.pre_feedforward_layernorm, &blk.post_feedforward_layernorm) {
             (Some(pre), Some(post)) => {
@@ -353,7 +396,7 @@ impl<B: Backend> CausalLm<B> {
         let upto = spec.upto.unwrap_or(self.num_layers()).min(self.num_layers());
         let [b, t] = input_ids.dims();
         let device = self.device();
-        let rope = rope_tables::<B>(self.config.rope_theta, self.config.head_dim, &[0], t, &device);
+        let rope = Ropes::new(&self.config, &[0], t, &device);
         let (full, sliding) = self.biases(b, t, t, 0, lengths);
         let mut h = self.embed(input_ids);
         let mut kept = Vec::with_capacity(spec.keep.len());
@@ -398,7 +441,7 @@ impl<B: Backend> CausalLm<B> {
         let [b, s] = suffix_ids.dims();
         let device = self.device();
         let t_prefix = prefix.len;
-        let rope = rope_tables::<B>(self.config.rope_theta, self.config.head_dim, prefix_lens, s, &device);
+        let rope = Ropes::new(&self.config, prefix_lens, s, &device);
         let bias_for = |window: Option<usize>| {
             let keys = t_prefix + s;
             let mut bias = vec![0f32; b * s * keys];
@@ -465,7 +508,7 @@ impl<B: Backend> CausalLm<B> {
         }
     }
 
-    /// Gemma-2's final logit softcap (identity otherwise), applied to raw head outputs.
+    /// The final logit softcap (Gemma-2; Gemma-3 if configured) (identity otherwise), applied to raw head outputs.
     pub fn softcap_logits<const D: usize>(&self, logits: Tensor<B, D>) -> Tensor<B, D> {
         match self.config.final_logit_softcapping {
             Some(cap) => (logits / cap).tanh() * cap,
@@ -499,7 +542,7 @@ impl<B: Backend> CausalLm<B> {
         let [b, t] = input_ids.dims();
         let offset = cache.len;
         let device = self.device();
-        let rope = rope_tables::<B>(self.config.rope_theta, self.config.head_dim, &[offset], t, &device);
+        let rope = Ropes::new(&self.config, &[offset], t, &device);
         let (full, sliding) = self.biases(b, t, offset + t, offset, None);
         let mut h = self.embed(input_ids);
         for layer in 0..self.num_layers() {

@@ -154,7 +154,7 @@ fn half_precision_checkpoints_are_converted_to_f32() {
 fn transformers_loads_what_we_save() {
     // Written by `tools/oracle/model_fixtures.py check-roundtrip`: transformers loaded the directory that
     // dft-models saved (crates/dft-models/examples/resave.rs) and ran the reference batch.
-    for name in ["tiny-llama", "tiny-gqa-llama", "tiny-gemma2"] {
+    for name in ["tiny-llama", "tiny-gqa-llama", "tiny-gemma2", "tiny-gemma3"] {
         let path = fixture(name).join("transformers_reload.json");
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(v["ok"], true, "{}", path.display());

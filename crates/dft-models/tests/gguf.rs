@@ -1,7 +1,9 @@
 //! GGUF import against fixtures written by `tools/oracle/gguf_fixtures.py` (gguf-py and
 //! transformers as the oracle): dequantisation of every supported type, error cases, the HF view
-//! and tokenizer of tiny llama / gemma2 files, and the real SmolLM2-135M-Instruct Q4_1 GGUF
-//! (`DFT_SMOLLM2_GGUF` or `.cache/models/smollm2/...`; skipped when absent unless `DFT_REQUIRE_MODELS=1`).
+//! and tokenizer of tiny llama / gemma2 files, the real SmolLM2-135M-Instruct Q4_1 GGUF
+//! (`DFT_SMOLLM2_GGUF` or `.cache/models/smollm2/...`) and the real Gemma-3-270M Q4_K_M GGUF
+//! (`DFT_GEMMA3_GGUF` or `.cache/models/gemma3/...`); real files are skipped when absent unless
+//! `DFT_REQUIRE_MODELS=1`.
 mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -244,6 +246,20 @@ fn check_config(model: &GgufModel, want: &Value) {
         assert_eq!(c.layer_types[0], LayerType::Sliding);
         assert_eq!(c.layer_types[1], LayerType::Full);
     }
+    if c.arch == Arch::Gemma3 {
+        assert_eq!(c.sliding_window, want["sliding_window"].as_u64().map(|x| x as usize));
+        assert_eq!(c.attn_logit_softcapping, None);
+        assert_eq!(c.final_logit_softcapping, want["final_logit_softcapping"].as_f64());
+        assert_eq!(c.query_pre_attn_scalar, want["query_pre_attn_scalar"].as_f64());
+        assert_eq!(c.rope_local_base_freq, want["rope_local_base_freq"].as_f64());
+        let types: Vec<LayerType> = want["layer_types"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| if t == "full_attention" { LayerType::Full } else { LayerType::Sliding })
+            .collect();
+        assert_eq!(c.layer_types, types);
+    }
 }
 
 fn check_tiny(arch: &str) {
@@ -341,9 +357,14 @@ fn smollm2_config_and_types() {
 #[test]
 fn smollm2_tensors_match_transformers() {
     let Some(path) = smollm2_path() else { return };
-    let model = GgufModel::open(&path).unwrap();
-    let report = read_json(&fixtures().join("smollm2/gguf_tensors.json"));
-    let values = read_safetensors(&fixtures().join("smollm2/gguf_tensors.safetensors"));
+    check_tensors_against(&GgufModel::open(&path).unwrap(), "smollm2");
+}
+
+/// Selected tensors of a real file against transformers' dequantised, renamed, fixed-up state dict
+/// (fixtures `<dir>/gguf_tensors.{json,safetensors}`): the first and 1024 strided values bitwise, f64 sums.
+fn check_tensors_against(model: &GgufModel, dir: &str) {
+    let report = read_json(&fixtures().join(format!("{dir}/gguf_tensors.json")));
+    let values = read_safetensors(&fixtures().join(format!("{dir}/gguf_tensors.safetensors")));
     let get = |n: &str| &values.iter().find(|v| v.0 == n).unwrap_or_else(|| panic!("{n}")).2;
     let stats = report["tensors"].as_object().unwrap();
     assert!(stats.len() >= 10);
@@ -386,4 +407,108 @@ fn smollm2_tokenizer_matches_transformers() {
     // ChatML markers are single special tokens
     let ids = tok.encode("<|im_start|>user\nhi<|im_end|>", false).unwrap().get_ids().to_vec();
     assert_eq!((ids[0], *ids.last().unwrap()), (1, 2));
+}
+
+// ---------------------------------------------------------------------------------------------
+// the real Gemma-3-270M Q4_K_M file (google/gemma-3-270m)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn gemma3_config_and_types() {
+    let Some(path) = common::gemma3_gguf() else { return };
+    let model = GgufModel::open(&path).unwrap();
+    let c = model.config();
+    assert_eq!(c.arch, Arch::Gemma3);
+    assert_eq!(
+        (c.num_hidden_layers, c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_key_value_heads),
+        (18, 640, 2048, 4, 1)
+    );
+    assert_eq!((c.head_dim, c.vocab_size), (256, 262_144));
+    assert!(c.tie_word_embeddings);
+    assert_eq!((c.rope_theta, c.rope_local_base_freq), (1_000_000.0, Some(10_000.0)));
+    assert_eq!((c.sliding_window, c.query_pre_attn_scalar), (Some(512), Some(256.0)));
+    assert_eq!((c.attn_logit_softcapping, c.final_logit_softcapping), (None, None));
+    // five local layers, then a global one
+    let full: Vec<usize> = (0..18).filter(|&i| c.layer_types[i] == LayerType::Full).collect();
+    assert_eq!(full, vec![5, 11, 17]);
+    assert_eq!((c.bos_token_id, c.eos_token_ids.as_slice(), c.pad_token_id), (Some(2), &[1u32][..], Some(0)));
+    let report = read_json(&fixtures().join("gemma3/gguf_tensors.json"));
+    check_config(&model, &report["config"]);
+    let mut counts = std::collections::BTreeMap::new();
+    for t in model.file().tensors() {
+        *counts.entry(t.ggml_type.name().to_string()).or_insert(0u64) += 1;
+    }
+    let want: std::collections::BTreeMap<String, u64> = report["gguf_tensor_types"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+        .collect();
+    assert_eq!(counts, want);
+    // the types the issue names, and nothing else
+    assert_eq!(counts.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["F32", "Q4_K", "Q5_0", "Q6_K", "Q8_0"]);
+    assert_eq!(model.names().len(), 236);
+    assert!(model.unmapped_tensors().is_empty());
+}
+
+#[test]
+fn gemma3_tensors_match_transformers() {
+    let Some(path) = common::gemma3_gguf() else { return };
+    check_tensors_against(&GgufModel::open(&path).unwrap(), "gemma3");
+}
+
+#[test]
+fn gemma3_norms_are_stored_as_w_plus_one() {
+    // What the oracle found in the file (tools/oracle/gguf_fixtures.py): every Gemma norm, the per-head
+    // q/k norms included, is stored as `w + 1` (transformers subtracts exactly 1), and the model as loaded
+    // predicts text far better than it would if the q/k norms had been stored as `w`.
+    let report = read_json(&fixtures().join("gemma3/gguf_tensors.json"));
+    let conv = report["norm_convention"].as_object().unwrap();
+    for (name, c) in conv.iter().filter(|(k, _)| k.ends_with("norm.weight")) {
+        // exactly 1 up to the rounding of the f32 subtraction
+        for k in ["raw_minus_loaded_min", "raw_minus_loaded_max"] {
+            assert!((c[k].as_f64().unwrap() - 1.0).abs() <= 1e-6, "{name}: {k} = {}", c[k]);
+        }
+    }
+    assert!(conv.contains_key("blk.0.attn_q_norm.weight") && conv.contains_key("blk.0.attn_k_norm.weight"));
+    let (loaded, shifted) =
+        (conv["loss_as_loaded"].as_f64().unwrap(), conv["loss_if_qk_norms_stored_w"].as_f64().unwrap());
+    // measured: 3.23 nats/token as loaded vs 4.06 with the q/k norms one lower
+    assert!(loaded + 0.5 < shifted, "loss {loaded} as loaded vs {shifted}");
+    // and our HF view subtracts 1 from the raw values too
+    let Some(path) = common::gemma3_gguf() else { return };
+    let model = GgufModel::open(&path).unwrap();
+    for (hf, gguf_name) in [
+        ("model.layers.3.self_attn.q_norm.weight", "blk.3.attn_q_norm.weight"),
+        ("model.layers.3.self_attn.k_norm.weight", "blk.3.attn_k_norm.weight"),
+        ("model.layers.3.post_feedforward_layernorm.weight", "blk.3.post_ffw_norm.weight"),
+    ] {
+        let ours = model.load(hf).unwrap().data;
+        let raw = model.file().tensor_f32(gguf_name).unwrap().data;
+        assert!(ours.iter().zip(&raw).all(|(a, b)| *a == *b - 1.0), "{hf}");
+    }
+}
+
+#[test]
+fn gemma3_tokenizer_matches_transformers() {
+    let Some(path) = common::gemma3_gguf() else { return };
+    let file = GgufFile::open(&path).unwrap();
+    let t0 = std::time::Instant::now();
+    let tok = file.tokenizer().unwrap();
+    eprintln!("Gemma-3 tokenizer built in {:.2}s", t0.elapsed().as_secs_f64());
+    assert_eq!(tok.get_vocab_size(true), 262_144);
+    let report = read_json(&fixtures().join("gemma3/gguf_tokenizer.json"));
+    let t = &report["tokenizer"];
+    assert_eq!(file.bos_token_id(), t["bos_token_id"].as_u64().map(|x| x as u32));
+    assert_eq!(file.eos_token_id(), t["eos_token_id"].as_u64().map(|x| x as u32));
+    assert_eq!(file.chat_template(), t["chat_template"].as_str());
+    let cases = t["cases"].as_array().unwrap();
+    let groups: BTreeSet<&str> = cases.iter().map(|c| c["group"].as_str().unwrap()).collect();
+    assert_eq!(groups, ["ar", "edge", "en", "vi", "zh"].into_iter().collect());
+    let n = check_tokenizer_cases(&tok, cases, "gemma3");
+    assert!(n >= 60, "{n} cases");
+    // BOS is added; turn markers are single tokens
+    let ids = tok.encode("<start_of_turn>user\nhi<end_of_turn>", true).unwrap().get_ids().to_vec();
+    assert_eq!(ids[0], 2);
+    assert_eq!(tok.id_to_token(ids[1]).as_deref(), Some("<start_of_turn>"));
 }

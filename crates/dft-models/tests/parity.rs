@@ -1,4 +1,5 @@
-//! Our decoders against Hugging Face transformers (eager attention, f32) on tiny random models:
+//! Our decoders against Hugging Face transformers (eager attention, f32) on tiny random models (Llama,
+//! GQA-Llama, Gemma-2, Gemma-3):
 //! every block's hidden state and the logits, right-padded batches, truncated forwards, KV-cache
 //! generation and the save → load round trip. Fixtures: tools/oracle/model_fixtures.py.
 mod common;
@@ -7,7 +8,7 @@ use common::*;
 use dft_models::{load_pretrained, CausalLm, ForwardSpec, KvCache};
 
 const TOL: f64 = 1e-4;
-const MODELS: [&str; 3] = ["tiny-llama", "tiny-gqa-llama", "tiny-gemma2"];
+const MODELS: [&str; 4] = ["tiny-llama", "tiny-gqa-llama", "tiny-gemma2", "tiny-gemma3"];
 
 fn lengths(refs: &std::collections::HashMap<String, Ref>) -> Vec<usize> {
     let m = &refs["attention_mask"];

@@ -121,6 +121,9 @@ pub struct MethodSection {
     pub beta: f64,
     pub pooling: Pooling,
     pub english_stop_grad: bool,
+    /// Training examples whose queries (target and English) feed the logit-lens entropy when a layer is
+    /// `auto` (dft-layers-select; the curve, the detector's reasons and the plot go to `train.out_dir`).
+    pub auto_samples: usize,
 }
 
 impl Default for MethodSection {
@@ -135,6 +138,7 @@ impl Default for MethodSection {
             beta: 1.0,
             pooling: Pooling::QueryMean,
             english_stop_grad: false,
+            auto_samples: 64,
         }
     }
 }
@@ -168,6 +172,12 @@ pub struct TrainSection {
     pub on_nonfinite: OnNonFinite,
     /// Threads for the CPU backend (0 = all cores).
     pub threads: usize,
+    /// Gradient checkpointing: the `dft` binary then trains on `Autodiff<_, BalancedCheckpointing>`,
+    /// Burn's strategy that drops the outputs of memory-bound ops (element-wise, activations) after the
+    /// forward pass and recomputes them in backward; matmul outputs are still kept. Same losses and
+    /// gradients; what it saves on SmolLM2 is measured in docs/PERFORMANCE.md. Library callers choose
+    /// the strategy with the backend type they pass to `train`.
+    pub gradient_checkpointing: bool,
 }
 
 impl Default for TrainSection {
@@ -192,6 +202,7 @@ impl Default for TrainSection {
             out_dir: PathBuf::from("runs/dft"),
             on_nonfinite: OnNonFinite::Stop,
             threads: 0,
+            gradient_checkpointing: false,
         }
     }
 }
@@ -267,6 +278,9 @@ impl TrainConfig {
         if t.grad_accum == 0 {
             return Err(bad("train.grad_accum", "must be >= 1"));
         }
+        if self.method.auto_samples == 0 {
+            return Err(bad("method.auto_samples", "must be >= 1"));
+        }
         if t.epochs == 0 && t.max_steps == 0 {
             return Err(bad("train.epochs", "epochs and max_steps cannot both be 0"));
         }
@@ -331,10 +345,11 @@ impl TrainConfig {
     }
 
     /// Layer indices against the model depth `num_layers` (read from the checkpoint header, before
-    /// weights are loaded). `auto` needs dft-layers-select.
-    pub fn resolve_layers(&self, num_layers: usize) -> Result<(usize, usize)> {
+    /// weights are loaded): `Some(k)` for a given block, `None` for `auto` (chosen after loading by the
+    /// logit-lens entropy, see [`crate::auto_layers`]). Unused losses get block 1 (ignored).
+    pub fn resolve_layers(&self, num_layers: usize) -> Result<(Option<usize>, Option<usize>)> {
         let m = &self.method;
-        let mut out = [1usize; 2];
+        let mut out = [Some(1usize); 2];
         for (n, (key, mode, choice)) in
             [("method.lc_layer", m.lc, m.lc_layer), ("method.et_layer", m.et, m.et_layer)].into_iter().enumerate()
         {
@@ -342,13 +357,14 @@ impl TrainConfig {
                 continue;
             }
             out[n] = match choice {
-                LayerChoice::Index(i) if i >= 1 && i <= num_layers => i,
+                LayerChoice::Index(i) if i >= 1 && i <= num_layers => Some(i),
                 LayerChoice::Index(i) => {
                     return Err(bad(key, format!("layer {i} is out of range: the model has {num_layers} blocks (1..={num_layers})")))
                 }
-                LayerChoice::Auto(_) => {
-                    return Err(bad(key, "`auto` layer selection needs `dft layers` (dft-layers-select), which is not available yet; give a layer number"))
+                LayerChoice::Auto(_) if num_layers < 4 => {
+                    return Err(bad(key, format!("`auto` needs a model with at least 4 blocks to find two entropy drops; this one has {num_layers}; give a layer number")))
                 }
+                LayerChoice::Auto(_) => None,
             };
         }
         Ok((out[0], out[1]))

@@ -15,6 +15,8 @@ pub enum TrainError {
     Data(#[from] dft_data::DataError),
     #[error(transparent)]
     Loss(#[from] dft_losses::LossError),
+    #[error("auto layer selection: {0}")]
+    Layers(#[from] dft_layers_select::LayersError),
     #[error("step {step}, batch {batch} (examples {examples}): the loss is not finite ({value}); nothing was trained on it (set train.on_nonfinite = \"skip\" to skip such batches)")]
     NonFiniteLoss { step: usize, batch: usize, examples: String, value: f64 },
     #[error("checkpoint {path}: {msg}")]

@@ -9,6 +9,7 @@
 //! One step from the CLI to the loss: `dft train` → [`trainer::train`] → [`data_prep::to_loss_batch`]
 //! → `dft_losses::dft_loss`.
 
+pub mod auto_layers;
 pub mod checkpoint;
 pub mod clip;
 pub mod config;
@@ -16,8 +17,10 @@ pub mod data_prep;
 pub mod error;
 pub mod metrics;
 pub mod schedule;
+pub mod sweep;
 pub mod trainer;
 
 pub use config::{LayerChoice, Method, TrainConfig};
 pub use error::{Result, TrainError};
+pub use sweep::{run_sweep, SweepAux, SweepReport, SweepRun, SweepSpec};
 pub use trainer::{eval_loss, resolve_model_path, train, TrainHooks, TrainSummary};

@@ -32,7 +32,7 @@ pub struct TrainHooks {
 }
 
 /// What a finished run reports.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TrainSummary {
     pub steps: usize,
     pub eval_loss_before: Option<f64>,
@@ -121,7 +121,7 @@ pub fn train<B: AutodiffBackend>(
     cfg.check_ranges()?;
     let model_path = resolve_model_path(&cfg.model.path)?;
     let header = dft_models::peek_config(&model_path)?;
-    let (lc_layer, et_layer) = cfg.resolve_layers(header.num_hidden_layers)?;
+    let layer_plan = cfg.resolve_layers(header.num_hidden_layers)?;
     let out_dir = cfg.train.out_dir.clone();
     std::fs::create_dir_all(&out_dir).map_err(|e| TrainError::Io { path: out_dir.clone(), source: e })?;
 
@@ -139,6 +139,28 @@ pub fn train<B: AutodiffBackend>(
     let corpus = read_corpus(&cfg.data.train, &cfg.data)?;
     let train_data = tokenize(&corpus, &cfg.data, kinds, &tokenizer, special, cfg.data.limit)?;
     eprintln!("data: {} | {}", corpus.report, train_data.report);
+    let (lc_layer, et_layer) = if layer_plan.0.is_none() || layer_plan.1.is_none() {
+        let report = match crate::auto_layers::saved_layers(&out_dir, model.num_layers())? {
+            Some(r) if resume => r,
+            _ => {
+                let limit = if cfg.data.limit > 0 { cfg.data.limit } else { usize::MAX };
+                let samples = cfg.method.auto_samples.min(limit);
+                let text = crate::auto_layers::sample_text(&corpus, &cfg.data.train, samples);
+                let name = model_path.display().to_string();
+                let lang = cfg.data.lang.as_str();
+                crate::auto_layers::select_layers(&model.valid(), &tokenizer, &text, lang, &name, &out_dir, true)?
+            }
+        };
+        let (i, j) = crate::auto_layers::apply(layer_plan, &report);
+        let how = if report.critical.detected { "detected" } else { "fallback" };
+        eprintln!("auto layers ({how}, {}): lc_layer = {i}, et_layer = {j}", out_dir.join("layers.md").display());
+        for r in &report.critical.reasons {
+            eprintln!("  {r}");
+        }
+        (i, j)
+    } else {
+        (layer_plan.0.unwrap_or(1), layer_plan.1.unwrap_or(1))
+    };
     let eval_kind = if cfg.method.name == Method::Sft {
         SequenceKinds { tft: false, lc: false, et: false, sft: true, en_prompt: false, tgt_prompt: false }
     } else {

@@ -14,6 +14,9 @@
 //! - Generative QA ([`Scorer::generate_until`]): greedy decoding with the KV cache until a token
 //!   whose text contains `"\n"` (or EOS, or `max_new_tokens`), then the text is cut at the newline
 //!   as lm-eval's `generate_until` does.
+//! - Translation ([`Scorer::score_translation`]): the same greedy decoding until newline (budget
+//!   [`EvalOptions::mt_max_new_tokens`]); the stripped text is scored with corpus chrF++ / BLEU per
+//!   direction.
 //!
 //! [`Scorer::evaluate`] does either for a [`LoadedTask`] and returns a [`TaskResult`].
 pub mod requests;
@@ -28,8 +31,8 @@ use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use crate::error::{EvalError, Result};
-use crate::items::{cut_at_stop, GenerativeItem, MultipleChoiceItem, TaskItems, GENERATION_STOP};
-use crate::metrics::{score_generative, score_multiple_choice, F1Result, MCResult};
+use crate::items::{cut_at_stop, GenerativeItem, MultipleChoiceItem, TaskItems, TranslationItem, GENERATION_STOP};
+use crate::metrics::{score_generative, score_multiple_choice, F1Result, MCResult, TranslationScore};
 use crate::report::{TaskOutcome, TaskResult};
 use crate::tasks::{LoadedTask, TaskMetric};
 
@@ -42,6 +45,14 @@ const CONTEXT_BUDGET: usize = 2048;
 pub const DEFAULT_BATCH_SIZE: usize = 16;
 /// Default generation budget for QA answers (lm-eval's default is 256; answers are short).
 pub const DEFAULT_MAX_NEW_TOKENS: usize = 32;
+/// Default generation budget per translated sentence. FLORES sentences average ~25 English words;
+/// SmolLM2's tokenizer spends 1–3 tokens per Chinese character, so a Chinese translation takes
+/// ~50–120 tokens.
+pub const DEFAULT_MT_MAX_NEW_TOKENS: usize = 160;
+
+fn default_mt_max_new_tokens() -> usize {
+    DEFAULT_MT_MAX_NEW_TOKENS
+}
 
 /// Log-likelihood of one continuation (lm-eval's `(logprob, is_greedy)`).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -109,11 +120,19 @@ pub struct EvalOptions {
     pub batch_size: usize,
     /// Generation budget per QA item.
     pub max_new_tokens: usize,
+    /// Generation budget per translated sentence (FLORES).
+    #[serde(default = "default_mt_max_new_tokens")]
+    pub mt_max_new_tokens: usize,
 }
 
 impl Default for EvalOptions {
     fn default() -> Self {
-        EvalOptions { limit: None, batch_size: DEFAULT_BATCH_SIZE, max_new_tokens: DEFAULT_MAX_NEW_TOKENS }
+        EvalOptions {
+            limit: None,
+            batch_size: DEFAULT_BATCH_SIZE,
+            max_new_tokens: DEFAULT_MAX_NEW_TOKENS,
+            mt_max_new_tokens: DEFAULT_MT_MAX_NEW_TOKENS,
+        }
     }
 }
 
@@ -496,13 +515,64 @@ impl<'a, B: Backend> Scorer<'a, B> {
         Ok((score_generative(items, &texts, metric)?, gens, stats))
     }
 
+    /// Translates `items` greedily (until a newline, EOS or `max_new_tokens`) and scores each
+    /// direction with corpus chrF++ and BLEU.
+    pub fn score_translation(
+        &self,
+        items: &[TranslationItem],
+        max_new_tokens: usize,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<(Vec<TranslationScore>, Vec<Generation>, Throughput)> {
+        let start = Instant::now();
+        let mut stats = Throughput::default();
+        let mut gens = Vec::with_capacity(items.len());
+        for item in items {
+            let g = self.generate_until(&item.id, &item.prompt, max_new_tokens)?;
+            stats.scored_tokens += g.ids.len();
+            stats.model_tokens += g.prompt_tokens + g.ids.len();
+            stats.prompt_seconds += g.prompt_seconds;
+            stats.decode_tokens += g.ids.len().saturating_sub(1);
+            gens.push(g);
+            progress(1);
+        }
+        stats.seconds = start.elapsed().as_secs_f64();
+        let texts: Vec<&str> = gens.iter().map(|g| g.text.as_str()).collect();
+        let mut scores = crate::metrics::score_translation(items, &texts)?;
+        for s in &mut scores {
+            s.truncated = items
+                .iter()
+                .zip(&gens)
+                .filter(|(it, g)| {
+                    (it.src, it.tgt) == (s.src, s.tgt)
+                        && g.ids.len() >= max_new_tokens
+                        && g.ids.last().is_some_and(|t| self.stop_tokens().binary_search(t).is_err())
+                })
+                .count();
+        }
+        Ok((scores, gens, stats))
+    }
+
+    /// The items [`Scorer::evaluate`] runs for `task` under `limit`: the first `limit` items, or for
+    /// translation the first `limit` sentences of each direction.
+    pub fn limited(task: &LoadedTask, limit: Option<usize>) -> TaskItems {
+        let n = limit.map_or(task.items.len(), |l| l.min(task.items.len()));
+        match &task.items {
+            TaskItems::MultipleChoice(v) => TaskItems::MultipleChoice(v[..n].to_vec()),
+            TaskItems::Generative(v) => TaskItems::Generative(v[..n].to_vec()),
+            TaskItems::Translation(v) => {
+                TaskItems::Translation(crate::tasks::flores::first_per_direction(v, limit.unwrap_or(usize::MAX)))
+            }
+        }
+    }
+
     /// Number of progress units [`Scorer::evaluate`] reports for `task` (requests for multiple
-    /// choice, items for generation), after `limit`.
+    /// choice, items for generation and translation), after `limit`.
     pub fn progress_len(task: &LoadedTask, limit: Option<usize>) -> usize {
         let n = limit.map_or(task.items.len(), |l| l.min(task.items.len()));
         match &task.items {
             TaskItems::MultipleChoice(v) => v[..n].iter().map(|i| i.choices.len()).sum(),
             TaskItems::Generative(_) => n,
+            TaskItems::Translation(_) => Self::limited(task, limit).len(),
         }
     }
 
@@ -515,6 +585,13 @@ impl<'a, B: Backend> Scorer<'a, B> {
     ) -> Result<TaskResult> {
         let n = opts.limit.map_or(task.items.len(), |l| l.min(task.items.len()));
         let metric = task.task.metric(task.lang);
+        if let TaskItems::Translation(_) = &task.items {
+            let subset = LoadedTask { items: Self::limited(task, opts.limit), ..task.clone() };
+            let items = subset.items.as_translation().expect("translation items");
+            let (directions, generations, t) = self.score_translation(items, opts.mt_max_new_tokens, progress)?;
+            let outcome = TaskOutcome::Translation { directions, generations };
+            return Ok(TaskResult::new(&subset, metric, outcome, t));
+        }
         let (outcome, throughput) = match (&task.items, metric) {
             (TaskItems::MultipleChoice(items), _) => {
                 let (result, logliks, t) =
@@ -532,6 +609,7 @@ impl<'a, B: Backend> Scorer<'a, B> {
                     message: format!("generative items with a non-F1 metric {other:?}"),
                 })
             }
+            (TaskItems::Translation(_), _) => unreachable!("handled above"),
         };
         Ok(TaskResult::new(task, metric, outcome, throughput))
     }
@@ -565,22 +643,11 @@ fn tensor_err(e: impl std::fmt::Debug) -> EvalError {
 mod tests {
     use super::requests::tests::byte_tokenizer;
     use super::*;
+    use crate::testutil::tiny_model;
     use burn::backend::Flex;
     use burn::tensor::activation::log_softmax;
-    use dft_models::ModelConfig;
 
     type B = Flex;
-
-    fn tiny_model(vocab: usize) -> CausalLm<B> {
-        let json = format!(
-            r#"{{"model_type": "llama", "vocab_size": {vocab}, "hidden_size": 32, "intermediate_size": 64,
-                "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-                "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-                "tie_word_embeddings": true, "bos_token_id": 0, "eos_token_id": 1}}"#
-        );
-        let cfg = ModelConfig::from_hf_json_str(&json, "tiny.json".as_ref()).unwrap();
-        CausalLm::random(cfg, 3, &Default::default()).unwrap()
-    }
 
     /// The same log-likelihood with a plain full forward of `ctx ++ cont[..n-1]`.
     fn reference(model: &CausalLm<B>, r: &EncodedRequest) -> (f64, bool) {
@@ -638,6 +705,49 @@ mod tests {
         assert_eq!(seen, 3 * requests.len());
         let (mc, per_item, _) = scorer.score_multiple_choice(&items, &mut |_| {}).unwrap();
         assert_eq!((mc.n, per_item.len(), per_item[0].len()), (4, 4, 3));
+    }
+
+    #[test]
+    fn flores_translation_end_to_end_is_deterministic() {
+        let dir = std::env::temp_dir().join(format!("dft-eval-mt-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("flores200")).unwrap();
+        std::fs::write(dir.join("flores200/eng_Latn.devtest.sample"), "The cat sat.\nIt rains.\nGood day.\nHi.\n")
+            .unwrap();
+        std::fs::write(dir.join("flores200/zho_Hans.devtest.sample"), "猫坐着。\n下雨了。\n好日子。\n你好。\n")
+            .unwrap();
+        let task = crate::tasks::load(&dir, crate::Task::Flores, crate::Lang::Zh).unwrap();
+        assert_eq!(task.items.len(), 6, "3 sentences (the 4th is the shot) × 2 directions");
+        let tok = byte_tokenizer();
+        let model = tiny_model(tok.get_vocab_size(true));
+        let scorer = Scorer::new(&model, &tok).unwrap();
+        let opts = EvalOptions { limit: Some(2), mt_max_new_tokens: 5, ..Default::default() };
+        assert_eq!(Scorer::<B>::progress_len(&task, opts.limit), 4);
+        let mut seen = 0;
+        let a = scorer.evaluate(&task, &opts, &mut |k| seen += k).unwrap();
+        assert_eq!(seen, 4);
+        let b = scorer.evaluate(&task, &opts, &mut |_| {}).unwrap();
+        let TaskOutcome::Translation { directions, generations } = &a.outcome else { panic!("{:?}", a.outcome) };
+        assert_eq!(a.ids, ["flores-en-zh/0", "flores-en-zh/1", "flores-zh-en/0", "flores-zh-en/1"]);
+        assert_eq!((a.metric.as_str(), a.n, directions.len()), ("chrf++", 4, 2));
+        assert_eq!(a.score, directions[0].chrf_pp);
+        for d in directions {
+            assert_eq!(d.n, 2);
+            assert!((0.0..=100.0).contains(&d.chrf_pp) && (0.0..=100.0).contains(&d.bleu), "{d:?}");
+            assert!(d.truncated <= 2);
+        }
+        assert!(generations.iter().all(|g| g.ids.len() <= 5 && !g.text.contains('\n')));
+        // Deterministic: same generations and scores (timings aside).
+        let TaskOutcome::Translation { directions: d2, generations: g2 } = &b.outcome else { unreachable!() };
+        assert_eq!(directions, d2);
+        assert_eq!(
+            generations.iter().map(|g| &g.ids).collect::<Vec<_>>(),
+            g2.iter().map(|g| &g.ids).collect::<Vec<_>>()
+        );
+        // The scores are the metrics of the stripped texts.
+        let items = &task.items.as_translation().unwrap()[..2];
+        let hyps: Vec<&str> = generations[..2].iter().map(|g| g.text.as_str()).collect();
+        assert_eq!(crate::metrics::score_translation(items, &hyps).unwrap()[0].chrf_pp, directions[0].chrf_pp);
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

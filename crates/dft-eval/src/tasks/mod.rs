@@ -12,9 +12,11 @@
 //! | xcopa | `xcopa/test.{l}.jsonl`, `xcopa/val.{l}.jsonl` (no ar) | acc |
 //! | xstorycloze | `xstorycloze/spring2016.val.{l}.tsv.split_20_80_{eval,train}.tsv` (no vi) | acc |
 //! | mmlu | en: `mmlu/en/{test,val,dev}/` (all `*_{split}.csv`); else `mmlu/m_mmlu/{l}_{test,val,dev}.json` | acc |
+//! | flores (not in `all`) | `flores200/{eng_Latn,F}.devtest[.sample]` (`F`: zho_Hans, vie_Latn, arb_Arab; no en) | chrF++ / BLEU, en→X and X→en |
 //!
 //! The splits follow lm-eval (test where it evaluates on test, validation otherwise); the
 //! returned [`LoadedTask::files`] says which file was used.
+pub mod flores;
 pub mod io;
 pub mod mkqa;
 pub mod mmlu;
@@ -44,6 +46,8 @@ pub enum Task {
     Xcopa,
     XStoryCloze,
     Mmlu,
+    /// FLORES-200 translation en↔X (not one of the paper's Tables 1–2 benchmarks).
+    Flores,
 }
 
 /// How a task is scored.
@@ -55,11 +59,21 @@ pub enum TaskMetric {
     Mc1,
     /// Token F1 (and exact match) with the given normalisation, ×100.
     F1(QaNormalization),
+    /// Corpus chrF++ (headline) and BLEU of greedy translations, per direction.
+    ChrfBleu,
 }
 
 impl Task {
+    /// The eight benchmarks of the paper's Tables 1–2 (`--tasks all`).
     pub const ALL: [Task; 8] =
         [Task::Xquad, Task::Mlqa, Task::Mkqa, Task::TruthfulQa, Task::Xnli, Task::Xcopa, Task::XStoryCloze, Task::Mmlu];
+    /// Tasks that exist besides [`Task::ALL`] and must be named explicitly.
+    pub const EXTRA: [Task; 1] = [Task::Flores];
+
+    /// Every registered task: [`Task::ALL`] then [`Task::EXTRA`].
+    pub fn registered() -> impl Iterator<Item = Task> {
+        Task::ALL.into_iter().chain(Task::EXTRA)
+    }
 
     /// Registry name: `xquad`, `mlqa`, `mkqa`, `truthfulqa`, `xnli`, `xcopa`, `xstorycloze`, `mmlu`.
     pub fn name(self) -> &'static str {
@@ -72,15 +86,17 @@ impl Task {
             Task::Xcopa => "xcopa",
             Task::XStoryCloze => "xstorycloze",
             Task::Mmlu => "mmlu",
+            Task::Flores => "flores",
         }
     }
 
     /// Looks a task up by registry name (case-insensitive).
     pub fn from_name(name: &str) -> Result<Task> {
         let lower = name.to_ascii_lowercase();
-        Task::ALL.into_iter().find(|t| t.name() == lower).ok_or_else(|| EvalError::UnknownTask {
+        let lower = if lower == "flores200" || lower == "flores-200" { "flores".to_string() } else { lower };
+        Task::registered().find(|t| t.name() == lower).ok_or_else(|| EvalError::UnknownTask {
             name: name.to_string(),
-            known: Task::ALL.map(Task::name).join(", "),
+            known: Task::registered().map(Task::name).collect::<Vec<_>>().join(", "),
         })
     }
 
@@ -89,13 +105,14 @@ impl Task {
         match self {
             Task::Xcopa => &[Lang::En, Lang::Zh, Lang::Vi],
             Task::XStoryCloze => &[Lang::En, Lang::Zh, Lang::Ar],
+            Task::Flores => &[Lang::Zh, Lang::Vi, Lang::Ar],
             _ => &Lang::ALL,
         }
     }
 
     /// Whether the task is answered by generation (else multiple choice).
     pub fn is_generative(self) -> bool {
-        matches!(self, Task::Xquad | Task::Mlqa | Task::Mkqa)
+        matches!(self, Task::Xquad | Task::Mlqa | Task::Mkqa | Task::Flores)
     }
 
     /// The metric of this task in `lang` (QA normalisation per official script).
@@ -105,6 +122,7 @@ impl Task {
             Task::Mlqa => TaskMetric::F1(QaNormalization::Mlqa(lang)),
             Task::Mkqa => TaskMetric::F1(QaNormalization::Mkqa(lang)),
             Task::TruthfulQa => TaskMetric::Mc1,
+            Task::Flores => TaskMetric::ChrfBleu,
             _ => TaskMetric::Acc,
         }
     }
@@ -170,6 +188,7 @@ pub fn candidate_paths(task: Task, lang: Lang) -> Vec<PathBuf> {
             format!("mmlu/m_mmlu/{l}_val.json"),
             format!("mmlu/m_mmlu/{l}_dev.json"),
         ],
+        Task::Flores => return flores::candidate_paths(lang),
     };
     v.into_iter().map(PathBuf::from).collect()
 }
@@ -178,6 +197,10 @@ pub fn candidate_paths(task: Task, lang: Lang) -> Vec<PathBuf> {
 /// MMLU the result is the list of subject CSVs of the first split directory that has any.
 pub fn find_task_files(data_dir: &Path, task: Task, lang: Lang) -> Result<Vec<PathBuf>> {
     task.check_lang(lang)?;
+    if task == Task::Flores {
+        let (en, tgt) = flores::find_flores_files(data_dir, lang)?;
+        return Ok(vec![en, tgt]);
+    }
     let candidates = candidate_paths(task, lang);
     for rel in &candidates {
         let p = data_dir.join(rel);
@@ -201,8 +224,13 @@ pub fn find_task_files(data_dir: &Path, task: Task, lang: Lang) -> Result<Vec<Pa
     })
 }
 
-/// Loads `task` in `lang` from `data_dir` (see the module table for the file names).
+/// Loads `task` in `lang` from `data_dir` (see the module table for the file names). FLORES gets
+/// the default [`flores::FloresOptions`] (1-shot, both directions); see [`flores::load_flores`].
 pub fn load(data_dir: &Path, task: Task, lang: Lang) -> Result<LoadedTask> {
+    if task == Task::Flores {
+        task.check_lang(lang)?;
+        return flores::load_flores(data_dir, lang, &flores::FloresOptions::default());
+    }
     let files = find_task_files(data_dir, task, lang)?;
     let first = &files[0];
     let items = match task {
@@ -224,6 +252,7 @@ pub fn load(data_dir: &Path, task: Task, lang: Lang) -> Result<LoadedTask> {
             TaskItems::MultipleChoice(items)
         }
         Task::Mmlu => TaskItems::MultipleChoice(mmlu::load_okapi_mmlu(first)?),
+        Task::Flores => unreachable!("handled above"),
     };
     Ok(LoadedTask { task, lang, files, items })
 }

@@ -1,4 +1,4 @@
-//! The Hugging Face view of a `llama` / `gemma2` GGUF: HF tensor names, HF layout, HF config.
+//! The Hugging Face view of a `llama` / `gemma2` / `gemma3` GGUF: HF tensor names, HF layout, HF config.
 //!
 //! llama.cpp's converter changes three things that are undone here, as transformers does when it
 //! loads a GGUF (`transformers/modeling_gguf_pytorch_utils.py`):
@@ -7,8 +7,11 @@
 //!   interleaved RoPE pairs); transformers' `LlamaTensorProcessor._reverse_permute_weights`
 //!   reshapes to `(n_head, rows / n_head / 2, 2, cols)` and swaps axes 1 and 2 (with the KV head
 //!   count for `attn_k`);
-//! * gemma2: RMSNorm weights are stored as `w + 1`; transformers' `Gemma2TensorProcessor`
-//!   subtracts 1 (in f32) from every tensor whose name contains `norm.weight`.
+//! * gemma2 / gemma3: RMSNorm weights are stored as `w + 1` (llama.cpp's converter adds 1 to every
+//!   `*norm.weight`, Gemma-3's per-head `attn_q_norm` / `attn_k_norm` included); transformers'
+//!   `Gemma2TensorProcessor` (also used for gemma3) subtracts 1 (in f32) from every tensor whose name
+//!   contains `norm.weight`. Checked against transformers' state dict for the real Gemma-3-270M file
+//!   (tests/gguf.rs, `gemma3_tensors_match_transformers`).
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -55,9 +58,11 @@ pub fn gguf_to_hf_name(arch: Arch, name: &str) -> Option<String> {
         (_, "ffn_down") => "mlp.down_proj",
         (_, "attn_norm") => "input_layernorm",
         (Arch::Llama, "ffn_norm") => "post_attention_layernorm",
-        (Arch::Gemma2, "post_attention_norm") => "post_attention_layernorm",
-        (Arch::Gemma2, "ffn_norm") => "pre_feedforward_layernorm",
-        (Arch::Gemma2, "post_ffw_norm") => "post_feedforward_layernorm",
+        (Arch::Gemma2 | Arch::Gemma3, "post_attention_norm") => "post_attention_layernorm",
+        (Arch::Gemma2 | Arch::Gemma3, "ffn_norm") => "pre_feedforward_layernorm",
+        (Arch::Gemma2 | Arch::Gemma3, "post_ffw_norm") => "post_feedforward_layernorm",
+        (Arch::Gemma3, "attn_q_norm") => "self_attn.q_norm",
+        (Arch::Gemma3, "attn_k_norm") => "self_attn.k_norm",
         _ => return None,
     };
     Some(format!("model.layers.{layer}.{hf}.{suffix}"))
@@ -70,7 +75,7 @@ struct Entry {
     fix: Fix,
 }
 
-/// A GGUF file seen as an HF checkpoint of a `llama` or `gemma2` model: implements
+/// A GGUF file seen as an HF checkpoint of a `llama`, `gemma2` or `gemma3` model: implements
 /// [`TensorSource`] (HF names, row-major HF layout, f32) and provides the [`ModelConfig`].
 #[derive(Debug)]
 pub struct GgufModel {
@@ -100,7 +105,7 @@ impl GgufModel {
             let fix = match config.arch {
                 Arch::Llama if t.name.contains(".attn_q.") => Fix::UnpermuteRows(config.num_attention_heads),
                 Arch::Llama if t.name.contains(".attn_k.") => Fix::UnpermuteRows(config.num_key_value_heads),
-                Arch::Gemma2 if t.name.contains("norm.weight") => Fix::SubtractOne,
+                Arch::Gemma2 | Arch::Gemma3 if t.name.contains("norm.weight") => Fix::SubtractOne,
                 _ => Fix::None,
             };
             entries.insert(hf, Entry { gguf_name: t.name.clone(), fix });
@@ -215,6 +220,7 @@ fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig, GgufError> {
     let arch = match arch_name {
         "llama" => Arch::Llama,
         "gemma2" => Arch::Gemma2,
+        "gemma3" => Arch::Gemma3,
         other => return Err(GgufError::UnknownArchitecture { path: path.into(), arch: other.into() }),
     };
     let k = |suffix: &str| format!("{arch_name}.{suffix}");
@@ -264,6 +270,8 @@ fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig, GgufError> {
     let (hidden_act, rope_default, eps_default) = match arch {
         Arch::Llama => (Activation::Silu, 10000.0, 1e-6),
         Arch::Gemma2 => (Activation::GeluTanh, 10000.0, 1e-6),
+        // Gemma3TextConfig's default global base
+        Arch::Gemma3 => (Activation::GeluTanh, 1_000_000.0, 1e-6),
     };
     let mut cfg = ModelConfig {
         arch,
@@ -276,6 +284,7 @@ fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig, GgufError> {
         head_dim,
         rms_norm_eps: f64_opt(&k("attention.layer_norm_rms_epsilon"))?.unwrap_or(eps_default),
         rope_theta: f64_opt(&k("rope.freq_base"))?.unwrap_or(rope_default),
+        rope_local_base_freq: None,
         max_position_embeddings: usize_opt(&k("context_length"))?.unwrap_or(4096),
         tie_word_embeddings: file.tensor_info("output.weight").is_none(),
         hidden_act,
@@ -304,6 +313,24 @@ fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig, GgufError> {
         });
         cfg.layer_types =
             (0..num_hidden_layers).map(|i| if i % 2 == 0 { LayerType::Sliding } else { LayerType::Full }).collect();
+    }
+    if arch == Arch::Gemma3 {
+        // The file carries the window and the global RoPE base (`rope.freq_base`, transformers'
+        // `rope_theta` = `rope_parameters.full_attention`). What it does not carry is fixed by the
+        // architecture, identically in transformers' GGUF loader (Gemma3TextConfig defaults) and in
+        // llama.cpp (`LLM_ARCH_GEMMA3`): sliding-window pattern 6 (five local layers, then a global one),
+        // local RoPE base 10,000, no softcaps. The query scale: llama.cpp uses 1/sqrt(head_dim) except for
+        // the 27B model (62 layers), which uses hidden_size / num_heads, as HF's `query_pre_attn_scalar`
+        // does (256 for 270M/1B/4B/12B, 168 for 27B); transformers' GGUF loader leaves the default 256,
+        // which equals head_dim for every size but 27B.
+        cfg.sliding_window = Some(usize_opt(&k("attention.sliding_window"))?.unwrap_or(4096));
+        cfg.rope_local_base_freq = Some(10_000.0);
+        cfg.query_pre_attn_scalar = Some(if num_hidden_layers == 62 {
+            (hidden_size / num_attention_heads.max(1)) as f64
+        } else {
+            head_dim as f64
+        });
+        cfg.layer_types = crate::config::gemma3_layer_types(num_hidden_layers, 6);
     }
     cfg.validate().map_err(|msg| GgufError::BadValue { path: path.into(), key: format!("{arch_name}.*"), msg })?;
     Ok(cfg)
@@ -337,6 +364,19 @@ mod tests {
             "model.layers.1.post_feedforward_layernorm.weight"
         );
         assert_eq!(gguf_to_hf_name(Arch::Llama, "blk.1.post_ffw_norm.weight"), None);
+        assert_eq!(
+            gguf_to_hf_name(Arch::Gemma3, "blk.4.attn_q_norm.weight").unwrap(),
+            "model.layers.4.self_attn.q_norm.weight"
+        );
+        assert_eq!(
+            gguf_to_hf_name(Arch::Gemma3, "blk.4.attn_k_norm.weight").unwrap(),
+            "model.layers.4.self_attn.k_norm.weight"
+        );
+        assert_eq!(
+            gguf_to_hf_name(Arch::Gemma3, "blk.2.ffn_norm.weight").unwrap(),
+            "model.layers.2.pre_feedforward_layernorm.weight"
+        );
+        assert_eq!(gguf_to_hf_name(Arch::Gemma2, "blk.4.attn_q_norm.weight"), None);
         assert_eq!(gguf_to_hf_name(Arch::Llama, "output.weight").unwrap(), "lm_head.weight");
         assert_eq!(gguf_to_hf_name(Arch::Llama, "rope_freqs.weight"), None);
         assert_eq!(gguf_to_hf_name(Arch::Llama, "blk.x.attn_q.weight"), None);

@@ -5,7 +5,7 @@
 //!   bounds-checked; a truncated or corrupt file gives a [`GgufError`] naming the file (and the
 //!   tensor or key), never a panic or a huge allocation.
 //! * [`quant`] dequantises ggml tensor types to f32 (F32/F16/BF16, Q4_0..Q8_0, Q2_K..Q8_K).
-//! * [`GgufModel`] (in `hf.rs`) is the Hugging Face view of a `llama` / `gemma2` GGUF: a
+//! * [`GgufModel`] (in `hf.rs`) is the Hugging Face view of a `llama` / `gemma2` / `gemma3` GGUF: a
 //!   [`TensorSource`](crate::TensorSource) with HF tensor names and layout, and a
 //!   [`ModelConfig`](crate::ModelConfig) from the metadata.
 //! * [`GgufFile::tokenizer`] (in `tokenizer.rs`) rebuilds the tokenizer from the metadata the way
@@ -57,7 +57,7 @@ pub enum GgufError {
     WrongType { path: PathBuf, key: String, expected: &'static str, found: String },
     #[error("{path}: metadata key `{key}`: {msg}")]
     BadValue { path: PathBuf, key: String, msg: String },
-    #[error("{path}: unsupported architecture `{arch}` (supported: llama, gemma2)")]
+    #[error("{path}: unsupported architecture `{arch}` (supported: llama, gemma2, gemma3)")]
     UnknownArchitecture { path: PathBuf, arch: String },
     #[error("{path}: {msg}")]
     Unsupported { path: PathBuf, msg: String },

@@ -64,3 +64,8 @@ pub fn max_abs_diff(a: &[f32], b: &[f64], valid: impl Fn(usize) -> bool) -> f64 
 pub fn smollm2_gguf() -> Option<PathBuf> {
     dft_models::embedded::smollm2_gguf_for_tests()
 }
+
+/// See `dft_models::embedded::gemma3_gguf_for_tests`.
+pub fn gemma3_gguf() -> Option<PathBuf> {
+    dft_models::embedded::gemma3_gguf_for_tests()
+}

@@ -1,0 +1,471 @@
+//! One full optimiser step (objective forward, backward, gradient accumulator, global-norm clipping,
+//! AdamW update — what `dft train` does per step) on SmolLM2-135M-Instruct with its real weights and
+//! real bundled en–zh examples, for TFT, DFT-logits (LC + ET on the logit lens) and DFT-feature; plus
+//! the ablations that say what each saving of the objective is worth, and Burn's gradient checkpointing.
+//!
+//! ```text
+//! RAYON_NUM_THREADS=2 cargo bench --bench step                      # everything (see --plan)
+//! cargo bench --bench step -- --plan main --steps 5                 # the three methods only
+//! cargo bench --bench step -- --plan savings|checkpointing|all
+//! cargo bench --bench step -- --only dft-logits:no-share-prefix,tft:default:ckpt
+//! ```
+//! Options: `--steps K` timed steps after one warm-up step (default 3; median reported),
+//! `--max-len N` (512), `--batch N` (4), `--batch-index I` (default: the batch of the epoch plan, seed 42,
+//! whose TFT rows have the median length), `--threads N` (2; rayon threads of each child), `--out FILE` (step.json),
+//! `--ckpt-steps K` (2, for the long-batch runs), `--prepare-only` (write the batch files and stop).
+//!
+//! Data: `data/alpaca_en_zh/train.json`, tokenized with the model's own tokenizer exactly as `dft train`
+//! does (`dft_train::data_prep`, Alpaca template, all DFT kinds), length-grouped batches of 4 (seed 42).
+//! The same batch is used for every method and every step; it is written to
+//! `target/bench-results/step-batch.json` (token ids, labels, lengths, prompt lengths, query spans and
+//! the objective settings) for the PyTorch reference `tools/perf/torch_step.py`. The checkpointing runs
+//! use the batch of the epoch whose TFT rows are longest (`step-batch-long.json`).
+//!
+//! Each (method, variant) runs in its own child process (this binary with `--child`), so that the peak
+//! RSS (`VmHWM`) is per method. Writes `target/bench-results/<out>` and prints a Markdown table.
+//! Needs the GGUF (`scripts/fetch-smollm2.sh` or `DFT_SMOLLM2_GGUF`).
+
+mod common;
+#[path = "common/dft_step.rs"]
+mod dft_step;
+
+use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+use burn::backend::Autodiff;
+use burn::optim::AdamWConfig;
+use burn::tensor::backend::AutodiffBackend;
+use dft_data::{BatchConfig, Batcher, SequenceKinds};
+use dft_models::{load_pretrained, CausalLm};
+use dft_step::{LossPath, Method};
+use dft_train::config::DataSection;
+use dft_train::data_prep::{read_corpus, special_tokens, to_loss_batch, tokenize};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+#[global_allocator]
+static ALLOC: common::CountingAlloc = common::CountingAlloc;
+
+#[cfg(feature = "cuda")]
+type Inner = burn::backend::Cuda;
+#[cfg(all(feature = "ndarray", not(feature = "cuda")))]
+type Inner = burn::backend::NdArray;
+#[cfg(not(any(feature = "cuda", feature = "ndarray")))]
+type Inner = burn::backend::Flex;
+
+fn backend_name() -> &'static str {
+    if cfg!(feature = "cuda") {
+        "cuda"
+    } else if cfg!(feature = "ndarray") {
+        "ndarray"
+    } else {
+        "flex"
+    }
+}
+
+/// LC at block 2, ET at block 15 of 30 (configs/quickstart.toml, METHOD.md §8).
+const LC_LAYER: usize = 2;
+const ET_LAYER: usize = 15;
+/// α = β for DFT-logits (configs/quickstart.toml) and for DFT-feature (METHOD.md's default).
+const LOGITS_WEIGHT: f64 = 0.1;
+const FEATURE_WEIGHT: f64 = 1.0;
+/// Constant learning rate (configs/quickstart.toml's peak), AdamW β (0.9, 0.999), ε 1e-8, no weight decay.
+const LR: f64 = 1e-4;
+const MAX_GRAD_NORM: f64 = 1.0;
+const SEED: u64 = 42;
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok())
+}
+
+fn flag(args: &[String], name: &str) -> bool {
+    args.iter().any(|a| a == name)
+}
+
+fn objective(method: Method) -> dft_losses::ObjectiveConfig {
+    let w = if method == Method::DftFeature { FEATURE_WEIGHT } else { LOGITS_WEIGHT };
+    method.objective(LC_LAYER, ET_LAYER, w, w)
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn gguf() -> PathBuf {
+    let p = dft_models::embedded::smollm2_gguf_path();
+    if !p.is_file() {
+        eprintln!(
+            "step bench: the SmolLM2 GGUF is missing at {} — run scripts/fetch-smollm2.sh (or set DFT_SMOLLM2_GGUF)",
+            p.display()
+        );
+        std::process::exit(2);
+    }
+    p
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if flag(&args, "--child") {
+        child(&args);
+    } else {
+        driver(&args);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Driver: data, batch files, one child per run, table and JSON.
+
+struct Prepared {
+    batch: Value,
+    long: Value,
+    padding: Value,
+}
+
+/// Tokenize the bundled data as `dft train` does and pick the benchmark batches.
+fn prepare(max_len: usize, batch_size: usize, batch_index: Option<usize>) -> Prepared {
+    let t = Instant::now();
+    let path = gguf();
+    let (gg, tokenizer) = dft_models::gguf::load_gguf(&path).expect("read the GGUF tokenizer");
+    let special = special_tokens(gg.config(), &tokenizer);
+    let data = DataSection { train: root().join("data/alpaca_en_zh/train.json"), max_len, ..Default::default() };
+    let corpus = read_corpus(&data.train, &data).expect("read data/alpaca_en_zh/train.json");
+    let kinds = SequenceKinds { tft: true, lc: true, et: true, en_prompt: true, sft: false, tgt_prompt: false };
+    let tokenized = tokenize(&corpus, &data, kinds, &tokenizer, special, 0).expect("tokenize");
+    eprintln!("data: {} | {} ({:.1} s)", corpus.report, tokenized.report, t.elapsed().as_secs_f64());
+    let config = BatchConfig { batch_size, seed: SEED, group_by_length: true, ..Default::default() };
+    let batcher = Batcher::new(&tokenized, config.clone()).expect("batcher");
+    let plan = batcher.epoch_plan(0);
+    let pos = |i: usize| dft_data::DataPosition { epoch: 0, batch_index: i, seed: SEED };
+    let build = |i: usize| batcher.build(&plan[i], pos(i));
+    // The default batch: the one whose TFT rows have the median padded length over the epoch (a typical
+    // step); `--batch-index I` picks the I-th batch of the plan instead.
+    let tft_len = |i: usize| plan[i].iter().map(|&e| tokenized.examples[e].len(dft_data::SequenceKind::Tft)).max();
+    let batch_index = batch_index.unwrap_or_else(|| {
+        let mut full: Vec<usize> = (0..plan.len()).filter(|&i| plan[i].len() == batch_size).collect();
+        full.sort_by_key(|&i| (tft_len(i), i));
+        full[full.len() / 2]
+    });
+    let chosen = build(batch_index.min(plan.len() - 1));
+    let longest = (0..plan.len()).filter(|&i| plan[i].len() == batch_size).max_by_key(|&i| tft_len(i)).unwrap_or(0);
+    let long = build(longest);
+    let describe = |b: &dft_data::DftBatch, index: usize| {
+        let lb = to_loss_batch(b, dft_train::Method::Dft);
+        let mut methods = serde_json::Map::new();
+        for m in Method::ALL {
+            let c = objective(m);
+            methods.insert(
+                m.name().into(),
+                json!({"lc": c.lc, "et": c.et, "lc_layer": c.lc_layer, "et_layer": c.et_layer,
+                       "alpha": c.alpha, "beta": c.beta, "pooling": c.pooling,
+                       "english_stop_grad": c.english_stop_grad}),
+            );
+        }
+        json!({
+            "model": path.display().to_string(),
+            "data": "data/alpaca_en_zh/train.json",
+            "max_len": max_len, "batch_size": batch_size, "seed": SEED, "batch_index": index,
+            "example_ids": b.ids,
+            "kinds": dft_step::batch_to_json(&lb),
+            "shapes": dft_step::shapes(&lb),
+            "methods": methods,
+            "optimizer": {"name": "AdamW", "lr": LR, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
+                          "max_grad_norm": MAX_GRAD_NORM},
+        })
+    };
+    // What length grouping saves: padding over one epoch of the bundled data, grouped vs not.
+    let grouped = batcher.padding_report(0);
+    let ungrouped =
+        Batcher::new(&tokenized, BatchConfig { group_by_length: false, ..config }).unwrap().padding_report(0);
+    let per_kind = |r: &dft_data::PaddingReport| {
+        r.kinds
+            .iter()
+            .map(|(k, c)| {
+                (format!("{k}"), json!({"real": c.real_tokens, "slots": c.slots, "padding": c.padding_fraction()}))
+            })
+            .collect::<serde_json::Map<_, _>>()
+    };
+    let slots = |r: &dft_data::PaddingReport| r.kinds.values().map(|c| c.slots).sum::<usize>();
+    let padding = json!({
+        "batch_size": batch_size, "examples": tokenized.examples.len(),
+        "grouped": {"padding": grouped.padding_fraction(), "slots": slots(&grouped), "kinds": per_kind(&grouped)},
+        "ungrouped": {"padding": ungrouped.padding_fraction(), "slots": slots(&ungrouped), "kinds": per_kind(&ungrouped)},
+        "padded_token_ratio_ungrouped_to_grouped": slots(&ungrouped) as f64 / slots(&grouped) as f64,
+    });
+    eprintln!("length grouping (batch {batch_size}, one epoch, all kinds): {grouped}");
+    eprintln!("no grouping:                                            {ungrouped}");
+    Prepared { batch: describe(&chosen, batch_index), long: describe(&long, longest), padding }
+}
+
+#[derive(Clone)]
+struct Run {
+    method: Method,
+    path: LossPath,
+    ckpt: bool,
+    long: bool,
+}
+
+impl Run {
+    fn label(&self) -> String {
+        format!(
+            "{}:{}{}{}",
+            self.method.name(),
+            self.path.name(),
+            if self.ckpt { ":ckpt" } else { "" },
+            if self.long { ":long" } else { "" }
+        )
+    }
+}
+
+fn parse_only(spec: &str) -> Vec<Run> {
+    spec.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let parts: Vec<&str> = s.split(':').collect();
+            let method = Method::parse(parts[0]).unwrap_or_else(|| panic!("--only: unknown method {}", parts[0]));
+            let path =
+                parts.get(1).map(|p| LossPath::parse(p).unwrap_or_else(|| panic!("--only: unknown variant {p}")));
+            Run {
+                method,
+                path: path.unwrap_or(LossPath::Default),
+                ckpt: parts.contains(&"ckpt"),
+                long: parts.contains(&"long"),
+            }
+        })
+        .collect()
+}
+
+fn plan(name: &str) -> Vec<Run> {
+    let r = |method, path, ckpt, long| Run { method, path, ckpt, long };
+    let main: Vec<Run> = Method::ALL.into_iter().map(|m| r(m, LossPath::Default, false, false)).collect();
+    let savings = vec![
+        r(Method::DftLogits, LossPath::NoSharePrefix, false, false),
+        r(Method::DftLogits, LossPath::NoTruncation, false, false),
+        r(Method::Tft, LossPath::NaiveCe, false, false),
+        r(Method::DftLogits, LossPath::NaiveCe, false, false),
+        r(Method::Tft, LossPath::FullLogits, false, false),
+    ];
+    let ckpt: Vec<Run> = Method::ALL
+        .into_iter()
+        .flat_map(|m| [r(m, LossPath::Default, false, true), r(m, LossPath::Default, true, true)])
+        .collect();
+    match name {
+        "main" => main,
+        "savings" => main.into_iter().chain(savings).collect(),
+        "checkpointing" => ckpt,
+        "all" => main.into_iter().chain(savings).chain(ckpt).collect(),
+        other => panic!("--plan: main, savings, checkpointing or all, not {other}"),
+    }
+}
+
+fn driver(args: &[String]) {
+    let steps: usize = arg(args, "--steps").unwrap_or(3);
+    let ckpt_steps: usize = arg(args, "--ckpt-steps").unwrap_or(2);
+    let max_len: usize = arg(args, "--max-len").unwrap_or(512);
+    let batch_size: usize = arg(args, "--batch").unwrap_or(4);
+    let batch_index: Option<usize> = arg(args, "--batch-index");
+    let threads: usize = arg(args, "--threads").unwrap_or(2);
+    let out: String = arg(args, "--out").unwrap_or_else(|| "step.json".into());
+    let runs = match arg::<String>(args, "--only") {
+        Some(spec) => parse_only(&spec),
+        None => plan(&arg::<String>(args, "--plan").unwrap_or_else(|| "all".into())),
+    };
+    let started = Instant::now();
+    let load_before = dft_step::loadavg();
+    let prepared = prepare(max_len, batch_size, batch_index);
+    let dir = common::results_dir();
+    let batch_file = dir.join("step-batch.json");
+    let long_file = dir.join("step-batch-long.json");
+    std::fs::write(&batch_file, serde_json::to_string(&prepared.batch).unwrap()).expect("write batch file");
+    std::fs::write(&long_file, serde_json::to_string(&prepared.long).unwrap()).expect("write batch file");
+    eprintln!("batch {}: {}", batch_file.display(), prepared.batch["shapes"]);
+    eprintln!("long batch {}: {}", long_file.display(), prepared.long["shapes"]);
+    if flag(args, "--prepare-only") {
+        return;
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let mut results = Vec::new();
+    for run in &runs {
+        let file = if run.long { &long_file } else { &batch_file };
+        let k = if run.long { ckpt_steps } else { steps };
+        eprintln!("--- {} ({} timed steps, load {:?})", run.label(), k, dft_step::loadavg());
+        let mut cmd = Command::new(&exe);
+        cmd.args(["--child", "--method", run.method.name(), "--path", run.path.name(), "--steps", &k.to_string()])
+            .arg("--batch-file")
+            .arg(file)
+            .env("RAYON_NUM_THREADS", threads.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if run.ckpt {
+            cmd.arg("--checkpointing");
+        }
+        let output = cmd.output().expect("spawn child");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let result = stdout.lines().find_map(|l| l.strip_prefix("RESULT ")).map(|j| serde_json::from_str::<Value>(j));
+        match (output.status.success(), result) {
+            (true, Some(Ok(mut v))) => {
+                v["label"] = json!(run.label());
+                v["long"] = json!(run.long);
+                results.push(v);
+            }
+            _ => {
+                eprintln!("{}: child failed ({}): {stdout}", run.label(), output.status);
+                results.push(json!({"label": run.label(), "failed": output.status.to_string()}));
+            }
+        }
+    }
+    let md = table(&results);
+    println!("\n{md}");
+    let json = json!({
+        "bench": "step",
+        "what": "one optimiser step (objective + backward + clip + AdamW) on SmolLM2-135M-Instruct (GGUF Q4_1 → f32), real zh examples",
+        "backend": backend_name(), "threads": threads, "timed_steps": steps, "ckpt_steps": ckpt_steps,
+        "lc_layer": LC_LAYER, "et_layer": ET_LAYER, "logits_weight": LOGITS_WEIGHT, "feature_weight": FEATURE_WEIGHT,
+        "lr": LR, "max_grad_norm": MAX_GRAD_NORM,
+        "machine": common::machine(),
+        "loadavg_before": load_before, "loadavg_after": dft_step::loadavg(),
+        "total_s": started.elapsed().as_secs_f64(),
+        "batch": {"file": batch_file, "index": prepared.batch["batch_index"], "shapes": prepared.batch["shapes"],
+                  "example_ids": prepared.batch["example_ids"]},
+        "long_batch": {"file": long_file, "index": prepared.long["batch_index"], "shapes": prepared.long["shapes"],
+                       "example_ids": prepared.long["example_ids"]},
+        "length_grouping": prepared.padding,
+        "results": results,
+        "markdown": md,
+    });
+    let path = dir.join(&out);
+    std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).expect("write results");
+    println!("wrote {} (total {:.0} s)", path.display(), started.elapsed().as_secs_f64());
+}
+
+fn table(results: &[Value]) -> String {
+    let mut md = String::from(
+        "| run | batch | s/step median (min–max) | loss / bwd / optim s | TFT tok/s | all tok/s | peak RSS MiB | RSS after load MiB | loss step 1 (main, lc, et) | ratio to TFT |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---|---:|\n",
+    );
+    let tft_of = |long: bool| {
+        results
+            .iter()
+            .find(|r| {
+                r["method"] == "tft" && r["path"] == "default" && r["checkpointing"] == false && r["long"] == long
+            })
+            .and_then(|r| r["median_s"].as_f64())
+    };
+    for r in results {
+        if r.get("failed").is_some() {
+            md += &format!("| {} | failed: {} |||||||||\n", r["label"].as_str().unwrap_or(""), r["failed"]);
+            continue;
+        }
+        let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+        let main = &r["shapes"]["main"];
+        let first = &r["steps"][0]["loss"];
+        let num = |v: &Value| v.as_f64().map(|x| format!("{x:.4}")).unwrap_or_else(|| "–".into());
+        let ratio = tft_of(r["long"].as_bool().unwrap_or(false)).map(|t| f("median_s") / t);
+        md += &format!(
+            "| {} | {}×{} | {:.2} ({:.2}–{:.2}) | {:.2} / {:.2} / {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {}, {}, {} | {} |\n",
+            r["label"].as_str().unwrap_or(""),
+            main["rows"],
+            main["seq_len"],
+            f("median_s"),
+            f("min_s"),
+            f("max_s"),
+            f("loss_s_median"),
+            f("backward_s_median"),
+            f("optim_s_median"),
+            f("tft_tokens_per_s"),
+            f("all_tokens_per_s"),
+            f("peak_rss_mib"),
+            f("rss_after_load_mib"),
+            num(&first["main"]),
+            num(&first["lc"]),
+            num(&first["et"]),
+            ratio.map(|x| format!("{x:.2}")).unwrap_or_else(|| "–".into()),
+        );
+    }
+    md
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Child: one method / variant, warm-up + K timed steps, result as one JSON line.
+
+fn child(args: &[String]) {
+    let method = Method::parse(&arg::<String>(args, "--method").expect("--method")).expect("method");
+    let path = LossPath::parse(&arg::<String>(args, "--path").unwrap_or_else(|| "default".into())).expect("path");
+    let steps: usize = arg(args, "--steps").unwrap_or(3);
+    let file: PathBuf = arg(args, "--batch-file").expect("--batch-file");
+    if flag(args, "--checkpointing") {
+        run_child::<Autodiff<Inner, BalancedCheckpointing>>(method, path, true, steps, &file);
+    } else {
+        run_child::<Autodiff<Inner>>(method, path, false, steps, &file);
+    }
+}
+
+fn run_child<B: AutodiffBackend>(method: Method, path: LossPath, ckpt: bool, steps: usize, file: &Path) {
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let batch_file: Value = serde_json::from_str(&text).expect("batch JSON");
+    let batch = method.select(&dft_step::batch_from_json(&batch_file["kinds"]));
+    let cfg = objective(method);
+    let device: B::Device = Default::default();
+    let t = Instant::now();
+    let mut model: CausalLm<B> = load_pretrained::<B>(&gguf(), &device).expect("load SmolLM2").model;
+    let load_s = t.elapsed().as_secs_f64();
+    let rss_after_load = dft_step::proc_status_mib("VmRSS:");
+    let hwm_after_load = dft_step::proc_status_mib("VmHWM:");
+    let mut optim = AdamWConfig::new()
+        .with_beta_1(0.9)
+        .with_beta_2(0.999)
+        .with_epsilon(1e-8)
+        .with_weight_decay(0.0)
+        .init::<B, CausalLm<B>>();
+    let main_real = dft_step::real_tokens(&batch.main);
+    let all_real = dft_step::all_real_tokens(&batch);
+    let mut reports = Vec::new();
+    let mut heap_peaks = Vec::new();
+    for s in 0..=steps {
+        common::reset_peak();
+        let base = common::current();
+        let (m, rep) = dft_step::optimiser_step(model, &mut optim, &batch, &cfg, path, LR, MAX_GRAD_NORM, &device);
+        model = m;
+        heap_peaks.push(((common::peak() - base) as f64 / common::MIB, base as f64 / common::MIB));
+        eprintln!(
+            "  {} step {s}{}: {:.2} s (loss {:.2}, bwd {:.2}, optim {:.2}) | loss {:.4} main {:.4} lc {:?} et {:?} | grad norm {:.3}",
+            method.name(),
+            if s == 0 { " (warm-up)" } else { "" },
+            rep.total_s(),
+            rep.loss_s,
+            rep.backward_s,
+            rep.optim_s,
+            rep.components.total,
+            rep.components.main,
+            rep.components.lc,
+            rep.components.et,
+            rep.grad_norm
+        );
+        reports.push(rep);
+    }
+    let timed = &reports[1..];
+    let med = |f: &dyn Fn(&dft_step::StepReport) -> f64| dft_step::median(timed.iter().map(f).collect());
+    let median_s = med(&|r| r.total_s());
+    let totals: Vec<f64> = timed.iter().map(|r| r.total_s()).collect();
+    let result = json!({
+        "method": method.name(), "path": path.name(), "checkpointing": ckpt, "backend": backend_name(),
+        "objective": {"lc": cfg.lc, "et": cfg.et, "lc_layer": cfg.lc_layer, "et_layer": cfg.et_layer,
+                      "alpha": cfg.alpha, "beta": cfg.beta, "share_prefix": cfg.share_prefix},
+        "shapes": dft_step::shapes(&batch),
+        "tft_real_tokens": main_real, "all_real_tokens": all_real,
+        "load_s": load_s,
+        "median_s": median_s,
+        "min_s": totals.iter().copied().fold(f64::INFINITY, f64::min),
+        "max_s": totals.iter().copied().fold(0.0, f64::max),
+        "loss_s_median": med(&|r| r.loss_s), "backward_s_median": med(&|r| r.backward_s),
+        "optim_s_median": med(&|r| r.optim_s),
+        "tft_tokens_per_s": main_real as f64 / median_s,
+        "all_tokens_per_s": all_real as f64 / median_s,
+        "rss_after_load_mib": rss_after_load, "hwm_after_load_mib": hwm_after_load,
+        "peak_rss_mib": dft_step::proc_status_mib("VmHWM:"),
+        "heap_step_peak_above_live_mib": heap_peaks.iter().map(|p| p.0).fold(0.0, f64::max),
+        "heap_live_before_step_mib": heap_peaks.iter().map(|p| p.1).collect::<Vec<_>>(),
+        "loadavg": dft_step::loadavg(),
+        "steps": reports.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
+    });
+    println!("RESULT {result}");
+}

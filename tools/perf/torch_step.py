@@ -1,0 +1,309 @@
+#!/usr/bin/env python3
+"""PyTorch reference of the step benchmark `cargo bench --bench step` (issue 8).
+
+One full optimiser step — objective forward, backward, global-norm clipping (1.0), AdamW (lr 1e-4,
+betas 0.9/0.999, eps 1e-8, no weight decay) — on SmolLM2-135M-Instruct loaded by transformers from the
+same GGUF (dequantised to f32), on exactly the batch the Rust bench used: it reads the token ids, labels,
+lengths, prompt lengths, query spans and objective settings from `target/bench-results/step-batch.json`,
+which `cargo bench --bench step` writes. Methods (docs/METHOD.md §3):
+
+- tft:         `model(input_ids, attention_mask, labels=labels).loss` (transformers' own CE: logits at
+               every position, shifted, mean over the labelled tokens).
+- dft-logits:  TFT + α·LC + β·ET. LC and ET each run one more forward of the base model on their own
+               sequences (`P(x_tgt) ⊕ x_en`, `P(x_tgt) ⊕ y_en`) with `output_hidden_states=True` — all L
+               blocks, no prefix sharing, no truncation: the natural way — then the logit lens at block i
+               (j): final RMSNorm and LM head with detached weights, logits at every position, shifted CE.
+- dft-feature: TFT (with `output_hidden_states=True`, which serves h_i, h_j of P(x_tgt)) + one forward of
+               the English prompts P(x_en); α·(1 − cos) of query-mean-pooled h_i, β·(1 − cos) of pooled
+               h_L(P(x_en)) (before the final norm, captured by a hook) vs h_j(P(x_tgt)).
+
+Each (method, attention) runs in its own process (this script with --child) so that the peak RSS
+(ru_maxrss) is per method; threads: torch.set_num_threads(2) by default. One warm-up step, then the
+median of --steps timed steps. Prints a table and writes target/bench-results/torch_step.json; with the
+Rust results (target/bench-results/step.json) present it checks that the first step's losses agree.
+
+Usage (the pinned venv: tools/perf/requirements.txt; /work/venvs/oracle has them):
+    cargo bench --bench step -- --plan main          # writes the batch file (and the Rust numbers)
+    python tools/perf/torch_step.py                   # eager and sdpa, all three methods
+    python tools/perf/torch_step.py --attn sdpa --methods tft,dft-logits --steps 5 --out torch_step-2.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "bench-results"
+
+
+def proc_status_mib(key):
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(key):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def loadavg():
+    try:
+        return [float(x) for x in open("/proc/loadavg").read().split()[:3]]
+    except OSError:
+        return []
+
+
+# --------------------------------------------------------------------------------------------------
+# Child: one method with one attention implementation.
+
+def child(args):
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    spec = json.loads(Path(args.batch_file).read_text())
+    gguf = Path(spec["model"])
+    if not gguf.is_file():
+        sys.exit(f"torch_step: the GGUF {gguf} is missing (scripts/fetch-smollm2.sh)")
+    method = args.method
+    m = spec["methods"][method]
+    opt_spec = spec["optimizer"]
+
+    t = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32,
+                                                 attn_implementation=args.attn)
+    model.train()  # SmolLM2 has no dropout; train mode is what a fine-tuning user runs
+    load_s = time.perf_counter() - t
+    rss_after_load = proc_status_mib("VmRSS:")
+    L = model.config.num_hidden_layers
+    V = model.config.vocab_size
+
+    def tensors(seq):
+        b, t = len(seq["lengths"]), seq["seq_len"]
+        ids = torch.tensor(seq["input_ids"], dtype=torch.long).view(b, t)
+        labels = torch.tensor(seq["labels"], dtype=torch.long).view(b, t)
+        mask = torch.zeros(b, t, dtype=torch.long)
+        for r, n in enumerate(seq["lengths"]):
+            mask[r, :n] = 1
+        return ids, labels, mask
+
+    kinds = spec["kinds"]
+    main = kinds["main"]
+    ids, labels, mask = tensors(main)
+
+    def final_norm_detached(h):
+        norm = model.model.norm
+        x = h.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+        return x * norm.weight.detach()
+
+    def lens_ce(h, lab):
+        z = final_norm_detached(h) @ model.lm_head.weight.detach().T
+        return F.cross_entropy(z[:, :-1].reshape(-1, V), lab[:, 1:].reshape(-1), ignore_index=-100)
+
+    def pool(h, seq):
+        b, t = len(seq["lengths"]), seq["seq_len"]
+        w = torch.zeros(b, t)
+        for r in range(b):
+            idx = [i for s, e in seq["query_spans"][r] for i in range(s, e)]
+            w[r, idx] = 1.0 / len(idx)
+        return torch.einsum("bt,bth->bh", w, h)
+
+    last_block = {}
+    model.model.layers[-1].register_forward_hook(
+        lambda mod, a, o: last_block.__setitem__("h", o[0] if isinstance(o, tuple) else o))
+
+    assert m["pooling"] == "query_mean" and not m["english_stop_grad"], "only the defaults are implemented"
+
+    def objective():
+        comps = {"main": None, "lc": None, "et": None}
+        if method == "tft":
+            out = model(input_ids=ids, attention_mask=mask, labels=labels)
+            total = out.loss
+            comps["main"] = out.loss.item()
+        elif method == "dft-logits":
+            out = model(input_ids=ids, attention_mask=mask, labels=labels)
+            total = out.loss
+            comps["main"] = out.loss.item()
+            for kind, k, w in (("lc", m["lc_layer"], m["alpha"]), ("et", m["et_layer"], m["beta"])):
+                kids, klabels, kmask = tensors(kinds[kind])
+                hs = model.model(input_ids=kids, attention_mask=kmask, output_hidden_states=True).hidden_states
+                v = lens_ce(hs[k], klabels)
+                comps[kind] = v.item()
+                total = total + w * v
+        elif method == "dft-feature":
+            i, j = m["lc_layer"], m["et_layer"]
+            assert j < L, "h_j of the main pass must be a block output, not the normed last state"
+            out = model(input_ids=ids, attention_mask=mask, labels=labels, output_hidden_states=True)
+            total = out.loss
+            comps["main"] = out.loss.item()
+            hs = out.hidden_states
+            en = kinds["en_prompt"]
+            eids, _, emask = tensors(en)
+            ehs = model.model(input_ids=eids, attention_mask=emask, output_hidden_states=True).hidden_states
+            h_L_en = last_block["h"]  # block L's output before the final norm (hidden_states[-1] is normed)
+            lc = 1 - F.cosine_similarity(pool(ehs[i], en), pool(hs[i], main), dim=-1).mean()
+            et = 1 - F.cosine_similarity(pool(h_L_en, en), pool(hs[j], main), dim=-1).mean()
+            comps["lc"], comps["et"] = lc.item(), et.item()
+            total = total + m["alpha"] * lc + m["beta"] * et
+        else:
+            raise SystemExit(f"unknown method {method}")
+        comps["total"] = total.item()
+        return total, comps
+
+    opt = torch.optim.AdamW(model.parameters(), lr=opt_spec["lr"], betas=tuple(opt_spec["betas"]),
+                            eps=opt_spec["eps"], weight_decay=opt_spec["weight_decay"])
+    steps = []
+    for s in range(args.steps + 1):
+        opt.zero_grad(set_to_none=True)
+        t0 = time.perf_counter()
+        loss, comps = objective()
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), opt_spec["max_grad_norm"])
+        opt.step()
+        t3 = time.perf_counter()
+        rec = {"total_s": t3 - t0, "loss_s": t1 - t0, "backward_s": t2 - t1, "optim_s": t3 - t2,
+               "loss": comps, "grad_norm": float(gn)}
+        steps.append(rec)
+        print(f"  {method}/{args.attn} step {s}{' (warm-up)' if s == 0 else ''}: {rec['total_s']:.2f} s "
+              f"(loss {rec['loss_s']:.2f}, bwd {rec['backward_s']:.2f}, optim {rec['optim_s']:.2f}) | "
+              f"loss {comps['total']:.4f} main {comps['main']:.4f} lc {comps['lc']} et {comps['et']} | "
+              f"grad norm {rec['grad_norm']:.3f}", file=sys.stderr, flush=True)
+    timed = steps[1:]
+    med = lambda k: statistics.median(x[k] for x in timed)  # noqa: E731
+    used = {"tft": ["main"], "dft-logits": ["main", "lc", "et"], "dft-feature": ["main", "en_prompt"]}[method]
+    main_real = sum(main["lengths"])
+    all_real = sum(sum(kinds[k]["lengths"]) for k in used)
+    median_s = med("total_s")
+    result = {
+        "method": method, "attn": args.attn, "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "tft_real_tokens": main_real, "all_real_tokens": all_real,
+        "load_s": load_s, "median_s": median_s,
+        "min_s": min(x["total_s"] for x in timed), "max_s": max(x["total_s"] for x in timed),
+        "loss_s_median": med("loss_s"), "backward_s_median": med("backward_s"), "optim_s_median": med("optim_s"),
+        "tft_tokens_per_s": main_real / median_s, "all_tokens_per_s": all_real / median_s,
+        "rss_after_load_mib": rss_after_load,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "loadavg": loadavg(),
+        "steps": steps,
+    }
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Driver.
+
+def rel(a, b):
+    if a is None or b is None:
+        return None
+    return abs(a - b) / max(abs(b), 1e-12)
+
+
+def compare_with_rust(results, rust_path):
+    """First-step (pre-update) loss components of each method against the Rust bench's default path."""
+    if not rust_path.is_file():
+        return None
+    rust = json.loads(rust_path.read_text())
+    out = {}
+    for r in results:
+        if "failed" in r:
+            continue
+        rr = next((x for x in rust.get("results", []) if x.get("method") == r["method"]
+                   and x.get("path") == "default" and not x.get("checkpointing") and not x.get("long")), None)
+        if rr is None:
+            continue
+        cmp = {}
+        for step in (0, 1):
+            if step >= len(rr["steps"]) or step >= len(r["steps"]):
+                continue
+            ours, theirs = r["steps"][step]["loss"], rr["steps"][step]["loss"]
+            cmp[f"step{step + 1}"] = {k: {"torch": ours.get(k), "rust": theirs.get(k), "rel": rel(theirs.get(k), ours.get(k))}
+                                      for k in ("main", "lc", "et", "total") if ours.get(k) is not None}
+        cmp["grad_norm_step1"] = {"torch": r["steps"][0]["grad_norm"], "rust": rr["steps"][0]["grad_norm"]}
+        out[f"{r['method']}/{r['attn']}"] = cmp
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch-file", default=str(RESULTS / "step-batch.json"))
+    ap.add_argument("--methods", default="tft,dft-logits,dft-feature")
+    ap.add_argument("--attn", default="eager,sdpa")
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="torch_step.json")
+    ap.add_argument("--rust", default=str(RESULTS / "step.json"), help="Rust results to check the losses against")
+    ap.add_argument("--child", action="store_true")
+    ap.add_argument("--method")
+    args = ap.parse_args()
+    if args.child:
+        child(args)
+        return
+    if not Path(args.batch_file).is_file():
+        sys.exit(f"{args.batch_file} missing: run `cargo bench --bench step -- --plan main` first (it writes the batch)")
+    started = time.time()
+    load_before = loadavg()
+    results = []
+    for attn in args.attn.split(","):
+        for method in args.methods.split(","):
+            print(f"--- {method} / {attn} (load {loadavg()})", file=sys.stderr, flush=True)
+            cmd = [sys.executable, __file__, "--child", "--method", method, "--attn", attn, "--steps", str(args.steps),
+                   "--threads", str(args.threads), "--batch-file", args.batch_file]
+            p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+            line = next((l for l in p.stdout.splitlines() if l.startswith("RESULT ")), None)
+            if p.returncode != 0 or line is None:
+                print(f"{method}/{attn} failed ({p.returncode}): {p.stdout}", file=sys.stderr)
+                results.append({"method": method, "attn": attn, "failed": p.returncode})
+                continue
+            results.append(json.loads(line[len("RESULT "):]))
+    tft = {r["attn"]: r["median_s"] for r in results if r.get("method") == "tft" and "failed" not in r}
+    lines = ["| method | attn | s/step median (min–max) | loss / bwd / optim s | TFT tok/s | all tok/s | peak RSS MiB | "
+             "loss step 1 (main, lc, et) | ratio to TFT |", "|---|---|---:|---:|---:|---:|---:|---|---:|"]
+    for r in results:
+        if "failed" in r:
+            lines.append(f"| {r['method']} | {r['attn']} | failed |||||||")
+            continue
+        c = r["steps"][0]["loss"]
+        f = lambda x: "–" if x is None else f"{x:.4f}"  # noqa: E731
+        ratio = r["median_s"] / tft[r["attn"]] if r["attn"] in tft else float("nan")
+        lines.append(f"| {r['method']} | {r['attn']} | {r['median_s']:.2f} ({r['min_s']:.2f}–{r['max_s']:.2f}) | "
+                     f"{r['loss_s_median']:.2f} / {r['backward_s_median']:.2f} / {r['optim_s_median']:.2f} | "
+                     f"{r['tft_tokens_per_s']:.0f} | {r['all_tokens_per_s']:.0f} | {r['peak_rss_mib']:.0f} | "
+                     f"{f(c['main'])}, {f(c['lc'])}, {f(c['et'])} | {ratio:.2f} |")
+    md = "\n".join(lines)
+    print("\n" + md)
+    check = compare_with_rust(results, Path(args.rust))
+    if check:
+        print("\nfirst-step losses vs the Rust bench (relative difference):")
+        for k, v in check.items():
+            s1 = v.get("step1", {})
+            print(f"  {k}: " + ", ".join(f"{c} {d['rel']:.2e}" for c, d in s1.items() if d["rel"] is not None)
+                  + f" | grad norm torch {v['grad_norm_step1']['torch']:.4f} rust {v['grad_norm_step1']['rust']:.4f}")
+    import torch
+    import transformers
+    out = {
+        "bench": "torch_step", "torch": torch.__version__, "transformers": transformers.__version__,
+        "threads": args.threads, "timed_steps": args.steps, "batch_file": args.batch_file,
+        "loadavg_before": load_before, "loadavg_after": loadavg(), "total_s": time.time() - started,
+        "results": results, "loss_check_vs_rust": check, "markdown": md,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = Path(args.out) if os.sep in args.out else RESULTS / args.out
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {path} (total {time.time() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
