@@ -27,9 +27,9 @@ devtest sentences as dft-eval builds them (tasks/flores.rs, prompts.rs `translat
 Usage:  python tools/oracle/eval_fixtures.py [--gguf PATH] [--data DIR] [--only all|mc|flores]
         [--zh 50] [--en 50] [--gen 2] [--mt 3] [--align 6]
         (the committed fixtures: these defaults — 50 items per multiple-choice task and language
-        where the sample has that many (TruthfulQA zh: 40), 8 QA prompts, 6 translations, 6 pairs;
-        the multiple-choice part takes about ~2 h of CPU on a busy 2-core machine, the FLORES part
-        about a minute)
+        where the sample has that many (TruthfulQA zh: 40): 490 items / 1,584 choices, 8 QA prompts,
+        6 translations, 6 + 6 pairs. On the shared 2-core machine the multiple-choice part took 70 min
+        wall / 56 min CPU, the FLORES part 3 min.)
   --gguf   default: $DFT_SMOLLM2_GGUF or .cache/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
   --data   the eval data folder (default: ../shared/data/eval beside the repository)
 Needs torch, transformers, gguf, numpy, pyyaml, jinja2, sacrebleu (tools/oracle/requirements.txt);

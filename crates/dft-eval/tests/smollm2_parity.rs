@@ -4,9 +4,10 @@
 //! (computed with its `softmax_dtype=float64` option; the distance to its default float32 result is
 //! printed), identical predictions and is_greedy flags, and greedy generation ids and answer text.
 //!
-//! The token checks cover every fixture item. Log-likelihoods run on the first
-//! `DFT_EVAL_PARITY_ITEMS` items (default 2) of each task × language, to keep
-//! `cargo test -p dft-eval` short on a CPU; `DFT_EVAL_PARITY_ITEMS=all` checks all of them.
+//! The token checks cover every fixture item (490 items, 1,584 choices: 50 per task and language,
+//! TruthfulQA zh 40). Log-likelihoods run on the first `DFT_EVAL_PARITY_ITEMS` items (default 2)
+//! of each task × language, to keep `cargo test -p dft-eval` short on a CPU (~50 s on 2 cores);
+//! `DFT_EVAL_PARITY_ITEMS=all` checks all of them (~9 min; max |Δ| 5.8e-4 when last run).
 mod common;
 
 use std::collections::HashMap;
