@@ -12,7 +12,9 @@
 //! Options: `--steps K` timed steps after one warm-up step (default 3; median reported),
 //! `--max-len N` (512), `--batch N` (4), `--batch-index I` (default: the batch of the epoch plan, seed 42,
 //! whose TFT rows have the median length), `--threads N` (2; rayon threads of each child), `--out FILE` (step.json),
-//! `--ckpt-steps K` (2, for the long-batch runs), `--prepare-only` (write the batch files and stop).
+//! `--ckpt-steps K` (2, for the long-batch runs), `--prepare-only` (write the batch files and stop),
+//! `--malloc-default` (glibc's allocator defaults instead of `dft_train::retain_freed_memory`, as `dft` uses),
+//! `--gemm` (only the backend's f32 matmul GFLOP/s at the step's shapes; `torch_step.py --gemm` likewise).
 //!
 //! Data: `data/alpaca_en_zh/train.json`, tokenized with the model's own tokenizer exactly as `dft train`
 //! does (`dft_train::data_prep`, Alpaca template, all DFT kinds), length-grouped batches of 4 (seed 42).
@@ -105,8 +107,14 @@ fn gguf() -> PathBuf {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    // As `dft` does (see dft_train::alloc); `--malloc-default` measures without it.
+    if !flag(&args, "--malloc-default") {
+        dft_train::retain_freed_memory();
+    }
     if flag(&args, "--child") {
         child(&args);
+    } else if flag(&args, "--gemm") {
+        gemm();
     } else {
         driver(&args);
     }
@@ -298,6 +306,9 @@ fn driver(args: &[String]) {
         if run.ckpt {
             cmd.arg("--checkpointing");
         }
+        if flag(args, "--malloc-default") {
+            cmd.arg("--malloc-default");
+        }
         let output = cmd.output().expect("spawn child");
         let stdout = String::from_utf8_lossy(&output.stdout);
         let result = stdout.lines().find_map(|l| l.strip_prefix("RESULT ")).map(|j| serde_json::from_str::<Value>(j));
@@ -387,6 +398,14 @@ fn table(results: &[Value]) -> String {
 // ---------------------------------------------------------------------------------------------------
 // Child: one method / variant, warm-up + K timed steps, result as one JSON line.
 
+/// Minor page faults of this process so far (`/proc/self/stat`, field 10).
+fn minor_faults() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(7)?.parse().ok()
+}
+
 fn child(args: &[String]) {
     let method = Method::parse(&arg::<String>(args, "--method").expect("--method")).expect("method");
     let path = LossPath::parse(&arg::<String>(args, "--path").unwrap_or_else(|| "default".into())).expect("path");
@@ -465,7 +484,127 @@ fn run_child<B: AutodiffBackend>(method: Method, path: LossPath, ckpt: bool, ste
         "heap_step_peak_above_live_mib": heap_peaks.iter().map(|p| p.0).fold(0.0, f64::max),
         "heap_live_before_step_mib": heap_peaks.iter().map(|p| p.1).collect::<Vec<_>>(),
         "loadavg": dft_step::loadavg(),
+        "malloc": if std::env::args().any(|a| a == "--malloc-default") { "glibc defaults" } else { "retain_freed_memory" },
+        "minor_page_faults": minor_faults(),
         "steps": reports.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
     });
     println!("RESULT {result}");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// `--gemm`: f32 matmul throughput of the backend at the step's shapes (what bounds the step), to compare
+// with `tools/perf/torch_step.py --gemm` on the same machine.
+
+/// `(name, m, k, n)`: a projection of the 4×216 TFT rows (864 tokens) of SmolLM2 and the LM head at the
+/// 602 labelled rows.
+pub const GEMM_SHAPES: [(&str, usize, usize, usize); 5] = [
+    ("q/o proj 864×576×576", 864, 576, 576),
+    ("k/v proj 864×576×192", 864, 576, 192),
+    ("gate/up 864×576×1536", 864, 576, 1536),
+    ("down 864×1536×576", 864, 1536, 576),
+    ("head 602×576×49152", 602, 576, 49152),
+];
+
+fn gemm() {
+    use burn::tensor::{Distribution, Tensor};
+    let device = Default::default();
+    let mut rows = Vec::new();
+    println!("| shape | GFLOP/s ({}, {} rayon threads) |\n|---|---:|", backend_name(), rayon::current_num_threads());
+    for (name, m, k, n) in GEMM_SHAPES {
+        let a = Tensor::<Inner, 2>::random([m, k], Distribution::Normal(0.0, 1.0), &device);
+        let b = Tensor::<Inner, 2>::random([k, n], Distribution::Normal(0.0, 1.0), &device);
+        let _ = a.clone().matmul(b.clone()).into_data();
+        let reps = (2e10 / (2.0 * (m * k * n) as f64)).clamp(3.0, 200.0) as usize;
+        let mut best = f64::INFINITY;
+        for _ in 0..3 {
+            let t = Instant::now();
+            for _ in 0..reps {
+                std::hint::black_box(a.clone().matmul(b.clone()));
+            }
+            let _ = a.clone().matmul(b.clone()).into_data();
+            best = best.min(t.elapsed().as_secs_f64() / (reps + 1) as f64);
+        }
+        let gflops = 2.0 * (m * k * n) as f64 / best / 1e9;
+        println!("| {name} | {gflops:.1} |");
+        rows.push(json!({"shape": name, "m": m, "k": k, "n": n, "seconds": best, "gflops": gflops}));
+    }
+    // Element-wise and layout ops of one decoder block at the same shapes (ms per call, best of 5).
+    let mut ops = serde_json::Map::new();
+    {
+        use burn::tensor::activation::{silu, softmax};
+        let n = |shape: [usize; 2]| Tensor::<Inner, 2>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let x = n([864, 576]);
+        let g = n([864, 1536]);
+        let scores = Tensor::<Inner, 4>::random([4, 3, 648, 216], Distribution::Normal(0.0, 1.0), &device);
+        let bias = Tensor::<Inner, 5>::zeros([4, 1, 1, 216, 216], &device);
+        let q = Tensor::<Inner, 4>::random([4, 216, 9, 64], Distribution::Normal(0.0, 1.0), &device);
+        let mut time = |name: &str, f: &dyn Fn()| {
+            f();
+            let mut best = f64::INFINITY;
+            for _ in 0..5 {
+                let t = Instant::now();
+                f();
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            println!("| {name} | {:.2} ms |", best * 1e3);
+            ops.insert(name.into(), json!(best * 1e3));
+        };
+        println!("| op (one call) | time |\n|---|---:|");
+        time("x.powf_scalar(2) [864×576]", &|| drop(x.clone().powf_scalar(2.0).into_data()));
+        time("x * x [864×576]", &|| drop((x.clone() * x.clone()).into_data()));
+        time("RMSNorm as in dft-models [864×576]", &|| {
+            let var = x.clone().powf_scalar(2.0).mean_dim(1);
+            drop((x.clone() * (var + 1e-5).sqrt().recip()).into_data())
+        });
+        time("silu(gate) * up [864×1536]", &|| drop((silu(g.clone()) * g.clone()).into_data()));
+        time("scores + bias, softmax [4×3×3×216×216]", &|| {
+            let s5 = scores.clone().reshape([4, 3, 3, 216, 216]) + bias.clone();
+            drop(softmax(s5, 4).into_data())
+        });
+        time("swap_dims(1,2) + reshape (copy) [4×216×9×64]", &|| {
+            drop(q.clone().swap_dims(1, 2).reshape([4, 3, 648, 64]).into_data())
+        });
+    }
+    // The decoder forward (30 blocks → h_L, no head) on the TFT rows of the step's batch, without and
+    // with the autodiff graph: how far the step is from its matmuls.
+    let mut forward = serde_json::Map::new();
+    let file = common::results_dir().join("step-batch.json");
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        let v: Value = serde_json::from_str(&text).expect("batch JSON");
+        let s = dft_step::batch_from_json(&v["kinds"]).main;
+        fn time_forward<B: burn::tensor::backend::Backend>(s: &dft_losses::Sequences) -> f64 {
+            let device: B::Device = Default::default();
+            let model = load_pretrained::<B>(&gguf(), &device).expect("load").model;
+            let ids: Vec<i64> = s.input_ids.iter().map(|&x| x as i64).collect();
+            let ids = burn::tensor::Tensor::<B, 2, burn::tensor::Int>::from_data(
+                burn::tensor::TensorData::new(ids, [s.rows(), s.seq_len]),
+                &device,
+            );
+            let spec = dft_models::ForwardSpec::default();
+            let mut best = f64::INFINITY;
+            for _ in 0..4 {
+                let t = Instant::now();
+                let h = model.forward_hidden(ids.clone(), Some(&s.lengths), &spec).last;
+                let _ = h.into_data();
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            best
+        }
+        let plain = time_forward::<Inner>(&s);
+        let graph = time_forward::<Autodiff<Inner>>(&s);
+        println!(
+            "decoder forward {}×{} → h_L (best of 4): {plain:.2} s without autodiff, {graph:.2} s with the autodiff graph",
+            s.rows(),
+            s.seq_len
+        );
+        forward.insert("rows".into(), json!(s.rows()));
+        forward.insert("seq_len".into(), json!(s.seq_len));
+        forward.insert("no_grad_s".into(), json!(plain));
+        forward.insert("autodiff_s".into(), json!(graph));
+    }
+    let path = common::results_dir().join(format!("gemm-{}.json", backend_name()));
+    let json = json!({"backend": backend_name(), "loadavg": dft_step::loadavg(), "machine": common::machine(),
+                      "results": rows, "ops_ms": ops, "decoder_forward": forward});
+    std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).expect("write");
+    println!("wrote {}", path.display());
 }

@@ -166,6 +166,7 @@ fn print_summary(s: &dft_train::TrainSummary) {
 }
 
 fn main() {
+    dft_train::retain_freed_memory();
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Quickstart { steps, out, set } => {

@@ -5,7 +5,7 @@
 # Results: target/bench-results/{step-main-R,torch_step-R,step-savings,step-ckpt}.json; summary:
 # tools/perf/summarize.py. Needs the GGUF (scripts/fetch-smollm2.sh) and the pinned venv
 # (tools/perf/requirements.txt; PYTHON=/path/to/python, default /work/venvs/oracle/bin/python).
-# Usage: tools/perf/compare.sh [main|savings|ckpt|all]   (default all)
+# Usage: tools/perf/compare.sh [main|savings|ckpt|all]   (default all; ROUNDS=2, ROUND_START=1, STEPS=3)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-/work/venvs/oracle/bin/python}
@@ -15,7 +15,8 @@ what=${1:-all}
 export RAYON_NUM_THREADS=2
 cargo bench --bench step --no-run
 if [ "$what" = all ] || [ "$what" = main ]; then
-  for r in $(seq 1 "$ROUNDS"); do
+  first=${ROUND_START:-1}
+  for r in $(seq "$first" $((first + ROUNDS - 1))); do
     echo "== round $r: rust ($(uptime))"
     cargo bench --bench step -- --plan main --steps "$STEPS" --out "step-main-$r.json"
     echo "== round $r: torch ($(uptime))"

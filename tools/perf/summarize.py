@@ -23,16 +23,18 @@ def load(pattern):
 
 
 def pooled(runs):
-    """runs: result dicts of one method/impl over rounds → (median, min, per-round medians, peak RSS, tok)."""
-    steps = [s["total_s"] for r in runs for s in r["steps"][1:]]
-    if not steps:
+    """One method/implementation over rounds: the best round's median (the round least disturbed by other
+    work on the machine), the fastest step of all, every round's median with the 1-min load when it
+    started, and the peak RSS (largest over rounds)."""
+    runs = [r for r in runs if r["steps"][1:]]
+    if not runs:
         return None
+    best = min(runs, key=lambda r: r["median_s"])
     return {
-        "median": statistics.median(steps), "min": min(steps),
-        "rounds": [r["median_s"] for r in runs],
+        "best": best["median_s"], "min": min(s["total_s"] for r in runs for s in r["steps"][1:]),
+        "rounds": [(r["median_s"], (r.get("loadavg") or [float("nan")])[0]) for r in runs],
         "rss": max(r["peak_rss_mib"] for r in runs),
         "tft_tokens": runs[0]["tft_real_tokens"], "all_tokens": runs[0]["all_real_tokens"],
-        "loadavg": [r.get("loadavg", [None])[0] for r in runs],
     }
 
 
@@ -57,19 +59,29 @@ def main():
         for attn in ("eager", "sdpa"):
             table[(attn, m)] = pooled([r for x in torch for r in x["results"]
                                        if r.get("method") == m and r.get("attn") == attn and "failed" not in r])
-    fmt = lambda p: "–" if p is None else f"{p['median']:.2f} ({p['min']:.2f}; {', '.join(f'{v:.2f}' for v in p['rounds'])})"  # noqa: E731
-    tok = lambda p: "–" if p is None else f"{p['tft_tokens'] / p['median']:.0f}"  # noqa: E731
+    fmt = lambda p: "–" if p is None else f"**{p['best']:.2f}** ({p['min']:.2f})"  # noqa: E731
+    rounds = lambda p: "–" if p is None else ", ".join(f"{v:.1f}@{l:.1f}" for v, l in p["rounds"])  # noqa: E731
+    tok = lambda p: "–" if p is None else f"{p['tft_tokens'] / p['best']:.0f}"  # noqa: E731
     rss = lambda p: "–" if p is None else f"{p['rss']:.0f}"  # noqa: E731
-    ratio = lambda a, b: "–" if a is None or b is None else f"{a['median'] / b['median']:.2f}"  # noqa: E731
-    out.append("| method | dft-rs s/step: median (min; per round) | TFT tok/s | peak RSS MiB | PyTorch eager s/step | tok/s | "
-               "peak RSS MiB | PyTorch sdpa s/step | tok/s | peak RSS MiB | dft-rs / eager | dft-rs / sdpa |")
+    ratio = lambda a, b: "–" if a is None or b is None else f"{a['best'] / b['best']:.2f}"  # noqa: E731
+    out.append("s/step: **best round's median** (fastest single step); TFT tok/s at the best round's median.")
+    out.append("")
+    out.append("| method | dft-rs s/step | TFT tok/s | peak RSS MiB | PyTorch eager s/step | tok/s | peak RSS MiB | "
+               "PyTorch sdpa s/step | tok/s | peak RSS MiB | dft-rs / eager | dft-rs / sdpa |")
     out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for m in METHODS:
         r, e, s = table[("rust", m)], table[("eager", m)], table[("sdpa", m)]
         out.append(f"| {m} | {fmt(r)} | {tok(r)} | {rss(r)} | {fmt(e)} | {tok(e)} | {rss(e)} | {fmt(s)} | {tok(s)} | "
                    f"{rss(s)} | {ratio(r, e)} | {ratio(r, s)} |")
     out.append("")
-    out.append("| ratio to TFT (same implementation) | dft-rs | PyTorch eager | PyTorch sdpa |")
+    out.append("Every round's median s/step @ the 1-min load average when that run started:")
+    out.append("")
+    out.append("| method | dft-rs | PyTorch eager | PyTorch sdpa |")
+    out.append("|---|---|---|---|")
+    for m in METHODS:
+        out.append(f"| {m} | " + " | ".join(rounds(table[(k, m)]) for k in ("rust", "eager", "sdpa")) + " |")
+    out.append("")
+    out.append("| ratio to TFT (best rounds, same implementation) | dft-rs | PyTorch eager | PyTorch sdpa |")
     out.append("|---|---:|---:|---:|")
     for m in METHODS[1:]:
         out.append(f"| {m} / tft | " + " | ".join(ratio(table[(k, m)], table[(k, 'tft')]) for k in ("rust", "eager", "sdpa")) + " |")
@@ -87,8 +99,7 @@ def main():
         out.append(", ".join(f"{k} {v:.1e}" for k, v in sorted(worst.items())))
         out.append("")
     # Savings.
-    sav = load("step-savings.json")
-    if sav:
+    for sav in ([x] for x in load("step-savings*.json")):
         res = [r for r in sav[0]["results"] if "failed" not in r]
         base = {m: next((r for r in res if r["method"] == m and r["path"] == "default"), None) for m in METHODS}
         out.append(f"Ablations (one session, load {sav[0].get('loadavg_before')} → {sav[0].get('loadavg_after')}):")
@@ -109,8 +120,33 @@ def main():
                        f"{100 * lg['grouped']['padding']:.1f}% grouped vs {100 * lg['ungrouped']['padding']:.1f}% not; "
                        f"padded slots ×{lg['padded_token_ratio_ungrouped_to_grouped']:.2f} without grouping.")
         out.append("")
-    ck = load("step-ckpt.json")
-    if ck:
+    gf, gt = load("gemm-flex.json"), load("gemm-torch.json")
+    if gf and gt:
+        gf, gt = gf[0], gt[0]
+        out.append(f"Kernels at the step's shapes (`--gemm`; load {gf.get('loadavg')} / {gt.get('loadavg')}):")
+        out.append("")
+        out.append("| what | dft-rs (Flex) | PyTorch | Flex / PyTorch time |")
+        out.append("|---|---:|---:|---:|")
+        for a, b in zip(gf["results"], gt["results"]):
+            out.append(f"| matmul {a['shape']} | {a['gflops']:.0f} GFLOP/s | {b['gflops']:.0f} GFLOP/s | {b['gflops'] / a['gflops']:.2f} |")
+        # The op names are the same on both sides (the PyTorch ops are the equivalents).
+        topo = gt.get("ops_ms", {})
+        for k, va in gf.get("ops_ms", {}).items():
+            vb = topo.get(k) or topo.get({"x.powf_scalar(2) [864×576]": "x.pow(2) [864×576]",
+                                          "RMSNorm as in dft-models [864×576]": "RMSNorm [864×576]",
+                                          "swap_dims(1,2) + reshape (copy) [4×216×9×64]":
+                                              "transpose(1,2) + reshape (copy) [4×216×9×64]"}.get(k, k))
+            if vb:
+                out.append(f"| {k} | {va:.2f} ms | {vb:.2f} ms | {va / vb:.1f} |")
+        fa, fb = gf.get("decoder_forward", {}), gt.get("decoder_forward", {})
+        if fa and fb:
+            out.append(f"| decoder forward {fa['rows']}×{fa['seq_len']} → h_L, no grad | {fa['no_grad_s']:.2f} s | "
+                       f"{fb['sdpa_no_grad_s']:.2f} s (sdpa), {fb['eager_no_grad_s']:.2f} s (eager) | "
+                       f"{fa['no_grad_s'] / fb['sdpa_no_grad_s']:.1f} |")
+            out.append(f"| same, building the autodiff graph | {fa['autodiff_s']:.2f} s | {fb['sdpa_autograd_s']:.2f} s (sdpa) | "
+                       f"{fa['autodiff_s'] / fb['sdpa_autograd_s']:.1f} |")
+        out.append("")
+    for ck in ([x] for x in load("step-ckpt*.json")):
         res = [r for r in ck[0]["results"] if "failed" not in r]
         sh = ck[0]["long_batch"]["shapes"]["main"]
         out.append(f"Gradient checkpointing on the longest batch (TFT {sh['rows']}×{sh['seq_len']}; load "

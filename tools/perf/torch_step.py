@@ -236,6 +236,82 @@ def compare_with_rust(results, rust_path):
     return out
 
 
+GEMM_SHAPES = [("q/o proj 864×576×576", 864, 576, 576), ("k/v proj 864×576×192", 864, 576, 192),
+               ("gate/up 864×576×1536", 864, 576, 1536), ("down 864×1536×576", 864, 1536, 576),
+               ("head 602×576×49152", 602, 576, 49152)]
+
+
+def gemm(args):
+    """f32 matmul GFLOP/s at the step's shapes (as `cargo bench --bench step -- --gemm`)."""
+    import torch
+    torch.set_num_threads(args.threads)
+    rows = []
+    print(f"| shape | GFLOP/s (torch {torch.__version__}, {torch.get_num_threads()} threads) |\n|---|---:|")
+    for name, m, k, n in GEMM_SHAPES:
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        a @ b
+        reps = int(min(200, max(3, 2e10 / (2 * m * k * n))))
+        best = float("inf")
+        for _ in range(3):
+            t = time.perf_counter()
+            for _ in range(reps):
+                a @ b
+            best = min(best, (time.perf_counter() - t) / reps)
+        g = 2 * m * k * n / best / 1e9
+        print(f"| {name} | {g:.1f} |")
+        rows.append({"shape": name, "m": m, "k": k, "n": n, "seconds": best, "gflops": g})
+    ops = {}
+    F = torch.nn.functional
+    x, g = torch.randn(864, 576), torch.randn(864, 1536)
+    scores, bias = torch.randn(4, 3, 648, 216), torch.zeros(4, 1, 1, 216, 216)
+    q = torch.randn(4, 216, 9, 64)
+    cases = [
+        ("x.powf_scalar(2) [864×576]", lambda: x.pow(2)),
+        ("x * x [864×576]", lambda: x * x),
+        ("RMSNorm as in dft-models [864×576]", lambda: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5)),
+        ("silu(gate) * up [864×1536]", lambda: F.silu(g) * g),
+        ("scores + bias, softmax [4×3×3×216×216]", lambda: torch.softmax(scores.view(4, 3, 3, 216, 216) + bias, -1)),
+        ("swap_dims(1,2) + reshape (copy) [4×216×9×64]", lambda: q.transpose(1, 2).reshape(4, 3, 648, 64)),
+    ]
+    print("| op (one call) | time |\n|---|---:|")
+    for name, f in cases:
+        f()
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            f()
+            best = min(best, time.perf_counter() - t0)
+        ops[name] = best * 1e3
+        print(f"| {name} | {best * 1e3:.2f} ms |")
+    forward = {}
+    batch_file = Path(args.batch_file)
+    if batch_file.is_file():
+        from transformers import AutoModelForCausalLM
+        spec = json.loads(batch_file.read_text())
+        gguf = Path(spec["model"])
+        main = spec["kinds"]["main"]
+        b, t = len(main["lengths"]), main["seq_len"]
+        ids = torch.tensor(main["input_ids"]).view(b, t)
+        mask = torch.zeros(b, t, dtype=torch.long)
+        for r, n in enumerate(main["lengths"]):
+            mask[r, :n] = 1
+        for attn in ("eager", "sdpa"):
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32,
+                                                         attn_implementation=attn)
+            for grad in (False, True):
+                best = float("inf")
+                for _ in range(4):
+                    with torch.set_grad_enabled(grad):
+                        t0 = time.perf_counter()
+                        model.model(input_ids=ids, attention_mask=mask)
+                        best = min(best, time.perf_counter() - t0)
+                forward[f"{attn}_{'autograd' if grad else 'no_grad'}_s"] = best
+        print(f"decoder forward {b}×{t} → h_L (best of 4): " + ", ".join(f"{k} {v:.2f}" for k, v in forward.items()))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "gemm-torch.json").write_text(json.dumps({"torch": torch.__version__, "loadavg": loadavg(),
+                                                          "results": rows, "ops_ms": ops, "decoder_forward": forward}, indent=1) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch-file", default=str(RESULTS / "step-batch.json"))
@@ -247,7 +323,11 @@ def main():
     ap.add_argument("--rust", default=str(RESULTS / "step.json"), help="Rust results to check the losses against")
     ap.add_argument("--child", action="store_true")
     ap.add_argument("--method")
+    ap.add_argument("--gemm", action="store_true", help="only matmul GFLOP/s at the step's shapes")
     args = ap.parse_args()
+    if args.gemm:
+        gemm(args)
+        return
     if args.child:
         child(args)
         return

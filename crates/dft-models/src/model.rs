@@ -115,7 +115,7 @@ pub struct CausalLm<B: Backend> {
 /// Per-layer keys and values of earlier positions, for incremental decoding.
 #[derive(Debug, Clone)]
 pub struct KvCache<B: Backend> {
-    /// `(k, v)` per layer, each `[batch, kv_heads, seq, head_dim]` (keys after RoPE).
+    /// `(k, v)` per layer, each `[batch, seq, kv_heads, head_dim]` (keys after RoPE).
     pub layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
     /// Number of positions already in the cache.
     pub len: usize,
@@ -151,59 +151,87 @@ impl<B: Backend> HiddenStates<B> {
     }
 }
 
-/// RoPE tables in HF's rotate-half layout for `rows` rows of `len` positions, row `r` starting at
-/// `offsets[r]`: `(cos, sin)`, each `[rows, 1, len, head_dim]` (broadcast over heads).
+/// RoPE tables in HF's rotate-half layout, laid out like the projected heads `[b, len, heads, head_dim]`
+/// (materialised over heads so that the element-wise products need no broadcasting): `(cos, sin)`.
+/// Row `r` starts at position `offsets[r]` (one offset: the same for every row).
 fn rope_tables<B: Backend>(
     theta: f64,
     head_dim: usize,
     offsets: &[usize],
+    b: usize,
     len: usize,
+    heads: usize,
     device: &B::Device,
 ) -> (Tensor<B, 4>, Tensor<B, 4>) {
     let half = head_dim / 2;
     // transformers computes inv_freq in f32 and the angle as an f32 product; do the same so cos/sin agree.
     let inv_freq: Vec<f32> =
         (0..half).map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / head_dim as f32)).collect();
-    let rows = offsets.len();
-    let mut cos = Vec::with_capacity(rows * len * head_dim);
-    let mut sin = Vec::with_capacity(rows * len * head_dim);
-    for &offset in offsets {
+    let n = b * len * heads * head_dim;
+    let (mut cos, mut sin) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut c, mut s) = (vec![0f32; head_dim], vec![0f32; head_dim]);
+    for r in 0..b {
+        let offset = if offsets.len() == 1 { offsets[0] } else { offsets[r] };
         for p in offset..offset + len {
-            for _ in 0..2 {
-                for f in &inv_freq {
-                    let angle = (p as f32) * f;
-                    cos.push(angle.cos());
-                    sin.push(angle.sin());
-                }
+            for (i, f) in inv_freq.iter().enumerate() {
+                let angle = (p as f32) * f;
+                (c[i], s[i]) = (angle.cos(), angle.sin());
+                (c[i + half], s[i + half]) = (c[i], s[i]);
+            }
+            for _ in 0..heads {
+                cos.extend_from_slice(&c);
+                sin.extend_from_slice(&s);
             }
         }
     }
     (
-        Tensor::from_data(TensorData::new(cos, [rows, 1, len, head_dim]), device),
-        Tensor::from_data(TensorData::new(sin, [rows, 1, len, head_dim]), device),
+        Tensor::from_data(TensorData::new(cos, [b, len, heads, head_dim]), device),
+        Tensor::from_data(TensorData::new(sin, [b, len, heads, head_dim]), device),
     )
 }
 
-/// RoPE tables of one forward pass: the global (full-attention) layers' and, when Gemma-3's sliding
-/// layers use another base, theirs.
+/// The RoPE tables of one base frequency, for the query and the key heads.
+struct RopeTables<B: Backend> {
+    q: (Tensor<B, 4>, Tensor<B, 4>),
+    k: (Tensor<B, 4>, Tensor<B, 4>),
+}
+
+impl<B: Backend> RopeTables<B> {
+    fn new(cfg: &ModelConfig, theta: f64, offsets: &[usize], b: usize, len: usize, device: &B::Device) -> Self {
+        let table = |heads| rope_tables::<B>(theta, cfg.head_dim, offsets, b, len, heads, device);
+        Self { q: table(cfg.num_attention_heads), k: table(cfg.num_key_value_heads) }
+    }
+}
+
+/// RoPE of one forward pass: the global (full-attention) layers' tables and, when Gemma-3's sliding
+/// layers use another base, theirs; and `rotate_half` as a `[d, d]` signed permutation.
 pub(crate) struct Ropes<B: Backend> {
-    full: (Tensor<B, 4>, Tensor<B, 4>),
-    sliding: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+    full: RopeTables<B>,
+    sliding: Option<RopeTables<B>>,
+    rotate_half: Tensor<B, 2>,
 }
 
 impl<B: Backend> Ropes<B> {
-    fn new(cfg: &ModelConfig, offsets: &[usize], len: usize, device: &B::Device) -> Self {
-        let full = rope_tables::<B>(cfg.rope_theta, cfg.head_dim, offsets, len, device);
+    fn new(cfg: &ModelConfig, offsets: &[usize], b: usize, len: usize, device: &B::Device) -> Self {
+        let full = RopeTables::new(cfg, cfg.rope_theta, offsets, b, len, device);
         let sliding = match cfg.rope_local_base_freq {
             Some(local) if local != cfg.rope_theta && cfg.layer_types.contains(&LayerType::Sliding) => {
-                Some(rope_tables::<B>(local, cfg.head_dim, offsets, len, device))
+                Some(RopeTables::new(cfg, local, offsets, b, len, device))
             }
             _ => None,
         };
-        Self { full, sliding }
+        // x @ R = rotate_half(x) = [-x2, x1]: R[half + i, i] = -1, R[i, half + i] = 1 (exact in any float).
+        let (d, half) = (cfg.head_dim, cfg.head_dim / 2);
+        let mut r = vec![0f32; d * d];
+        for i in 0..half {
+            r[(half + i) * d + i] = -1.0;
+            r[i * d + half + i] = 1.0;
+        }
+        let rotate_half = Tensor::from_data(TensorData::new(r, [d, d]), device);
+        Self { full, sliding, rotate_half }
     }
 
-    fn for_layer(&self, kind: LayerType) -> &(Tensor<B, 4>, Tensor<B, 4>) {
+    fn for_layer(&self, kind: LayerType) -> &RopeTables<B> {
         match (kind, &self.sliding) {
             (LayerType::Sliding, Some(s)) => s,
             _ => &self.full,
@@ -211,19 +239,24 @@ impl<B: Backend> Ropes<B> {
     }
 }
 
-/// `x * cos + rotate_half(x) * sin` for `x: [b, heads, t, d]`, tables `[1 or b, 1, t, d]`.
-fn apply_rope<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> Tensor<B, 4> {
-    let [b, h, t, d] = x.dims();
-    let half = d / 2;
-    let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
-    let x2 = x.clone().slice([0..b, 0..h, 0..t, half..d]);
-    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-    x * cos.clone() + rotated * sin.clone()
+/// `x * cos + rotate_half(x) * sin` for `x: [b, t, heads, d]` and tables of the same shape.
+/// `rotate_half` is a matmul with a signed permutation (exact), which is cheaper on CPU backends than
+/// slicing and concatenating the halves, and keeps every operand contiguous.
+fn apply_rope<B: Backend>(
+    x: Tensor<B, 4>,
+    table: &(Tensor<B, 4>, Tensor<B, 4>),
+    rotate: &Tensor<B, 2>,
+) -> Tensor<B, 4> {
+    let [b, t, h, d] = x.dims();
+    let rotated = x.clone().reshape([b * t * h, d]).matmul(rotate.clone()).reshape([b, t, h, d]);
+    x * table.0.clone() + rotated * table.1.clone()
 }
 
-/// Additive attention bias `[b, 1, 1, t, s]` (0 = visible, -1e9 = masked) for queries at absolute positions
-/// `q_offset..q_offset+t` over keys `0..s`, with right padding given by `lengths` and an optional window.
+/// Additive attention bias `[b, kv_heads, rep, t, s]` (0 = visible, -1e9 = masked) for queries at absolute
+/// positions `q_offset..q_offset+t` over keys `0..s`, with right padding given by `lengths` and an optional
+/// window. Materialised over heads (the shape of the scores) so that adding it needs no broadcasting.
 fn attention_bias<B: Backend>(
+    cfg: &ModelConfig,
     b: usize,
     t: usize,
     s: usize,
@@ -245,7 +278,27 @@ fn attention_bias<B: Backend>(
             }
         }
     }
-    Tensor::from_data(TensorData::new(bias, [b, 1, 1, t, s]), device)
+    expand_bias(cfg, bias, b, t, s, device)
+}
+
+/// `[b, t, s]` bias values → the `[b, kv_heads, rep, t, s]` tensor the scores are added to.
+fn expand_bias<B: Backend>(
+    cfg: &ModelConfig,
+    bias: Vec<f32>,
+    b: usize,
+    t: usize,
+    s: usize,
+    device: &B::Device,
+) -> Tensor<B, 5> {
+    let (nkv, rep) = (cfg.num_key_value_heads, cfg.num_attention_heads / cfg.num_key_value_heads);
+    let per_row = t * s;
+    let mut full = Vec::with_capacity(b * nkv * rep * per_row);
+    for row in bias.chunks(per_row) {
+        for _ in 0..nkv * rep {
+            full.extend_from_slice(row);
+        }
+    }
+    Tensor::from_data(TensorData::new(full, [b, nkv, rep, t, s]), device)
 }
 
 impl<B: Backend> CausalLm<B> {
@@ -271,7 +324,8 @@ impl<B: Backend> CausalLm<B> {
         &self,
         layer: usize,
         x: Tensor<B, 3>,
-        rope: &(Tensor<B, 4>, Tensor<B, 4>),
+        rope: &RopeTables<B>,
+        rotate: &Tensor<B, 2>,
         bias: &Tensor<B, 5>,
         cache: Option<&mut KvCache<B>>,
     ) -> Tensor<B, 3> {
@@ -280,40 +334,42 @@ impl<B: Backend> CausalLm<B> {
         let [b, t, _] = x.dims();
         let (nh, nkv, d) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
         let rep = nh / nkv;
-        let mut q = attn.q_proj.forward(x.clone()).reshape([b, t, nh, d]).swap_dims(1, 2);
-        let mut k = attn.k_proj.forward(x.clone()).reshape([b, t, nkv, d]).swap_dims(1, 2);
-        let v = attn.v_proj.forward(x).reshape([b, t, nkv, d]).swap_dims(1, 2);
+        // Heads stay in the projections' layout `[b, t, heads, d]`; the score and output matmuls read
+        // them through strided views, so no head transpose is copied (one copy, of the output).
+        let mut q = attn.q_proj.forward(x.clone()).reshape([b, t, nh, d]);
+        let mut k = attn.k_proj.forward(x.clone()).reshape([b, t, nkv, d]);
+        let mut v = attn.v_proj.forward(x).reshape([b, t, nkv, d]);
         if let Some(n) = &attn.q_norm {
             q = n.forward(q);
         }
         if let Some(n) = &attn.k_norm {
             k = n.forward(k);
         }
-        let q = apply_rope(q, &rope.0, &rope.1);
-        let mut k = apply_rope(k, &rope.0, &rope.1);
-        let mut v = v;
+        let q = apply_rope(q, &rope.q, rotate);
+        let mut k = apply_rope(k, &rope.k, rotate);
         if let Some(cache) = cache {
             if let Some((pk, pv)) = cache.layers[layer].take() {
-                k = Tensor::cat(vec![pk, k], 2);
-                v = Tensor::cat(vec![pv, v], 2);
+                k = Tensor::cat(vec![pk, k], 1);
+                v = Tensor::cat(vec![pv, v], 1);
             }
             cache.layers[layer] = Some((k.clone(), v.clone()));
         }
-        let s = k.dims()[2];
+        let s = k.dims()[1];
         let scale = match cfg.query_pre_attn_scalar {
             Some(q) => q.powf(-0.5),
             None => (d as f64).powf(-0.5),
         };
-        // Grouped-query attention without materialising repeated keys: fold the `rep` query heads that
-        // share a key head into the row dimension.
-        let q = q.reshape([b, nkv, rep * t, d]);
-        let mut scores = q.matmul(k.swap_dims(2, 3)) * scale;
+        // Grouped-query attention without materialising repeated keys: query head `g * rep + r` uses key
+        // head `g`; the keys broadcast over `r`.
+        let q = q.reshape([b, t, nkv, rep, d]).permute([0, 2, 3, 1, 4]); // [b, nkv, rep, t, d]
+        let kt = k.reshape([b, s, nkv, 1, d]).permute([0, 2, 3, 4, 1]); // [b, nkv, 1, d, s]
+        let v = v.reshape([b, s, nkv, 1, d]).permute([0, 2, 3, 1, 4]); // [b, nkv, 1, s, d]
+        let mut scores = q.matmul(kt) * scale;
         if let Some(cap) = cfg.attn_logit_softcapping {
             scores = (scores / cap).tanh() * cap;
         }
-        let scores = scores.reshape([b, nkv, rep, t, s]) + bias.clone();
-        let probs = softmax(scores, 4).reshape([b, nkv, rep * t, s]);
-        let out = probs.matmul(v).reshape([b, nh, t, d]).swap_dims(1, 2).reshape([b, t, nh * d]);
+        let probs = softmax(scores + bias.clone(), 4);
+        let out = probs.matmul(v).permute([0, 3, 1, 2, 4]).reshape([b, t, nh * d]);
         attn.o_proj.forward(out)
     }
 
@@ -338,7 +394,7 @@ impl<B: Backend> CausalLm<B> {
     ) -> Tensor<B, 3> {
         let blk = &self.layers[layer];
         let rope = ropes.for_layer(self.config.layer_types[layer]);
-        let a = self.attention(layer, blk.input_layernorm.forward(h.clone()), rope, bias, cache);
+        let a = self.attention(layer, blk.input_layernorm.forward(h.clone()), rope, &ropes.rotate_half, bias, cache);
         match (&blk.pre_feedforward_layernorm, &blk.post_feedforward_layernorm) {
             (Some(pre), Some(post)) => {
                 let h = h + blk.post_attention_layernorm.forward(a);
@@ -363,12 +419,11 @@ impl<B: Backend> CausalLm<B> {
         lengths: Lengths,
     ) -> (Tensor<B, 5>, Option<Tensor<B, 5>>) {
         let device = self.device();
-        let full = attention_bias::<B>(b, t, s, offset, lengths, None, &device);
-        let sliding = self
-            .config
-            .layer_types
-            .contains(&LayerType::Sliding)
-            .then(|| attention_bias::<B>(b, t, s, offset, lengths, self.config.sliding_window, &device));
+        let full = attention_bias::<B>(&self.config, b, t, s, offset, lengths, None, &device);
+        let sliding =
+            self.config.layer_types.contains(&LayerType::Sliding).then(|| {
+                attention_bias::<B>(&self.config, b, t, s, offset, lengths, self.config.sliding_window, &device)
+            });
         (full, sliding)
     }
 
@@ -396,7 +451,7 @@ impl<B: Backend> CausalLm<B> {
         let upto = spec.upto.unwrap_or(self.num_layers()).min(self.num_layers());
         let [b, t] = input_ids.dims();
         let device = self.device();
-        let rope = Ropes::new(&self.config, &[0], t, &device);
+        let rope = Ropes::new(&self.config, &[0], b, t, &device);
         let (full, sliding) = self.biases(b, t, t, 0, lengths);
         let mut h = self.embed(input_ids);
         let mut kept = Vec::with_capacity(spec.keep.len());
@@ -441,7 +496,7 @@ impl<B: Backend> CausalLm<B> {
         let [b, s] = suffix_ids.dims();
         let device = self.device();
         let t_prefix = prefix.len;
-        let rope = Ropes::new(&self.config, prefix_lens, s, &device);
+        let rope = Ropes::new(&self.config, prefix_lens, b, s, &device);
         let bias_for = |window: Option<usize>| {
             let keys = t_prefix + s;
             let mut bias = vec![0f32; b * s * keys];
@@ -461,7 +516,7 @@ impl<B: Backend> CausalLm<B> {
                     }
                 }
             }
-            Tensor::<B, 5>::from_data(TensorData::new(bias, [b, 1, 1, s, keys]), &device)
+            expand_bias::<B>(&self.config, bias, b, s, keys, &device)
         };
         let full = bias_for(None);
         let sliding =
@@ -542,7 +597,7 @@ impl<B: Backend> CausalLm<B> {
         let [b, t] = input_ids.dims();
         let offset = cache.len;
         let device = self.device();
-        let rope = Ropes::new(&self.config, &[offset], t, &device);
+        let rope = Ropes::new(&self.config, &[offset], b, t, &device);
         let (full, sliding) = self.biases(b, t, offset + t, offset, None);
         let mut h = self.embed(input_ids);
         for layer in 0..self.num_layers() {

@@ -9,6 +9,7 @@
 //! One step from the CLI to the loss: `dft train` → [`trainer::train`] → [`data_prep::to_loss_batch`]
 //! → `dft_losses::dft_loss`.
 
+pub mod alloc;
 pub mod auto_layers;
 pub mod checkpoint;
 pub mod clip;
@@ -20,6 +21,7 @@ pub mod schedule;
 pub mod sweep;
 pub mod trainer;
 
+pub use alloc::retain_freed_memory;
 pub use config::{LayerChoice, Method, TrainConfig};
 pub use error::{Result, TrainError};
 pub use sweep::{run_sweep, SweepAux, SweepReport, SweepRun, SweepSpec};
