@@ -58,6 +58,8 @@ type Inner = burn::backend::Flex;
 fn backend_name() -> &'static str {
     if cfg!(feature = "cuda") {
         "cuda"
+    } else if cfg!(feature = "openblas") {
+        "ndarray-openblas"
     } else if cfg!(feature = "ndarray") {
         "ndarray"
     } else {

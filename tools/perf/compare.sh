@@ -27,6 +27,8 @@ if [ "$what" = all ] || [ "$what" = savings ]; then
   echo "== savings ($(uptime))"
   cargo bench --bench step -- --steps "$STEPS" --out step-savings.json --only \
     tft:default,tft:naive-ce,tft:full-logits,dft-logits:default,dft-logits:no-share-prefix,dft-logits:no-truncation,dft-logits:naive-ce
+  echo "== savings: glibc allocator defaults ($(uptime))"
+  cargo bench --bench step -- --steps "$STEPS" --out step-savings-malloc.json --malloc-default --only tft:default,dft-logits:default
 fi
 if [ "$what" = all ] || [ "$what" = ckpt ]; then
   echo "== checkpointing ($(uptime))"

@@ -108,12 +108,15 @@ pub fn chunked_ce_inner<B: Backend>(
         let z = softcap(xc.clone().matmul(w.clone()), cap);
         let tgt = targets_tensor::<B>(&targets[r0..r1], &device);
         let m = z.clone().max_dim(1);
-        let lse = (z.clone() - m.clone()).exp().sum_dim(1).log() + m;
+        let e = (z.clone() - m.clone()).exp();
+        let sum = e.clone().sum_dim(1);
+        let lse = sum.clone().log() + m;
         let zy = z.clone().gather(1, tgt.clone());
-        loss_sum = loss_sum + (lse.clone() - zy).sum();
+        loss_sum = loss_sum + (lse - zy).sum();
         if need_grad_x || need_grad_w {
-            // d(lse - z_y)/dz = softmax(z) - onehot(y)
-            let mut dz = (z.clone() - lse).exp();
+            // d(lse - z_y)/dz = softmax(z) - onehot(y); softmax from the exponentials already taken (one
+            // exp pass over the chunk's logits, not two).
+            let mut dz = e * sum.recip();
             let minus_one = Tensor::<B, 2>::full([r1 - r0, 1], -1.0, &device);
             dz = dz.scatter(1, tgt, minus_one, IndexingUpdateOp::Add);
             if let Some(c) = cap {
