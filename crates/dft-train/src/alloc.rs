@@ -4,8 +4,8 @@
 //! optimizer's temporaries). With glibc's defaults every allocation above the dynamic mmap threshold
 //! (at most 32 MiB) is a fresh `mmap`, and freed heap tops are trimmed back to the kernel, so the next
 //! step faults the same memory in again page by page, and the kernel zeroes each page. On SmolLM2-135M
-//! (batch 4×216, `cargo bench --bench step`) that is ≈555,000 page faults per step and a third of the
-//! step's CPU samples in the kernel (`perf record`); with the settings below ≈9,000 (see
+//! (batch 4×216, `cargo bench --bench step`) that is ≈555,000 page faults per step and 15–35% of the
+//! CPU samples in the kernel zeroing pages (`perf record`); with the settings below ≈9,000 (see
 //! docs/PERFORMANCE.md). PyTorch keeps freed CPU memory in its own allocator for the same reason.
 //!
 //! The cost: memory freed after the peak stays with the process until it exits (the peak itself is
