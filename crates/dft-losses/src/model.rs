@@ -31,6 +31,13 @@ pub trait DeepSupervisionModel<B: Backend> {
     /// The LM head as `[hidden, vocab]` (tied models: the transposed embeddings), optionally detached.
     fn lm_head(&self, detached: bool) -> Tensor<B, 2>;
 
+    /// Whether [`lm_head`](Self::lm_head) is a transposed view of a `[vocab, hidden]` tensor (tied
+    /// embeddings). A layout hint only: the CE then computes the head gradient in that orientation, so
+    /// its element-wise work runs on contiguous memory. Default `false`.
+    fn lm_head_is_vocab_major(&self) -> bool {
+        false
+    }
+
     /// Softcap applied to the head's output (`cap·tanh(z/cap)`, Gemma-2); `None` for most models.
     fn final_logit_softcap(&self) -> Option<f64> {
         None

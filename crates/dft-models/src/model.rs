@@ -643,6 +643,10 @@ impl<B: Backend> dft_losses::DeepSupervisionModel<B> for CausalLm<B> {
         self.config.final_logit_softcapping
     }
 
+    fn lm_head_is_vocab_major(&self) -> bool {
+        self.lm_head.is_none()
+    }
+
     fn hidden_states_sharing_prefix(
         &self,
         input_ids: Tensor<B, 2, Int>,
