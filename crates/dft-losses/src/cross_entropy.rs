@@ -241,7 +241,7 @@ mod tests {
                     w.clone(),
                     &targets,
                     cap,
-                    ChunkOptions { max_chunk_logits: chunk_logits, min_rows: 1, head_vocab_major: false },
+                    ChunkOptions { max_chunk_logits: chunk_logits, min_rows: 1, ..Default::default() },
                     true,
                 )
             } else {
@@ -262,7 +262,7 @@ mod tests {
             w0.clone(),
             &targets,
             cap,
-            ChunkOptions { max_chunk_logits: chunk_logits, min_rows: 1, head_vocab_major: false },
+            ChunkOptions { max_chunk_logits: chunk_logits, min_rows: 1, ..Default::default() },
             false,
         );
         assert!(((f.into_scalar().elem::<f64>() * 0.37 - lb) / lb).abs() <= 1e-5);
@@ -329,7 +329,7 @@ mod tests {
         let w0: Vec<f32> =
             Tensor::<Flex, 2>::random([h, v], Distribution::Normal(0.0, 1.0), &device).into_data().to_vec().unwrap();
         let targets = [3u32, 0, 12, 7, 7];
-        let opts = ChunkOptions { max_chunk_logits: 2 * v, min_rows: 1, head_vocab_major: false };
+        let opts = ChunkOptions { max_chunk_logits: 2 * v, min_rows: 1, ..Default::default() };
         let cap = Some(3.0);
         let x = Tensor::<AB, 2>::from_data(TensorData::new(x0.clone(), [n, h]), &device).require_grad();
         let w = Tensor::<AB, 2>::from_data(TensorData::new(w0.clone(), [h, v]), &device).require_grad();

@@ -151,43 +151,45 @@ impl<B: Backend> HiddenStates<B> {
     }
 }
 
-/// RoPE tables in HF's rotate-half layout, laid out like the projected heads `[b, len, heads, head_dim]`
-/// (materialised over heads so that the element-wise products need no broadcasting): `(cos, sin)`.
-/// Row `r` starts at position `offsets[r]` (one offset: the same for every row).
-fn rope_tables<B: Backend>(
-    theta: f64,
-    head_dim: usize,
-    offsets: &[usize],
-    b: usize,
-    len: usize,
-    heads: usize,
-    device: &B::Device,
-) -> (Tensor<B, 4>, Tensor<B, 4>) {
+/// RoPE `cos` and `sin` in HF's rotate-half layout, one `head_dim` row per (row, position):
+/// `[b * len * head_dim]` each. Row `r` starts at position `offsets[r]` (one offset: the same for every row).
+fn rope_rows(theta: f64, head_dim: usize, offsets: &[usize], b: usize, len: usize) -> (Vec<f32>, Vec<f32>) {
     let half = head_dim / 2;
     // transformers computes inv_freq in f32 and the angle as an f32 product; do the same so cos/sin agree.
     let inv_freq: Vec<f32> =
         (0..half).map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / head_dim as f32)).collect();
-    let n = b * len * heads * head_dim;
-    let (mut cos, mut sin) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut c, mut s) = (vec![0f32; head_dim], vec![0f32; head_dim]);
+    let (mut cos, mut sin) = (vec![0f32; b * len * head_dim], vec![0f32; b * len * head_dim]);
     for r in 0..b {
         let offset = if offsets.len() == 1 { offsets[0] } else { offsets[r] };
-        for p in offset..offset + len {
+        for (q, p) in (offset..offset + len).enumerate() {
+            let at = (r * len + q) * head_dim;
             for (i, f) in inv_freq.iter().enumerate() {
                 let angle = (p as f32) * f;
-                (c[i], s[i]) = (angle.cos(), angle.sin());
-                (c[i + half], s[i + half]) = (c[i], s[i]);
-            }
-            for _ in 0..heads {
-                cos.extend_from_slice(&c);
-                sin.extend_from_slice(&s);
+                (cos[at + i], sin[at + i]) = (angle.cos(), angle.sin());
+                (cos[at + half + i], sin[at + half + i]) = (cos[at + i], sin[at + i]);
             }
         }
     }
-    (
-        Tensor::from_data(TensorData::new(cos, [b, len, heads, head_dim]), device),
-        Tensor::from_data(TensorData::new(sin, [b, len, heads, head_dim]), device),
-    )
+    (cos, sin)
+}
+
+/// One table from [`rope_rows`], repeated over `heads` into the projections' layout `[b, len, heads, d]`
+/// (materialised so that the element-wise products need no broadcasting).
+fn rope_over_heads<B: Backend>(
+    rows: &[f32],
+    b: usize,
+    len: usize,
+    heads: usize,
+    d: usize,
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let mut out = Vec::with_capacity(rows.len() * heads);
+    for row in rows.chunks(d) {
+        for _ in 0..heads {
+            out.extend_from_slice(row);
+        }
+    }
+    Tensor::from_data(TensorData::new(out, [b, len, heads, d]), device)
 }
 
 /// The RoPE tables of one base frequency, for the query and the key heads.
@@ -198,8 +200,15 @@ struct RopeTables<B: Backend> {
 
 impl<B: Backend> RopeTables<B> {
     fn new(cfg: &ModelConfig, theta: f64, offsets: &[usize], b: usize, len: usize, device: &B::Device) -> Self {
-        let table = |heads| rope_tables::<B>(theta, cfg.head_dim, offsets, b, len, heads, device);
-        Self { q: table(cfg.num_attention_heads), k: table(cfg.num_key_value_heads) }
+        let d = cfg.head_dim;
+        let (cos, sin) = rope_rows(theta, d, offsets, b, len);
+        let table = |heads| {
+            (rope_over_heads::<B>(&cos, b, len, heads, d, device), rope_over_heads::<B>(&sin, b, len, heads, d, device))
+        };
+        let q = table(cfg.num_attention_heads);
+        let k =
+            if cfg.num_key_value_heads == cfg.num_attention_heads { q.clone() } else { table(cfg.num_key_value_heads) };
+        Self { q, k }
     }
 }
 
