@@ -21,7 +21,7 @@
 //! peak is well under one head. Measured in docs/PERFORMANCE.md.
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 
 /// How large one chunk of logits may get.
 ///
@@ -110,25 +110,12 @@ pub fn chunked_ce_inner<B: Backend>(
     while r0 < n {
         let r1 = (r0 + step).min(n);
         let xc = x.clone().slice([r0..r1, 0..h]);
-        let z = softcap(xc.clone().matmul(w.clone()), cap);
-        let tgt = targets_tensor::<B>(&targets[r0..r1], &device);
-        let m = z.clone().max_dim(1);
-        let e = (z.clone() - m.clone()).exp();
-        let sum = e.clone().sum_dim(1);
-        let lse = sum.clone().log() + m;
-        let zy = z.clone().gather(1, tgt.clone());
-        loss_sum = loss_sum + (lse - zy).sum();
-        if need_grad_x || need_grad_w {
-            // d(lse - z_y)/dz = softmax(z) - onehot(y); softmax from the exponentials already taken (one
-            // exp pass over the chunk's logits, not two).
-            let mut dz = e * sum.recip();
-            let minus_one = Tensor::<B, 2>::full([r1 - r0, 1], -1.0, &device);
-            dz = dz.scatter(1, tgt, minus_one, IndexingUpdateOp::Add);
-            if let Some(c) = cap {
-                // z = c·tanh(r/c)  =>  dz/dr = 1 − (z/c)²
-                let t = z / c;
-                dz = dz * (t.clone() * t).neg().add_scalar(1.0);
-            }
+        // Loss and `∂/∂raw logits` in one op (dft-kernels: one fused pass on Flex, a composition elsewhere).
+        let need_grad = need_grad_x || need_grad_w;
+        let (loss, dz) =
+            dft_kernels::softmax_cross_entropy(xc.clone().matmul(w.clone()), &targets[r0..r1], cap, need_grad);
+        loss_sum = loss_sum + loss;
+        if let Some(dz) = dz {
             if let Some(wt) = &wt {
                 grad_x_chunks.push(dz.clone().matmul(wt.clone()));
             }

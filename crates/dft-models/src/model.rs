@@ -12,9 +12,9 @@
 
 use crate::config::{Activation, LayerType, ModelConfig};
 use burn::module::{Module, Param};
-use burn::tensor::activation::{gelu_approximate, silu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use dft_kernels::{GateAct, SoftmaxSpec};
 
 /// Right-padded batch description: the number of real tokens in each row (the rest is padding).
 /// `None` everywhere in the API means "no padding".
@@ -39,12 +39,7 @@ impl<B: Backend> RmsNorm<B> {
     pub fn forward_with<const D: usize>(&self, x: Tensor<B, D>, detached: bool) -> Tensor<B, D> {
         let w = if detached { self.weight.val().detach() } else { self.weight.val() };
         let w = if self.unit_offset { w + 1.0 } else { w };
-        let dims = x.dims();
-        let var = x.clone().powf_scalar(2.0).mean_dim(D - 1);
-        let normed = x * (var + self.eps).sqrt().recip();
-        let mut wshape = [1usize; D];
-        wshape[D - 1] = dims[D - 1];
-        normed * w.reshape(wshape)
+        dft_kernels::rms_norm(x, w, self.eps)
     }
 }
 
@@ -373,11 +368,9 @@ impl<B: Backend> CausalLm<B> {
         let q = q.reshape([b, t, nkv, rep, d]).permute([0, 2, 3, 1, 4]); // [b, nkv, rep, t, d]
         let kt = k.reshape([b, s, nkv, 1, d]).permute([0, 2, 3, 4, 1]); // [b, nkv, 1, d, s]
         let v = v.reshape([b, s, nkv, 1, d]).permute([0, 2, 3, 1, 4]); // [b, nkv, 1, s, d]
-        let mut scores = q.matmul(kt) * scale;
-        if let Some(cap) = cfg.attn_logit_softcapping {
-            scores = (scores / cap).tanh() * cap;
-        }
-        let probs = softmax(scores + bias.clone(), 4);
+                                                                       // softmax(scale·qkᵀ (Gemma-2: softcapped) + mask), one fused op (dft-kernels).
+        let spec = SoftmaxSpec { scale: scale as f32, softcap: cfg.attn_logit_softcapping.map(|c| c as f32) };
+        let probs = dft_kernels::attention_softmax(q.matmul(kt), Some(bias.clone()), spec);
         let out = probs.matmul(v).permute([0, 3, 1, 2, 4]).reshape([b, t, nh * d]);
         attn.o_proj.forward(out)
     }
@@ -386,10 +379,10 @@ impl<B: Backend> CausalLm<B> {
         let mlp = &self.layers[layer].mlp;
         let gate = mlp.gate_proj.forward(x.clone());
         let act = match self.config.hidden_act {
-            Activation::Silu => silu(gate),
-            Activation::GeluTanh => gelu_approximate(gate),
+            Activation::Silu => GateAct::Silu,
+            Activation::GeluTanh => GateAct::GeluTanh,
         };
-        mlp.down_proj.forward(act * mlp.up_proj.forward(x))
+        mlp.down_proj.forward(dft_kernels::gated_activation(gate, mlp.up_proj.forward(x), act))
     }
 
     /// One decoder block (0-based `layer`).

@@ -1,0 +1,274 @@
+//! The fused ops on `Flex` and `Autodiff<Flex, C>`: run-time dispatch on the backend type, and the
+//! custom autodiff nodes (analytic backward).
+
+use crate::cpu;
+use crate::{GateAct, SoftmaxSpec};
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::{BalancedCheckpointing, CheckpointStrategy, NoCheckpointing};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
+use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bytes, DType, Shape, Tensor, TensorPrimitive};
+use std::any::{Any, TypeId};
+
+/// The float primitive of `Autodiff<Flex, C>` (the same type for every checkpointing strategy).
+type AdTensor = burn::tensor::ops::FloatTensor<Autodiff<Flex>>;
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Plain,
+    AdPlain,
+    AdBalanced,
+}
+
+fn kind<B: Backend>() -> Option<Kind> {
+    let id = TypeId::of::<B>();
+    if id == TypeId::of::<Flex>() {
+        Some(Kind::Plain)
+    } else if id == TypeId::of::<Autodiff<Flex, NoCheckpointing>>() {
+        Some(Kind::AdPlain)
+    } else if id == TypeId::of::<Autodiff<Flex, BalancedCheckpointing>>() {
+        Some(Kind::AdBalanced)
+    } else {
+        None
+    }
+}
+
+pub(crate) fn supported<B: Backend>() -> bool {
+    kind::<B>().is_some()
+}
+
+/// Moves `x` into type `U`, which the caller has established (by `TypeId`) to be `T` itself.
+fn cast<T: 'static, U: 'static>(x: T) -> U {
+    let mut slot = Some(x);
+    (&mut slot as &mut dyn Any)
+        .downcast_mut::<Option<U>>()
+        .and_then(Option::take)
+        .expect("dft-kernels: backend type checked before the cast")
+}
+
+fn prim<B: Backend, const D: usize, P: 'static>(t: Tensor<B, D>) -> P {
+    cast::<B::FloatTensorPrimitive, P>(t.into_primitive().tensor())
+}
+
+fn wrap<B: Backend, const D: usize, P: 'static>(p: P) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(cast::<P, B::FloatTensorPrimitive>(p)))
+}
+
+fn new_tensor(data: Vec<f32>, shape: Shape) -> FlexTensor {
+    FlexTensor::new(Bytes::from_elems(data), Layout::contiguous(shape), DType::F32)
+}
+
+fn shape_of(t: &FlexTensor) -> Shape {
+    t.layout().shape().clone()
+}
+
+/// Runs `plain` on `Flex` primitives or `ad::<C>` on `Autodiff<Flex, C>` primitives.
+macro_rules! by_kind {
+    ($kind:expr, $plain:expr, $ad:ident :: <C> $args:tt) => {
+        match $kind {
+            Kind::Plain => $plain,
+            Kind::AdPlain => $ad::<NoCheckpointing> $args,
+            Kind::AdBalanced => $ad::<BalancedCheckpointing> $args,
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attention softmax
+// ---------------------------------------------------------------------------------------------
+
+type Inputs2<B, const D: usize> = (Tensor<B, D>, Option<Tensor<B, D>>);
+
+pub(crate) fn attention_softmax<B: Backend, const D: usize>(
+    scores: Tensor<B, D>,
+    bias: Option<Tensor<B, D>>,
+    spec: SoftmaxSpec,
+) -> Result<Tensor<B, D>, Inputs2<B, D>> {
+    let Some(kind) = kind::<B>() else { return Err((scores, bias)) };
+    let bias_ok = bias.as_ref().is_none_or(|b| b.dtype() == DType::F32 && b.dims() == scores.dims());
+    if scores.dtype() != DType::F32 || !bias_ok {
+        return Err((scores, bias));
+    }
+    let row = scores.dims()[D - 1];
+    if let Kind::Plain = kind {
+        let s = prim::<B, D, FlexTensor>(scores).to_contiguous();
+        let b = bias.map(|b| prim::<B, D, FlexTensor>(b).to_contiguous());
+        let out = cpu::softmax_forward(s.storage(), b.as_ref().map(|b| b.storage()), row, spec);
+        return Ok(wrap::<B, D, _>(new_tensor(out, shape_of(&s))));
+    }
+    let s = prim::<B, D, AdTensor>(scores);
+    let b = bias.map(prim::<B, D, AdTensor>);
+    if b.as_ref().is_some_and(|b| b.is_tracked()) {
+        // A bias that wants a gradient takes the composition.
+        return Err((wrap::<B, D, _>(s), b.map(wrap::<B, D, _>)));
+    }
+    let out = by_kind!(kind, unreachable!(), softmax_ad::<C>(s, b, row, spec));
+    Ok(wrap::<B, D, _>(out))
+}
+
+#[derive(Debug)]
+struct SoftmaxBackward;
+
+impl Backward<Flex, 1> for SoftmaxBackward {
+    /// The output `p`, the input scores (softcap only), the spec and the row length.
+    type State = (FlexTensor, Option<FlexTensor>, SoftmaxSpec, usize);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (p, s, spec, row) = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |dp| {
+            let dp = dp.to_contiguous();
+            let ds = cpu::softmax_backward(p.storage(), dp.storage(), s.as_ref().map(|s| s.storage()), row, spec);
+            new_tensor(ds, shape_of(&p))
+        });
+    }
+}
+
+fn softmax_ad<C: CheckpointStrategy>(s: AdTensor, bias: Option<AdTensor>, row: usize, spec: SoftmaxSpec) -> AdTensor {
+    let sp = s.primitive.to_contiguous();
+    let bp = bias.map(|b| b.primitive.to_contiguous());
+    let out =
+        new_tensor(cpu::softmax_forward(sp.storage(), bp.as_ref().map(|b| b.storage()), row, spec), shape_of(&sp));
+    match SoftmaxBackward.prepare::<C>([s.node.clone()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish((out.clone(), spec.softcap.map(|_| sp), spec, row), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gated activation
+// ---------------------------------------------------------------------------------------------
+
+pub(crate) fn gated_activation<B: Backend, const D: usize>(
+    gate: Tensor<B, D>,
+    up: Tensor<B, D>,
+    act: GateAct,
+) -> Result<Tensor<B, D>, (Tensor<B, D>, Tensor<B, D>)> {
+    let Some(kind) = kind::<B>() else { return Err((gate, up)) };
+    if gate.dtype() != DType::F32 || up.dtype() != DType::F32 || gate.dims() != up.dims() {
+        return Err((gate, up));
+    }
+    let out = by_kind!(
+        kind,
+        {
+            let (g, u) = (prim::<B, D, FlexTensor>(gate).to_contiguous(), prim::<B, D, FlexTensor>(up).to_contiguous());
+            return Ok(wrap::<B, D, _>(new_tensor(cpu::gated_forward(g.storage(), u.storage(), act), shape_of(&g))));
+        },
+        gated_ad::<C>(prim::<B, D, AdTensor>(gate), prim::<B, D, AdTensor>(up), act)
+    );
+    Ok(wrap::<B, D, _>(out))
+}
+
+#[derive(Debug)]
+struct GatedBackward;
+
+impl Backward<Flex, 2> for GatedBackward {
+    type State = (FlexTensor, FlexTensor, GateAct);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (g, u, act) = ops.state;
+        let d = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let (dg, du) = cpu::gated_backward(g.storage(), u.storage(), d.storage(), act);
+        let [pg, pu] = ops.parents;
+        if let Some(node) = pg {
+            grads.register::<Flex>(node.id, new_tensor(dg, shape_of(&g)));
+        }
+        if let Some(node) = pu {
+            grads.register::<Flex>(node.id, new_tensor(du, shape_of(&u)));
+        }
+    }
+}
+
+fn gated_ad<C: CheckpointStrategy>(g: AdTensor, u: AdTensor, act: GateAct) -> AdTensor {
+    let (gp, up) = (g.primitive.to_contiguous(), u.primitive.to_contiguous());
+    let out = new_tensor(cpu::gated_forward(gp.storage(), up.storage(), act), shape_of(&gp));
+    match GatedBackward.prepare::<C>([g.node.clone(), u.node.clone()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish((gp, up, act), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// RMSNorm
+// ---------------------------------------------------------------------------------------------
+
+pub(crate) fn rms_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 1>,
+    eps: f64,
+) -> Result<Tensor<B, D>, (Tensor<B, D>, Tensor<B, 1>)> {
+    let Some(kind) = kind::<B>() else { return Err((x, weight)) };
+    if x.dtype() != DType::F32 || weight.dtype() != DType::F32 || weight.dims()[0] != x.dims()[D - 1] {
+        return Err((x, weight));
+    }
+    let eps = eps as f32;
+    let out = by_kind!(
+        kind,
+        {
+            let (x, w) =
+                (prim::<B, D, FlexTensor>(x).to_contiguous(), prim::<B, 1, FlexTensor>(weight).to_contiguous());
+            return Ok(wrap::<B, D, _>(new_tensor(cpu::rms_norm_forward(x.storage(), w.storage(), eps), shape_of(&x))));
+        },
+        rms_norm_ad::<C>(prim::<B, D, AdTensor>(x), prim::<B, 1, AdTensor>(weight), eps)
+    );
+    Ok(wrap::<B, D, _>(out))
+}
+
+#[derive(Debug)]
+struct RmsNormBackward;
+
+impl Backward<Flex, 2> for RmsNormBackward {
+    type State = (FlexTensor, FlexTensor, f32);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, w, eps) = ops.state;
+        let dy = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let [px, pw] = ops.parents;
+        let (dx, dw) = cpu::rms_norm_backward(x.storage(), w.storage(), dy.storage(), eps, pw.is_some());
+        if let Some(node) = px {
+            grads.register::<Flex>(node.id, new_tensor(dx, shape_of(&x)));
+        }
+        if let (Some(node), Some(dw)) = (pw, dw) {
+            grads.register::<Flex>(node.id, new_tensor(dw, shape_of(&w)));
+        }
+    }
+}
+
+fn rms_norm_ad<C: CheckpointStrategy>(x: AdTensor, w: AdTensor, eps: f32) -> AdTensor {
+    let (xp, wp) = (x.primitive.to_contiguous(), w.primitive.to_contiguous());
+    let out = new_tensor(cpu::rms_norm_forward(xp.storage(), wp.storage(), eps), shape_of(&xp));
+    match RmsNormBackward.prepare::<C>([x.node.clone(), w.node.clone()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish((xp, wp, eps), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Softmax cross-entropy (plain Flex only: the caller runs it on the inner backend)
+// ---------------------------------------------------------------------------------------------
+
+pub(crate) fn softmax_cross_entropy<B: Backend>(
+    logits: Tensor<B, 2>,
+    targets: &[u32],
+    softcap: Option<f64>,
+    grad: bool,
+) -> Result<(Tensor<B, 1>, Option<Tensor<B, 2>>), Tensor<B, 2>> {
+    if !matches!(kind::<B>(), Some(Kind::Plain)) || logits.dtype() != DType::F32 {
+        return Err(logits);
+    }
+    let device = logits.device();
+    let [_, v] = logits.dims();
+    let mut z = {
+        // A contiguous tensor that nothing else shares, so the gradient can overwrite it in place.
+        let src = prim::<B, 2, FlexTensor>(logits);
+        let c = src.to_contiguous();
+        drop(src);
+        c
+    };
+    let cap = softcap.map(|c| c as f32);
+    let loss = cpu::softmax_xent(z.storage_mut::<f32>(), targets, v, cap, grad);
+    let loss = Tensor::<B, 1>::from_data(burn::tensor::TensorData::new(vec![loss as f32], [1]), &device);
+    Ok((loss, grad.then(|| wrap::<B, 2, _>(z))))
+}

@@ -1,0 +1,109 @@
+//! Fused decoder ops for any Burn backend, with fast CPU kernels where the backend is Flex.
+//!
+//! Three ops dominate the element-wise work of a decoder step: the attention softmax (with its scale,
+//! optional softcap and additive mask), the gated MLP activation `act(gate) · up`, and RMSNorm. Written
+//! as tensor compositions they cost 5–10 passes over memory each way and, on Burn's CPU backend (Flex),
+//! run single-threaded with scalar `exp`. Here each is one op:
+//!
+//! - on **`Flex`** and **`Autodiff<Flex>`** (either checkpointing strategy), with f32 tensors and the
+//!   `flex` feature on: one multi-threaded, vectorised pass forward and one backward (a custom autodiff
+//!   node with the analytic gradient);
+//! - on **every other backend** (CUDA, ndarray, …) or dtype: the same tensor composition the model used
+//!   before ([`reference`]), so results and gradients are unchanged there.
+//!
+//! The choice is made at run time from the backend's type (`TypeId`), so model code stays generic over
+//! `B: Backend`. [`fast_path::<B>()`](fast_path) says which one a backend gets. Tests check the fused
+//! ops against the compositions (values and gradients) on `Autodiff<Flex>`; the model parity tests
+//! check the whole decoder against transformers.
+
+pub mod cpu;
+#[cfg(feature = "flex")]
+mod flex;
+pub mod reference;
+
+pub use cpu::{GateAct, SoftmaxSpec};
+
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+
+/// Whether backend `B` runs the fused CPU kernels (for f32 tensors).
+pub fn fast_path<B: Backend>() -> bool {
+    #[cfg(feature = "flex")]
+    {
+        flex::supported::<B>()
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        false
+    }
+}
+
+/// Attention probabilities `softmax(z, last dim)` with `z = scale·scores + bias`, or, with a softcap,
+/// `z = cap·tanh(scale·scores / cap) + bias`. `bias` (the additive mask, same shape as `scores`) is a
+/// constant: no gradient flows into it on the fused path (a tracked bias takes the composition).
+pub fn attention_softmax<B: Backend, const D: usize>(
+    scores: Tensor<B, D>,
+    bias: Option<Tensor<B, D>>,
+    spec: SoftmaxSpec,
+) -> Tensor<B, D> {
+    #[cfg(feature = "flex")]
+    let (scores, bias) = match flex::attention_softmax(scores, bias, spec) {
+        Ok(out) => return out,
+        Err(inputs) => inputs,
+    };
+    reference::attention_softmax(scores, bias, spec)
+}
+
+/// `act(gate) · up`, element-wise (the gated MLP of Llama and Gemma).
+pub fn gated_activation<B: Backend, const D: usize>(
+    gate: Tensor<B, D>,
+    up: Tensor<B, D>,
+    act: GateAct,
+) -> Tensor<B, D> {
+    #[cfg(feature = "flex")]
+    let (gate, up) = match flex::gated_activation(gate, up, act) {
+        Ok(out) => return out,
+        Err(inputs) => inputs,
+    };
+    reference::gated_activation(gate, up, act)
+}
+
+/// RMSNorm over the last dimension: `x · rsqrt(mean(x²) + eps) · weight` (`weight: [x.dims()[D-1]]`;
+/// Gemma's `1 + w` is the caller's to add).
+pub fn rms_norm<B: Backend, const D: usize>(x: Tensor<B, D>, weight: Tensor<B, 1>, eps: f64) -> Tensor<B, D> {
+    #[cfg(feature = "flex")]
+    let (x, weight) = match flex::rms_norm(x, weight, eps) {
+        Ok(out) => return out,
+        Err(inputs) => inputs,
+    };
+    reference::rms_norm(x, weight, eps)
+}
+
+/// Softmax cross-entropy over rows of raw LM-head logits `[n, vocab]` (softcap: `z = cap·tanh(raw / cap)`):
+/// the summed loss `Σ lse(z) − z[target]` and, with `grad`, its gradient w.r.t. the raw logits. Not a
+/// differentiable op: the chunked cross-entropy of dft-losses calls it on the inner backend and applies
+/// the gradient itself. On `Flex` (f32) the gradient is written over the logits' own buffer.
+///
+/// # Panics
+/// If `targets.len()` is not the number of rows or a target is not below `vocab`.
+pub fn softmax_cross_entropy<B: Backend>(
+    logits: Tensor<B, 2>,
+    targets: &[u32],
+    softcap: Option<f64>,
+    grad: bool,
+) -> (Tensor<B, 1>, Option<Tensor<B, 2>>) {
+    let [n, v] = logits.dims();
+    assert_eq!(n, targets.len(), "softmax_cross_entropy: {n} rows for {} targets", targets.len());
+    if let Some(&bad) = targets.iter().find(|&&t| t as usize >= v) {
+        panic!("softmax_cross_entropy: target id {bad} is outside the vocabulary of {v}");
+    }
+    #[cfg(feature = "flex")]
+    let logits = match flex::softmax_cross_entropy(logits, targets, softcap, grad) {
+        Ok(out) => return out,
+        Err(logits) => logits,
+    };
+    reference::softmax_cross_entropy(logits, targets, softcap, grad)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,181 @@
+//! The fused ops against their tensor compositions ([`crate::reference`]): values and gradients, on
+//! `Flex`, `Autodiff<Flex>` and `Autodiff<Flex, BalancedCheckpointing>`.
+
+use super::*;
+use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Tensor, TensorData};
+
+type Ad = Autodiff<Flex>;
+type AdCkpt = Autodiff<Flex, BalancedCheckpointing>;
+
+/// Deterministic pseudo-normal data (no global RNG: tests run in parallel).
+fn random<B: Backend, const D: usize>(shape: [usize; D], seed: u64) -> Tensor<B, D> {
+    let n: usize = shape.iter().product();
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut uniform = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    // Sum of four uniforms: roughly normal, spread ±3.
+    let v: Vec<f32> = (0..n).map(|_| ((0..4).map(|_| uniform()).sum::<f64>() - 2.0) as f32 * 1.5).collect();
+    Tensor::from_data(TensorData::new(v, shape), &Default::default())
+}
+
+fn assert_close<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>, tol: f32, what: &str) {
+    let (a, b) = (a.into_data().to_vec::<f32>().unwrap(), b.into_data().to_vec::<f32>().unwrap());
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs() / (1.0 + y.abs())).fold(0f32, f32::max);
+    assert!(worst <= tol, "{what}: worst scaled difference {worst} > {tol}");
+}
+
+/// A causal mask with right padding, as the model builds it: `[b, h, t, s]`, 0 or -1e9.
+fn mask_bias<B: Backend>(b: usize, h: usize, t: usize, s: usize) -> Tensor<B, 4> {
+    let mut v = vec![0f32; b * h * t * s];
+    for r in 0..b {
+        let len = s - r; // row r has r padded keys
+        for hh in 0..h {
+            for q in 0..t {
+                for k in 0..s {
+                    if k > q + (s - t) || k >= len {
+                        v[((r * h + hh) * t + q) * s + k] = -1e9;
+                    }
+                }
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(v, [b, h, t, s]), &Default::default())
+}
+
+fn softmax_grads<B: AutodiffBackend>(
+    fused: bool,
+    spec: SoftmaxSpec,
+) -> (Tensor<B::InnerBackend, 4>, Tensor<B::InnerBackend, 4>) {
+    let (b, h, t, s) = (3, 2, 19, 21);
+    // Non-contiguous scores (a permuted view), like the attention's strided matmul outputs may be.
+    let scores = random::<B, 4>([b, t, h, s], 1).permute([0, 2, 1, 3]).require_grad();
+    let bias = mask_bias::<B>(b, h, t, s);
+    let w = random::<B, 4>([b, h, t, s], 2);
+    let p = if fused {
+        attention_softmax(scores.clone(), Some(bias), spec)
+    } else {
+        reference::attention_softmax(scores.clone(), Some(bias), spec)
+    };
+    let grads = (p.clone() * w).sum().backward();
+    (p.inner(), scores.grad(&grads).expect("grad into scores"))
+}
+
+#[test]
+fn backends_with_fused_kernels() {
+    assert!(fast_path::<Flex>());
+    assert!(fast_path::<Ad>());
+    assert!(fast_path::<AdCkpt>());
+}
+
+#[test]
+fn attention_softmax_matches_composition() {
+    for spec in [SoftmaxSpec { scale: 0.125, softcap: None }, SoftmaxSpec { scale: 0.3, softcap: Some(5.0) }] {
+        let (p_ref, g_ref) = softmax_grads::<Ad>(false, spec);
+        let (p, g) = softmax_grads::<Ad>(true, spec);
+        assert_close(p, p_ref.clone(), 1e-6, "softmax values");
+        assert_close(g, g_ref.clone(), 1e-5, "softmax grad");
+        let (p, g) = softmax_grads::<AdCkpt>(true, spec);
+        assert_close(p, p_ref, 1e-6, "softmax values (checkpointing)");
+        assert_close(g, g_ref, 1e-5, "softmax grad (checkpointing)");
+    }
+    // Plain Flex, no bias.
+    let spec = SoftmaxSpec { scale: 0.5, softcap: None };
+    let x = random::<Flex, 3>([4, 5, 33], 3);
+    assert_close(attention_softmax(x.clone(), None, spec), reference::attention_softmax(x, None, spec), 1e-6, "plain");
+}
+
+#[test]
+fn gated_activation_matches_composition() {
+    for act in [GateAct::Silu, GateAct::GeluTanh] {
+        let run = |fused: bool| {
+            let g = random::<Ad, 3>([2, 7, 300], 4).require_grad();
+            let u = random::<Ad, 3>([2, 7, 300], 5).require_grad();
+            let w = random::<Ad, 3>([2, 7, 300], 6);
+            let y = if fused {
+                gated_activation(g.clone(), u.clone(), act)
+            } else {
+                reference::gated_activation(g.clone(), u.clone(), act)
+            };
+            let grads = (y.clone() * w).sum().backward();
+            (y.inner(), g.grad(&grads).unwrap(), u.grad(&grads).unwrap())
+        };
+        let (y0, dg0, du0) = run(false);
+        let (y1, dg1, du1) = run(true);
+        assert_close(y1, y0, 2e-6, "gated values");
+        assert_close(dg1, dg0, 1e-5, "gated grad gate");
+        assert_close(du1, du0, 2e-6, "gated grad up");
+    }
+    // Only `up` tracked (the other parent absent).
+    let g = random::<Ad, 2>([9, 40], 7);
+    let u = random::<Ad, 2>([9, 40], 8).require_grad();
+    let grads = gated_activation(g.clone(), u.clone(), GateAct::Silu).sum().backward();
+    assert_close(
+        u.grad(&grads).unwrap(),
+        reference::gated_activation(g.inner(), Tensor::ones([9, 40], &Default::default()), GateAct::Silu),
+        2e-6,
+        "d/du",
+    );
+}
+
+#[test]
+fn rms_norm_matches_composition() {
+    for weight_tracked in [true, false] {
+        let run = |fused: bool| {
+            let x = random::<Ad, 4>([2, 5, 3, 72], 9).require_grad();
+            let mut wt = random::<Ad, 1>([72], 10);
+            if weight_tracked {
+                wt = wt.require_grad();
+            }
+            let w = random::<Ad, 4>([2, 5, 3, 72], 11);
+            let y = if fused {
+                rms_norm(x.clone(), wt.clone(), 1e-6)
+            } else {
+                reference::rms_norm(x.clone(), wt.clone(), 1e-6)
+            };
+            let grads = (y.clone() * w).sum().backward();
+            (y.inner(), x.grad(&grads).unwrap(), wt.grad(&grads))
+        };
+        let (y0, dx0, dw0) = run(false);
+        let (y1, dx1, dw1) = run(true);
+        assert_close(y1, y0, 2e-6, "rms values");
+        assert_close(dx1, dx0, 2e-5, "rms grad x");
+        assert_eq!(dw0.is_some(), weight_tracked);
+        assert_eq!(dw1.is_some(), weight_tracked);
+        if let (Some(a), Some(b)) = (dw1, dw0) {
+            assert_close(a, b, 2e-5, "rms grad w");
+        }
+    }
+}
+
+#[test]
+fn untracked_inputs_give_untracked_outputs() {
+    // No input requires a gradient: the op is not recorded, and the result is still right.
+    let x = random::<Ad, 2>([6, 64], 12);
+    let w = Tensor::<Ad, 1>::ones([64], &Default::default());
+    let y = rms_norm(x.clone(), w.clone(), 1e-5);
+    assert!(!y.is_require_grad());
+    assert_close(y.inner(), reference::rms_norm(x.inner(), w.inner(), 1e-5), 2e-6, "untracked");
+}
+
+#[test]
+fn softmax_cross_entropy_matches_composition() {
+    let targets = [3u32, 0, 99, 42, 7];
+    for cap in [None, Some(4.0)] {
+        let z = random::<Flex, 2>([5, 100], 13);
+        let (l0, g0) = reference::softmax_cross_entropy(z.clone(), &targets, cap, true);
+        let (l1, g1) = softmax_cross_entropy(z.clone(), &targets, cap, true);
+        assert_close(l1, l0.clone(), 1e-6, "xent loss");
+        assert_close(g1.unwrap(), g0.unwrap(), 1e-6, "xent grad");
+        let (l2, g2) = softmax_cross_entropy(z, &targets, cap, false);
+        assert!(g2.is_none());
+        assert_close(l2, l0, 1e-6, "xent loss without grad");
+    }
+}
