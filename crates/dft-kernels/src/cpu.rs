@@ -521,6 +521,83 @@ pub fn softmax_xent(logits: &mut [f32], targets: &[u32], v: usize, cap: Option<f
         .sum()
 }
 
+// ---------------------------------------------------------------------------------------------
+// Strided copy: materialise a strided view (e.g. a permutation) contiguously.
+// ---------------------------------------------------------------------------------------------
+
+/// Drops size-1 dims and merges dims that are contiguous with their inner neighbour.
+fn collapse(shape: &[usize], strides: &[isize]) -> (Vec<usize>, Vec<isize>) {
+    let (mut sh, mut st): (Vec<usize>, Vec<isize>) = (Vec::new(), Vec::new());
+    for (&n, &s) in shape.iter().zip(strides) {
+        if n == 1 {
+            continue;
+        }
+        match (sh.last_mut(), st.last_mut()) {
+            (Some(pn), Some(ps)) if *ps == s * n as isize => {
+                *pn *= n;
+                *ps = s;
+            }
+            _ => {
+                sh.push(n);
+                st.push(s);
+            }
+        }
+    }
+    (sh, st)
+}
+
+/// The elements of the view (`shape`, `strides` ≥ 0 in elements, `offset`) over `src`, in row-major order.
+/// Runs along the innermost dimension are copied whole when it is contiguous; the outer dimensions are
+/// split over rayon tasks.
+///
+/// # Panics
+/// If a stride is negative or the view reaches outside `src`.
+pub fn strided_copy(src: &[f32], offset: usize, shape: &[usize], strides: &[isize]) -> Vec<f32> {
+    assert_eq!(shape.len(), strides.len());
+    assert!(strides.iter().all(|&s| s >= 0), "strided_copy: negative strides");
+    let n: usize = shape.iter().product();
+    let (sh, st) = collapse(shape, strides);
+    if n == 0 {
+        return Vec::new();
+    }
+    if sh.is_empty() {
+        return vec![src[offset]];
+    }
+    let (inner, inner_stride) = (*sh.last().unwrap(), *st.last().unwrap() as usize);
+    let (outer_shape, outer_strides) = (&sh[..sh.len() - 1], &st[..st.len() - 1]);
+    let max_at = offset + sh.iter().zip(&st).map(|(&n, &s)| (n - 1) * s as usize).sum::<usize>();
+    assert!(max_at < src.len(), "strided_copy: view reaches element {max_at} of {}", src.len());
+    let mut out = vec![0f32; n];
+    let rows = rows_per_task(inner);
+    out.par_chunks_mut(rows * inner).enumerate().for_each(|(task, dst)| {
+        // Odometer over the outer dims, starting at this task's first outer index.
+        let mut idx = vec![0usize; outer_shape.len()];
+        let mut o = task * rows;
+        for d in (0..outer_shape.len()).rev() {
+            idx[d] = o % outer_shape[d];
+            o /= outer_shape[d];
+        }
+        for row in dst.chunks_exact_mut(inner) {
+            let base = offset + idx.iter().zip(outer_strides).map(|(&i, &s)| i * s as usize).sum::<usize>();
+            if inner_stride == 1 {
+                row.copy_from_slice(&src[base..base + inner]);
+            } else {
+                for (k, v) in row.iter_mut().enumerate() {
+                    *v = src[base + k * inner_stride];
+                }
+            }
+            for d in (0..outer_shape.len()).rev() {
+                idx[d] += 1;
+                if idx[d] < outer_shape[d] {
+                    break;
+                }
+                idx[d] = 0;
+            }
+        }
+    });
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -599,6 +676,33 @@ mod tests {
             let mut again = raw.clone();
             assert_eq!(softmax_xent(&mut again, &targets, v, cap, false), loss);
         }
+    }
+
+    #[test]
+    fn strided_copy_of_a_permutation() {
+        // [2, 3, 4, 5] contiguous, permuted to [0, 2, 1, 3] and [3, 1, 0, 2].
+        let shape = [2usize, 3, 4, 5];
+        let src: Vec<f32> = (0..120).map(|i| i as f32).collect();
+        let strides = [60isize, 20, 5, 1];
+        for perm in [[0usize, 2, 1, 3], [3, 1, 0, 2], [0, 1, 2, 3]] {
+            let (psh, pst): (Vec<usize>, Vec<isize>) = perm.iter().map(|&a| (shape[a], strides[a])).unzip();
+            let got = strided_copy(&src, 0, &psh, &pst);
+            let mut expect = Vec::new();
+            for a in 0..psh[0] {
+                for b in 0..psh[1] {
+                    for c in 0..psh[2] {
+                        for d in 0..psh[3] {
+                            let at =
+                                a as isize * pst[0] + b as isize * pst[1] + c as isize * pst[2] + d as isize * pst[3];
+                            expect.push(src[at as usize]);
+                        }
+                    }
+                }
+            }
+            assert_eq!(got, expect, "perm {perm:?}");
+        }
+        // An offset view with a size-1 dim.
+        assert_eq!(strided_copy(&src, 7, &[2, 1, 3], &[10, 99, 2]), vec![7.0, 9.0, 11.0, 17.0, 19.0, 21.0]);
     }
 
     #[test]

@@ -272,3 +272,61 @@ pub(crate) fn softmax_cross_entropy<B: Backend>(
     let loss = Tensor::<B, 1>::from_data(burn::tensor::TensorData::new(vec![loss as f32], [1]), &device);
     Ok((loss, grad.then(|| wrap::<B, 2, _>(z))))
 }
+
+// ---------------------------------------------------------------------------------------------
+// Permutation, materialised
+// ---------------------------------------------------------------------------------------------
+
+/// `x.permute(axes)` as a contiguous tensor (Flex's own copy walks N-d views element by element).
+fn permuted_copy(x: &FlexTensor, axes: &[usize]) -> FlexTensor {
+    let view = x.permute(axes);
+    let layout = view.layout();
+    if layout.strides().iter().any(|&s| s < 0) {
+        return view.to_contiguous();
+    }
+    let data = cpu::strided_copy(view.storage::<f32>(), layout.start_offset(), layout.shape(), layout.strides());
+    new_tensor(data, layout.shape().clone())
+}
+
+pub(crate) fn permute_contiguous<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    axes: [usize; D],
+) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    let Some(kind) = kind::<B>() else { return Err(x) };
+    if x.dtype() != DType::F32 {
+        return Err(x);
+    }
+    let out = by_kind!(
+        kind,
+        return Ok(wrap::<B, D, _>(permuted_copy(&prim::<B, D, FlexTensor>(x), &axes))),
+        permute_ad::<C>(prim::<B, D, AdTensor>(x), axes.to_vec())
+    );
+    Ok(wrap::<B, D, _>(out))
+}
+
+#[derive(Debug)]
+struct PermuteBackward;
+
+impl Backward<Flex, 1> for PermuteBackward {
+    /// The inverse permutation.
+    type State = Vec<usize>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let inverse = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |g| permuted_copy(&g, &inverse));
+    }
+}
+
+fn permute_ad<C: CheckpointStrategy>(x: AdTensor, axes: Vec<usize>) -> AdTensor {
+    let out = permuted_copy(&x.primitive, &axes);
+    match PermuteBackward.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let mut inverse = vec![0; axes.len()];
+            for (i, &a) in axes.iter().enumerate() {
+                inverse[a] = i;
+            }
+            prep.finish(inverse, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}

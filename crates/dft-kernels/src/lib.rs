@@ -79,6 +79,18 @@ pub fn rms_norm<B: Backend, const D: usize>(x: Tensor<B, D>, weight: Tensor<B, 1
     reference::rms_norm(x, weight, eps)
 }
 
+/// `x.permute(axes)`, materialised contiguously on Flex (a fast strided copy; its gradient is the inverse
+/// permutation, materialised the same way) so that neither the forward's consumers nor the backward
+/// meet a strided layout; on other backends the permuted view itself.
+pub fn permute_contiguous<B: Backend, const D: usize>(x: Tensor<B, D>, axes: [usize; D]) -> Tensor<B, D> {
+    #[cfg(feature = "flex")]
+    let x = match flex::permute_contiguous(x, axes) {
+        Ok(out) => return out,
+        Err(x) => x,
+    };
+    x.permute(axes)
+}
+
 /// Softmax cross-entropy over rows of raw LM-head logits `[n, vocab]` (softcap: `z = cap·tanh(raw / cap)`):
 /// the summed loss `Σ lse(z) − z[target]` and, with `grad`, its gradient w.r.t. the raw logits. Not a
 /// differentiable op: the chunked cross-entropy of dft-losses calls it on the inner backend and applies

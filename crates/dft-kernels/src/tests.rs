@@ -179,3 +179,15 @@ fn softmax_cross_entropy_matches_composition() {
         assert_close(l2, l0, 1e-6, "xent loss without grad");
     }
 }
+
+#[test]
+fn permute_contiguous_matches_permute() {
+    let x = random::<Ad, 4>([2, 5, 3, 7], 14).require_grad();
+    let w = random::<Ad, 4>([3, 2, 7, 5], 15);
+    let y = permute_contiguous(x.clone(), [2, 0, 3, 1]);
+    assert_close(y.clone().inner(), x.clone().inner().permute([2, 0, 3, 1]), 0.0, "values");
+    // A strided gradient (a transposed view) comes back through the inverse permutation.
+    let g = (y.swap_dims(0, 2) * w.clone().swap_dims(0, 2)).sum().backward();
+    let expect = w.inner().permute([1, 3, 0, 2]);
+    assert_close(x.grad(&g).unwrap(), expect, 0.0, "grad");
+}

@@ -338,8 +338,7 @@ impl<B: Backend> CausalLm<B> {
         let [b, t, _] = x.dims();
         let (nh, nkv, d) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
         let rep = nh / nkv;
-        // Heads stay in the projections' layout `[b, t, heads, d]`; the score and output matmuls read
-        // them through strided views, so no head transpose is copied (one copy, of the output).
+        // Heads stay in the projections' layout `[b, t, heads, d]` through QK-norm, RoPE and the KV cache.
         let mut q = attn.q_proj.forward(x.clone()).reshape([b, t, nh, d]);
         let mut k = attn.k_proj.forward(x.clone()).reshape([b, t, nkv, d]);
         let mut v = attn.v_proj.forward(x).reshape([b, t, nkv, d]);
@@ -365,13 +364,17 @@ impl<B: Backend> CausalLm<B> {
         };
         // Grouped-query attention without materialising repeated keys: query head `g * rep + r` uses key
         // head `g`; the keys broadcast over `r`.
-        let q = q.reshape([b, t, nkv, rep, d]).permute([0, 2, 3, 1, 4]); // [b, nkv, rep, t, d]
-        let kt = k.reshape([b, s, nkv, 1, d]).permute([0, 2, 3, 4, 1]); // [b, nkv, 1, d, s]
-        let v = v.reshape([b, s, nkv, 1, d]).permute([0, 2, 3, 1, 4]); // [b, nkv, 1, s, d]
-                                                                       // softmax(scale·qkᵀ (Gemma-2: softcapped) + mask), one fused op (dft-kernels).
+        // The head transposes are materialised by `permute_contiguous` (on Flex a fast strided copy whose
+        // gradient comes back contiguous too; elsewhere the permuted view), and the keys are read
+        // transposed by the score matmul.
+        let q = dft_kernels::permute_contiguous(q.reshape([b, t, nkv, rep, d]), [0, 2, 3, 1, 4]); // [b, nkv, rep, t, d]
+        let k = dft_kernels::permute_contiguous(k.reshape([b, s, nkv, 1, d]), [0, 2, 3, 1, 4]); // [b, nkv, 1, s, d]
+        let kt = k.swap_dims(3, 4); // [b, nkv, 1, d, s]
+        let v = dft_kernels::permute_contiguous(v.reshape([b, s, nkv, 1, d]), [0, 2, 3, 1, 4]); // [b, nkv, 1, s, d]
+                                                                                                // softmax(scale·qkᵀ (Gemma-2: softcapped) + mask), one fused op (dft-kernels).
         let spec = SoftmaxSpec { scale: scale as f32, softcap: cfg.attn_logit_softcapping.map(|c| c as f32) };
         let probs = dft_kernels::attention_softmax(q.matmul(kt), Some(bias.clone()), spec);
-        let out = probs.matmul(v).permute([0, 3, 1, 2, 4]).reshape([b, t, nh * d]);
+        let out = dft_kernels::permute_contiguous(probs.matmul(v), [0, 3, 1, 2, 4]).reshape([b, t, nh * d]);
         attn.o_proj.forward(out)
     }
 
