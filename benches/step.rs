@@ -14,6 +14,7 @@
 //! whose TFT rows have the median length), `--threads N` (2; rayon threads of each child), `--out FILE` (step.json),
 //! `--ckpt-steps K` (2, for the long-batch runs), `--prepare-only` (write the batch files and stop),
 //! `--malloc-default` (glibc's allocator defaults instead of `dft_train::retain_freed_memory`, as `dft` uses),
+//! `--burn-adamw` (Burn's `AdamW` instead of `dft_train::FusedAdamW`, which `dft train` uses; same update),
 //! `--gemm` (only the backend's f32 matmul GFLOP/s at the step's shapes; `torch_step.py --gemm` likewise).
 //!
 //! Data: `data/alpaca_en_zh/train.json`, tokenized with the model's own tokenizer exactly as `dft train`
@@ -40,6 +41,7 @@ use dft_models::{load_pretrained, CausalLm};
 use dft_step::{LossPath, Method};
 use dft_train::config::DataSection;
 use dft_train::data_prep::{read_corpus, special_tokens, to_loss_batch, tokenize};
+use dft_train::FusedAdamW;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -311,6 +313,9 @@ fn driver(args: &[String]) {
         if flag(args, "--malloc-default") {
             cmd.arg("--malloc-default");
         }
+        if flag(args, "--burn-adamw") {
+            cmd.arg("--burn-adamw");
+        }
         let output = cmd.output().expect("spawn child");
         let stdout = String::from_utf8_lossy(&output.stdout);
         let result = stdout.lines().find_map(|l| l.strip_prefix("RESULT ")).map(|j| serde_json::from_str::<Value>(j));
@@ -431,7 +436,10 @@ fn run_child<B: AutodiffBackend>(method: Method, path: LossPath, ckpt: bool, ste
     let load_s = t.elapsed().as_secs_f64();
     let rss_after_load = dft_step::proc_status_mib("VmRSS:");
     let hwm_after_load = dft_step::proc_status_mib("VmHWM:");
-    let mut optim = AdamWConfig::new()
+    // What `dft train` uses (dft_train::FusedAdamW), or with --burn-adamw Burn's own AdamW (same update).
+    let burn_adamw = std::env::args().any(|a| a == "--burn-adamw");
+    let mut fused = FusedAdamW::new(0.9, 0.999, 1e-8, 0.0).init::<B, CausalLm<B>>();
+    let mut plain = AdamWConfig::new()
         .with_beta_1(0.9)
         .with_beta_2(0.999)
         .with_epsilon(1e-8)
@@ -444,7 +452,11 @@ fn run_child<B: AutodiffBackend>(method: Method, path: LossPath, ckpt: bool, ste
     for s in 0..=steps {
         common::reset_peak();
         let base = common::current();
-        let (m, rep) = dft_step::optimiser_step(model, &mut optim, &batch, &cfg, path, LR, MAX_GRAD_NORM, &device);
+        let (m, rep) = if burn_adamw {
+            dft_step::optimiser_step(model, &mut plain, &batch, &cfg, path, LR, MAX_GRAD_NORM, &device)
+        } else {
+            dft_step::optimiser_step(model, &mut fused, &batch, &cfg, path, LR, MAX_GRAD_NORM, &device)
+        };
         model = m;
         heap_peaks.push(((common::peak() - base) as f64 / common::MIB, base as f64 / common::MIB));
         eprintln!(
@@ -487,6 +499,7 @@ fn run_child<B: AutodiffBackend>(method: Method, path: LossPath, ckpt: bool, ste
         "heap_live_before_step_mib": heap_peaks.iter().map(|p| p.1).collect::<Vec<_>>(),
         "loadavg": dft_step::loadavg(),
         "malloc": if std::env::args().any(|a| a == "--malloc-default") { "glibc defaults" } else { "retain_freed_memory" },
+        "optimizer": if burn_adamw { "burn AdamW" } else { "dft_train::FusedAdamW" },
         "minor_page_faults": minor_faults(),
         "steps": reports.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
     });

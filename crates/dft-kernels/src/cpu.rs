@@ -598,6 +598,55 @@ pub fn strided_copy(src: &[f32], offset: usize, shape: &[usize], strides: &[isiz
     out
 }
 
+// ---------------------------------------------------------------------------------------------
+// AdamW update, in place, one pass.
+// ---------------------------------------------------------------------------------------------
+
+/// One AdamW step's constants, with Burn's `AdamW` arithmetic (f32): `m ← β1·m + (1−β1)·g`,
+/// `v ← β2·v + (1−β2)·g²` (first step: `m = (1−β1)·g`, `v = (1−β2)·g²`), `δ = (m / bc1) / (√(v / bc2) + ε)`
+/// with `bc = 1 − β^t`, and `p ← p·decay − lr·δ` with `decay = 1 − lr·wd`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWStep {
+    pub lr: f32,
+    pub beta_1: f32,
+    pub beta_2: f32,
+    pub epsilon: f32,
+    pub decay: f32,
+    pub bias_correction_1: f32,
+    pub bias_correction_2: f32,
+    /// No moments yet (they are initialised from the gradient).
+    pub first: bool,
+}
+
+#[inline(always)]
+fn adamw_imp(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: AdamWStep) {
+    let (f1, f2) = (1.0 - h.beta_1, 1.0 - h.beta_2);
+    for i in 0..p.len() {
+        let gi = g[i];
+        let (mi, vi) =
+            if h.first { (gi * f1, gi * gi * f2) } else { (m[i] * h.beta_1 + gi * f1, v[i] * h.beta_2 + gi * gi * f2) };
+        m[i] = mi;
+        v[i] = vi;
+        let delta = (mi / h.bias_correction_1) / ((vi / h.bias_correction_2).sqrt() + h.epsilon);
+        p[i] = if h.decay == 1.0 { p[i] } else { p[i] * h.decay } - delta * h.lr;
+    }
+}
+
+dispatch!(adamw_chunk(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: AdamWStep) => adamw_imp);
+
+/// AdamW on parameter `p` with gradient `g` and moments `m`, `v` (overwritten; ignored on input when
+/// `h.first`), in place.
+pub fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: AdamWStep) {
+    assert!(p.len() == g.len() && g.len() == m.len() && m.len() == v.len(), "adamw: sizes differ");
+    const CHUNK: usize = 64 * 1024;
+    p.par_chunks_mut(CHUNK).zip(m.par_chunks_mut(CHUNK)).zip(v.par_chunks_mut(CHUNK)).enumerate().for_each(
+        |(i, ((p, m), v))| {
+            let at = i * CHUNK;
+            adamw_chunk(p, &g[at..at + p.len()], m, v, h);
+        },
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

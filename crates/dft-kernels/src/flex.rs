@@ -330,3 +330,47 @@ fn permute_ad<C: CheckpointStrategy>(x: AdTensor, axes: Vec<usize>) -> AdTensor 
         OpsKind::UnTracked(prep) => prep.finish(out),
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// AdamW (plain Flex: optimisers run on the inner backend)
+// ---------------------------------------------------------------------------------------------
+
+/// A contiguous f32 copy of `t`'s data that this call owns (copied only if the buffer is shared).
+fn owned(t: FlexTensor) -> FlexTensor {
+    let mut c = t.to_contiguous();
+    drop(t);
+    let _ = c.storage_mut::<f32>(); // copy-on-write if still shared
+    c
+}
+
+pub(crate) fn adamw_step<B: Backend, const D: usize>(
+    param: Tensor<B, D>,
+    grad: Tensor<B, D>,
+    moments: Option<(Tensor<B, D>, Tensor<B, D>)>,
+    step: cpu::AdamWStep,
+) -> Result<(Tensor<B, D>, Tensor<B, D>, Tensor<B, D>), crate::AdamWInputs<B, D>> {
+    let f32s = param.dtype() == DType::F32
+        && grad.dtype() == DType::F32
+        && moments.as_ref().is_none_or(|(m, v)| m.dtype() == DType::F32 && v.dtype() == DType::F32);
+    let same = moments.as_ref().is_none_or(|(m, v)| m.dims() == param.dims() && v.dims() == param.dims());
+    if !matches!(kind::<B>(), Some(Kind::Plain)) || !f32s || !same || param.dims() != grad.dims() {
+        return Err((param, grad, moments));
+    }
+    let shape = param.shape();
+    let n = shape.num_elements();
+    let mut p = owned(prim::<B, D, FlexTensor>(param));
+    let g = prim::<B, D, FlexTensor>(grad).to_contiguous();
+    let first = moments.is_none();
+    let (mut m, mut v) = match moments {
+        Some((m, v)) => (owned(prim::<B, D, FlexTensor>(m)), owned(prim::<B, D, FlexTensor>(v))),
+        None => (new_tensor(vec![0f32; n], shape.clone()), new_tensor(vec![0f32; n], shape)),
+    };
+    cpu::adamw(
+        p.storage_mut::<f32>(),
+        g.storage::<f32>(),
+        m.storage_mut::<f32>(),
+        v.storage_mut::<f32>(),
+        cpu::AdamWStep { first, ..step },
+    );
+    Ok((wrap::<B, D, _>(p), wrap::<B, D, _>(m), wrap::<B, D, _>(v)))
+}

@@ -21,7 +21,7 @@ pub mod cpu;
 mod flex;
 pub mod reference;
 
-pub use cpu::{GateAct, SoftmaxSpec};
+pub use cpu::{AdamWStep, GateAct, SoftmaxSpec};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -89,6 +89,31 @@ pub fn permute_contiguous<B: Backend, const D: usize>(x: Tensor<B, D>, axes: [us
         Err(x) => x,
     };
     x.permute(axes)
+}
+
+/// The inputs of [`adamw_step`], handed back where it has no fused kernel.
+pub type AdamWInputs<B, const D: usize> = (Tensor<B, D>, Tensor<B, D>, Option<(Tensor<B, D>, Tensor<B, D>)>);
+
+/// One in-place AdamW step (see [`AdamWStep`]) on an f32 parameter, its gradient and its moments
+/// (`None` on the first step), on the `Flex` backend: one multi-threaded pass instead of Burn's ~12
+/// tensor ops, writing into the parameter's and moments' own buffers when nothing else shares them.
+/// Returns `(param, m, v)`, or the inputs untouched where the backend or dtype has no fused kernel,
+/// so that the caller can fall back to its optimiser.
+pub fn adamw_step<B: Backend, const D: usize>(
+    param: Tensor<B, D>,
+    grad: Tensor<B, D>,
+    moments: Option<(Tensor<B, D>, Tensor<B, D>)>,
+    step: AdamWStep,
+) -> Result<(Tensor<B, D>, Tensor<B, D>, Tensor<B, D>), AdamWInputs<B, D>> {
+    #[cfg(feature = "flex")]
+    {
+        flex::adamw_step(param, grad, moments, step)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = step;
+        Err((param, grad, moments))
+    }
 }
 
 /// Softmax cross-entropy over rows of raw LM-head logits `[n, vocab]` (softcap: `z = cap·tanh(raw / cap)`):

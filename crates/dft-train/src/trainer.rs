@@ -8,9 +8,10 @@ use crate::config::{Method, OnNonFinite, TrainConfig};
 use crate::data_prep::{kinds_for, read_corpus, special_tokens, to_loss_batch, token_counts, tokenize};
 use crate::error::{Result, TrainError};
 use crate::metrics::{plot_losses, read_metrics, MetricsWriter, StepMetrics};
+use crate::optim::FusedAdamW;
 use crate::schedule::{cosine_with_warmup, warmup_steps};
 use burn::module::{AutodiffModule, Module};
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ElementConversion;
@@ -198,12 +199,14 @@ pub fn train<B: AutodiffBackend>(
     };
     objective.validate(model.num_layers())?;
 
-    let mut optim = AdamWConfig::new()
-        .with_beta_1(cfg.train.beta1 as f32)
-        .with_beta_2(cfg.train.beta2 as f32)
-        .with_epsilon(cfg.train.eps as f32)
-        .with_weight_decay(cfg.train.weight_decay as f32)
-        .init::<B, CausalLm<B>>();
+    // Burn's AdamW update (and record format), fused into one pass per parameter on Flex.
+    let mut optim = FusedAdamW::new(
+        cfg.train.beta1 as f32,
+        cfg.train.beta2 as f32,
+        cfg.train.eps as f32,
+        cfg.train.weight_decay as f32,
+    )
+    .init::<B, CausalLm<B>>();
     let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
 
     // Resume.
