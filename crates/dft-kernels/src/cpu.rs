@@ -76,7 +76,7 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let poly = p * r * r + r + 1.0;
     let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
     let y = poly * scale;
@@ -239,7 +239,7 @@ dispatch!(softmax_rows(s: &[f32], bias: Option<&[f32]>, out: &mut [f32], row_len
 
 /// `out = softmax(z)` over rows of `row_len` (see [`SoftmaxSpec`]); `bias` has the shape of `s`.
 pub fn softmax_forward(s: &[f32], bias: Option<&[f32]>, row_len: usize, spec: SoftmaxSpec) -> Vec<f32> {
-    assert_eq!(s.len() % row_len, 0);
+    assert!(s.len().is_multiple_of(row_len));
     let mut out = vec![0f32; s.len()];
     let chunk = rows_per_task(row_len) * row_len;
     out.par_chunks_mut(chunk).enumerate().for_each(|(i, o)| {
@@ -356,7 +356,7 @@ dispatch!(rms_norm_rows(x: &[f32], w: &[f32], out: &mut [f32], eps: f32) => rms_
 /// RMSNorm of rows of `w.len()` elements.
 pub fn rms_norm_forward(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let n = w.len();
-    assert_eq!(x.len() % n, 0);
+    assert!(x.len().is_multiple_of(n));
     let mut out = vec![0f32; x.len()];
     let chunk = rows_per_task(n) * n;
     out.par_chunks_mut(chunk).enumerate().for_each(|(i, o)| {
@@ -402,7 +402,7 @@ dispatch!(rms_norm_back_rows(x: &[f32], w: &[f32], dy: &[f32], dx: &mut [f32], d
 /// Gradients of [`rms_norm_forward`]: `dx`, and `dw` (summed over rows) when `want_dw`.
 pub fn rms_norm_backward(x: &[f32], w: &[f32], dy: &[f32], eps: f32, want_dw: bool) -> (Vec<f32>, Option<Vec<f32>>) {
     let n = w.len();
-    assert!(x.len() == dy.len() && x.len() % n == 0);
+    assert!(x.len() == dy.len() && x.len().is_multiple_of(n));
     let mut dx = vec![0f32; x.len()];
     let chunk = rows_per_task(n) * n;
     let partial: Vec<Option<Vec<f32>>> = dx

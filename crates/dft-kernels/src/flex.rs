@@ -254,7 +254,7 @@ pub(crate) fn softmax_cross_entropy<B: Backend>(
     targets: &[u32],
     softcap: Option<f64>,
     grad: bool,
-) -> Result<(Tensor<B, 1>, Option<Tensor<B, 2>>), Tensor<B, 2>> {
+) -> Result<crate::XentOutput<B>, Tensor<B, 2>> {
     if !matches!(kind::<B>(), Some(Kind::Plain)) || logits.dtype() != DType::F32 {
         return Err(logits);
     }
@@ -348,7 +348,7 @@ pub(crate) fn adamw_step<B: Backend, const D: usize>(
     grad: Tensor<B, D>,
     moments: Option<(Tensor<B, D>, Tensor<B, D>)>,
     step: cpu::AdamWStep,
-) -> Result<(Tensor<B, D>, Tensor<B, D>, Tensor<B, D>), crate::AdamWInputs<B, D>> {
+) -> Result<crate::AdamWOutputs<B, D>, crate::AdamWInputs<B, D>> {
     let f32s = param.dtype() == DType::F32
         && grad.dtype() == DType::F32
         && moments.as_ref().is_none_or(|(m, v)| m.dtype() == DType::F32 && v.dtype() == DType::F32);

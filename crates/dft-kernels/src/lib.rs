@@ -91,6 +91,9 @@ pub fn permute_contiguous<B: Backend, const D: usize>(x: Tensor<B, D>, axes: [us
     x.permute(axes)
 }
 
+/// `(param, m, v)` after [`adamw_step`].
+pub type AdamWOutputs<B, const D: usize> = (Tensor<B, D>, Tensor<B, D>, Tensor<B, D>);
+
 /// The inputs of [`adamw_step`], handed back where it has no fused kernel.
 pub type AdamWInputs<B, const D: usize> = (Tensor<B, D>, Tensor<B, D>, Option<(Tensor<B, D>, Tensor<B, D>)>);
 
@@ -104,7 +107,7 @@ pub fn adamw_step<B: Backend, const D: usize>(
     grad: Tensor<B, D>,
     moments: Option<(Tensor<B, D>, Tensor<B, D>)>,
     step: AdamWStep,
-) -> Result<(Tensor<B, D>, Tensor<B, D>, Tensor<B, D>), AdamWInputs<B, D>> {
+) -> Result<AdamWOutputs<B, D>, AdamWInputs<B, D>> {
     #[cfg(feature = "flex")]
     {
         flex::adamw_step(param, grad, moments, step)
@@ -115,6 +118,9 @@ pub fn adamw_step<B: Backend, const D: usize>(
         Err((param, grad, moments))
     }
 }
+
+/// The summed loss and, when asked, the gradient w.r.t. the raw logits.
+pub type XentOutput<B> = (Tensor<B, 1>, Option<Tensor<B, 2>>);
 
 /// Softmax cross-entropy over rows of raw LM-head logits `[n, vocab]` (softcap: `z = cap·tanh(raw / cap)`):
 /// the summed loss `Σ lse(z) − z[target]` and, with `grad`, its gradient w.r.t. the raw logits. Not a
@@ -128,7 +134,7 @@ pub fn softmax_cross_entropy<B: Backend>(
     targets: &[u32],
     softcap: Option<f64>,
     grad: bool,
-) -> (Tensor<B, 1>, Option<Tensor<B, 2>>) {
+) -> XentOutput<B> {
     let [n, v] = logits.dims();
     assert_eq!(n, targets.len(), "softmax_cross_entropy: {n} rows for {} targets", targets.len());
     if let Some(&bad) = targets.iter().find(|&&t| t as usize >= v) {
