@@ -203,7 +203,7 @@ pub struct SoftmaxSpec {
 }
 
 #[inline(always)]
-fn softmax_rows_imp(s: &[f32], bias: Option<&[f32]>, out: &mut [f32], row_len: usize, spec: SoftmaxSpec) {
+fn softmax_rows_imp(s: &[f32], bias: Option<(&[f32], &[usize])>, out: &mut [f32], row_len: usize, spec: SoftmaxSpec) {
     for (r, o) in out.chunks_exact_mut(row_len).enumerate() {
         let si = &s[r * row_len..(r + 1) * row_len];
         match spec.softcap {
@@ -219,8 +219,8 @@ fn softmax_rows_imp(s: &[f32], bias: Option<&[f32]>, out: &mut [f32], row_len: u
                 }
             }
         }
-        if let Some(bias) = bias {
-            for (z, &b) in o.iter_mut().zip(&bias[r * row_len..(r + 1) * row_len]) {
+        if let Some((bias, starts)) = bias {
+            for (z, &b) in o.iter_mut().zip(&bias[starts[r]..starts[r] + row_len]) {
                 *z += b;
             }
         }
@@ -235,16 +235,24 @@ fn softmax_rows_imp(s: &[f32], bias: Option<&[f32]>, out: &mut [f32], row_len: u
     }
 }
 
-dispatch!(softmax_rows(s: &[f32], bias: Option<&[f32]>, out: &mut [f32], row_len: usize, spec: SoftmaxSpec) => softmax_rows_imp);
+dispatch!(softmax_rows(s: &[f32], bias: Option<(&[f32], &[usize])>, out: &mut [f32], row_len: usize, spec: SoftmaxSpec) => softmax_rows_imp);
 
-/// `out = softmax(z)` over rows of `row_len` (see [`SoftmaxSpec`]); `bias` has the shape of `s`.
-pub fn softmax_forward(s: &[f32], bias: Option<&[f32]>, row_len: usize, spec: SoftmaxSpec) -> Vec<f32> {
+/// `out = softmax(z)` over rows of `row_len` (see [`SoftmaxSpec`]). The bias is given as its data and,
+/// for every row of `s`, the offset of that row's bias row in it (a bias broadcast over heads repeats
+/// offsets; one the shape of `s` has offsets `0, row_len, 2·row_len, …`).
+pub fn softmax_forward(s: &[f32], bias: Option<(&[f32], &[usize])>, row_len: usize, spec: SoftmaxSpec) -> Vec<f32> {
     assert!(s.len().is_multiple_of(row_len));
+    if let Some((b, starts)) = bias {
+        assert_eq!(starts.len(), s.len() / row_len, "softmax_forward: one bias offset per row");
+        assert!(starts.iter().all(|&o| o + row_len <= b.len()), "softmax_forward: bias offset out of range");
+    }
     let mut out = vec![0f32; s.len()];
-    let chunk = rows_per_task(row_len) * row_len;
+    let rows = rows_per_task(row_len);
+    let chunk = rows * row_len;
     out.par_chunks_mut(chunk).enumerate().for_each(|(i, o)| {
         let at = i * chunk;
-        softmax_rows(&s[at..at + o.len()], bias.map(|b| &b[at..at + o.len()]), o, row_len, spec);
+        let bias = bias.map(|(b, starts)| (b, &starts[i * rows..i * rows + o.len() / row_len]));
+        softmax_rows(&s[at..at + o.len()], bias, o, row_len, spec);
     });
     out
 }
@@ -765,7 +773,8 @@ mod tests {
             }
         }
         let spec = SoftmaxSpec { scale: 0.125, softcap: None };
-        let p = softmax_forward(&s, Some(&bias), row, spec);
+        let starts: Vec<usize> = (0..5).map(|r| r * row).collect();
+        let p = softmax_forward(&s, Some((&bias, &starts)), row, spec);
         for r in 0..5 {
             let pr = &p[r * row..(r + 1) * row];
             assert!((pr.iter().sum::<f32>() - 1.0).abs() < 1e-6);

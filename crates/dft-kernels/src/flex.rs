@@ -1,12 +1,21 @@
 //! The fused ops on `Flex` and `Autodiff<Flex, C>`: run-time dispatch on the backend type, and the
 //! custom autodiff nodes (analytic backward).
+//!
+//! The nodes are *memory-bound* in Burn's sense: they keep their inputs (through the checkpointer, by
+//! node id), not their output, and have a retro-forward, so that under `BalancedCheckpointing` an output
+//! is recomputed when the backward needs it instead of being held — as for the compositions they
+//! replace. (Without checkpointing the softmax keeps its output instead of its input: the probabilities'
+//! matmul holds that tensor anyway.)
 
 use crate::cpu;
 use crate::{GateAct, SoftmaxSpec};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::retro_forward::RetroForward;
+use burn::backend::autodiff::checkpoint::state::BackwardStates;
 use burn::backend::autodiff::checkpoint::strategy::{BalancedCheckpointing, CheckpointStrategy, NoCheckpointing};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
+use burn::backend::autodiff::NodeId;
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
@@ -82,21 +91,59 @@ macro_rules! by_kind {
 
 type Inputs2<B, const D: usize> = (Tensor<B, D>, Option<Tensor<B, D>>);
 
+/// For a bias of shape `bias` broadcast to `scores` (each dim equal or 1, the last one equal), the
+/// offset in the (contiguous) bias of the bias row of every row of `scores`; `None` if not broadcastable.
+fn bias_row_starts(scores: &[usize], bias: &[usize]) -> Option<Vec<usize>> {
+    let d = scores.len();
+    if bias.len() != d || bias[d - 1] != scores[d - 1] || (0..d).any(|k| bias[k] != scores[k] && bias[k] != 1) {
+        return None;
+    }
+    // Contiguous strides of the bias, zero where it broadcasts.
+    let mut strides = vec![0usize; d];
+    let mut acc = 1;
+    for k in (0..d).rev() {
+        strides[k] = if bias[k] == 1 && scores[k] != 1 { 0 } else { acc };
+        acc *= bias[k];
+    }
+    let rows: usize = scores[..d - 1].iter().product();
+    let mut idx = vec![0usize; d - 1];
+    let mut starts = Vec::with_capacity(rows);
+    for _ in 0..rows {
+        starts.push(idx.iter().zip(&strides).map(|(i, s)| i * s).sum());
+        for k in (0..d - 1).rev() {
+            idx[k] += 1;
+            if idx[k] < scores[k] {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
+    Some(starts)
+}
+
 pub(crate) fn attention_softmax<B: Backend, const D: usize>(
     scores: Tensor<B, D>,
     bias: Option<Tensor<B, D>>,
     spec: SoftmaxSpec,
 ) -> Result<Tensor<B, D>, Inputs2<B, D>> {
     let Some(kind) = kind::<B>() else { return Err((scores, bias)) };
-    let bias_ok = bias.as_ref().is_none_or(|b| b.dtype() == DType::F32 && b.dims() == scores.dims());
-    if scores.dtype() != DType::F32 || !bias_ok {
+    let starts = match &bias {
+        Some(b) if b.dtype() == DType::F32 => match bias_row_starts(&scores.dims(), &b.dims()) {
+            Some(starts) => Some(starts),
+            None => return Err((scores, bias)),
+        },
+        Some(_) => return Err((scores, bias)),
+        None => None,
+    };
+    if scores.dtype() != DType::F32 {
         return Err((scores, bias));
     }
     let row = scores.dims()[D - 1];
     if let Kind::Plain = kind {
         let s = prim::<B, D, FlexTensor>(scores).to_contiguous();
         let b = bias.map(|b| prim::<B, D, FlexTensor>(b).to_contiguous());
-        let out = cpu::softmax_forward(s.storage(), b.as_ref().map(|b| b.storage()), row, spec);
+        let bias = b.as_ref().zip(starts.as_deref()).map(|(b, st)| (b.storage::<f32>(), st));
+        let out = cpu::softmax_forward(s.storage(), bias, row, spec);
         return Ok(wrap::<B, D, _>(new_tensor(out, shape_of(&s))));
     }
     let s = prim::<B, D, AdTensor>(scores);
@@ -105,34 +152,90 @@ pub(crate) fn attention_softmax<B: Backend, const D: usize>(
         // A bias that wants a gradient takes the composition.
         return Err((wrap::<B, D, _>(s), b.map(wrap::<B, D, _>)));
     }
-    let out = by_kind!(kind, unreachable!(), softmax_ad::<C>(s, b, row, spec));
+    let out = by_kind!(kind, unreachable!(), softmax_ad::<C>(s, b.zip(starts), row, spec));
     Ok(wrap::<B, D, _>(out))
+}
+
+/// The mask operand of a softmax node: data and the offset of each scores row's bias row.
+type BiasRows = Option<(FlexTensor, Vec<usize>)>;
+
+fn softmax_flex(s: &FlexTensor, bias: &BiasRows, row: usize, spec: SoftmaxSpec) -> FlexTensor {
+    let s = s.to_contiguous();
+    let bias = bias.as_ref().map(|(b, starts)| (b.storage::<f32>(), starts.as_slice()));
+    new_tensor(cpu::softmax_forward(s.storage(), bias, row, spec), shape_of(&s))
+}
+
+/// What a softmax node keeps for its backward.
+#[derive(Clone, Debug)]
+enum SoftmaxSaved {
+    /// Without checkpointing: the output `p` (the probabilities' matmul holds it anyway, so this costs
+    /// nothing) and, with a softcap, the scores.
+    Output { p: FlexTensor, scores: Option<FlexTensor> },
+    /// With checkpointing: the scores' node; `p` is recomputed in the backward (one pass).
+    Scores(NodeId),
 }
 
 #[derive(Debug)]
 struct SoftmaxBackward;
 
 impl Backward<Flex, 1> for SoftmaxBackward {
-    /// The output `p`, the input scores (softcap only), the spec and the row length.
-    type State = (FlexTensor, Option<FlexTensor>, SoftmaxSpec, usize);
+    type State = (SoftmaxSaved, BiasRows, SoftmaxSpec, usize);
 
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (p, s, spec, row) = ops.state;
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let (saved, bias, spec, row) = ops.state;
+        let (p, s) = match saved {
+            SoftmaxSaved::Output { p, scores } => (p, scores),
+            SoftmaxSaved::Scores(id) => {
+                let s = checkpointer.retrieve_node_output::<FlexTensor>(id).to_contiguous();
+                (softmax_flex(&s, &bias, row, spec), Some(s))
+            }
+        };
         unary::<Flex, _>(ops.parents, ops.node, grads, |dp| {
             let dp = dp.to_contiguous();
-            let ds = cpu::softmax_backward(p.storage(), dp.storage(), s.as_ref().map(|s| s.storage()), row, spec);
-            new_tensor(ds, shape_of(&p))
+            let softcapped = spec.softcap.and(s.as_ref()).map(|s| s.storage::<f32>());
+            new_tensor(cpu::softmax_backward(p.storage(), dp.storage(), softcapped, row, spec), shape_of(&p))
         });
     }
 }
 
-fn softmax_ad<C: CheckpointStrategy>(s: AdTensor, bias: Option<AdTensor>, row: usize, spec: SoftmaxSpec) -> AdTensor {
-    let sp = s.primitive.to_contiguous();
-    let bp = bias.map(|b| b.primitive.to_contiguous());
-    let out =
-        new_tensor(cpu::softmax_forward(sp.storage(), bp.as_ref().map(|b| b.storage()), row, spec), shape_of(&sp));
-    match SoftmaxBackward.prepare::<C>([s.node.clone()]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish((out.clone(), spec.softcap.map(|_| sp), spec, row), out),
+#[derive(Debug)]
+struct RetroSoftmax {
+    scores: NodeId,
+    bias: BiasRows,
+    row: usize,
+    spec: SoftmaxSpec,
+}
+
+impl RetroForward for RetroSoftmax {
+    fn forward(&self, states: &mut BackwardStates, out_node: NodeId) {
+        let s: FlexTensor = states.get_state(&self.scores);
+        states.save(out_node, softmax_flex(&s, &self.bias, self.row, self.spec));
+    }
+}
+
+fn softmax_ad<C: CheckpointStrategy>(
+    s: AdTensor,
+    bias: Option<(AdTensor, Vec<usize>)>,
+    row: usize,
+    spec: SoftmaxSpec,
+) -> AdTensor {
+    let bias: BiasRows = bias.map(|(b, starts)| (b.primitive.to_contiguous(), starts));
+    let out = softmax_flex(&s.primitive, &bias, row, spec);
+    if TypeId::of::<C>() == TypeId::of::<NoCheckpointing>() {
+        return match SoftmaxBackward.prepare::<C>([s.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let scores = spec.softcap.map(|_| s.primitive.to_contiguous());
+                prep.finish((SoftmaxSaved::Output { p: out.clone(), scores }, bias, spec, row), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+    }
+    let retro = RetroSoftmax { scores: s.node.id, bias: bias.clone(), row, spec };
+    match SoftmaxBackward.prepare::<C>([s.node.clone()]).memory_bound().retro_forward(retro).parents([&s]).stateful() {
+        OpsKind::Tracked(mut prep) => {
+            let id = prep.checkpoint(&s);
+            prep.finish((SoftmaxSaved::Scores(id), bias, spec, row), out)
+        }
         OpsKind::UnTracked(prep) => prep.finish(out),
     }
 }
@@ -161,14 +264,21 @@ pub(crate) fn gated_activation<B: Backend, const D: usize>(
     Ok(wrap::<B, D, _>(out))
 }
 
+fn gated_flex(g: &FlexTensor, u: &FlexTensor, act: GateAct) -> FlexTensor {
+    let (g, u) = (g.to_contiguous(), u.to_contiguous());
+    new_tensor(cpu::gated_forward(g.storage(), u.storage(), act), shape_of(&g))
+}
+
 #[derive(Debug)]
 struct GatedBackward;
 
 impl Backward<Flex, 2> for GatedBackward {
-    type State = (FlexTensor, FlexTensor, GateAct);
+    type State = (NodeId, NodeId, GateAct);
 
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (g, u, act) = ops.state;
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let (gid, uid, act) = ops.state;
+        let g = checkpointer.retrieve_node_output::<FlexTensor>(gid).to_contiguous();
+        let u = checkpointer.retrieve_node_output::<FlexTensor>(uid).to_contiguous();
         let d = grads.consume::<Flex>(&ops.node).to_contiguous();
         let (dg, du) = cpu::gated_backward(g.storage(), u.storage(), d.storage(), act);
         let [pg, pu] = ops.parents;
@@ -181,11 +291,35 @@ impl Backward<Flex, 2> for GatedBackward {
     }
 }
 
+#[derive(Debug)]
+struct RetroGated {
+    gate: NodeId,
+    up: NodeId,
+    act: GateAct,
+}
+
+impl RetroForward for RetroGated {
+    fn forward(&self, states: &mut BackwardStates, out_node: NodeId) {
+        let g: FlexTensor = states.get_state(&self.gate);
+        let u: FlexTensor = states.get_state(&self.up);
+        states.save(out_node, gated_flex(&g, &u, self.act));
+    }
+}
+
 fn gated_ad<C: CheckpointStrategy>(g: AdTensor, u: AdTensor, act: GateAct) -> AdTensor {
-    let (gp, up) = (g.primitive.to_contiguous(), u.primitive.to_contiguous());
-    let out = new_tensor(cpu::gated_forward(gp.storage(), up.storage(), act), shape_of(&gp));
-    match GatedBackward.prepare::<C>([g.node.clone(), u.node.clone()]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish((gp, up, act), out),
+    let out = gated_flex(&g.primitive, &u.primitive, act);
+    let retro = RetroGated { gate: g.node.id, up: u.node.id, act };
+    match GatedBackward
+        .prepare::<C>([g.node.clone(), u.node.clone()])
+        .memory_bound()
+        .retro_forward(retro)
+        .parents([&g, &u])
+        .stateful()
+    {
+        OpsKind::Tracked(mut prep) => {
+            let (gid, uid) = (prep.checkpoint(&g), prep.checkpoint(&u));
+            prep.finish((gid, uid, act), out)
+        }
         OpsKind::UnTracked(prep) => prep.finish(out),
     }
 }
@@ -216,14 +350,21 @@ pub(crate) fn rms_norm<B: Backend, const D: usize>(
     Ok(wrap::<B, D, _>(out))
 }
 
+fn rms_norm_flex(x: &FlexTensor, w: &FlexTensor, eps: f32) -> FlexTensor {
+    let (x, w) = (x.to_contiguous(), w.to_contiguous());
+    new_tensor(cpu::rms_norm_forward(x.storage(), w.storage(), eps), shape_of(&x))
+}
+
 #[derive(Debug)]
 struct RmsNormBackward;
 
 impl Backward<Flex, 2> for RmsNormBackward {
-    type State = (FlexTensor, FlexTensor, f32);
+    type State = (NodeId, NodeId, f32);
 
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (x, w, eps) = ops.state;
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let (xid, wid, eps) = ops.state;
+        let x = checkpointer.retrieve_node_output::<FlexTensor>(xid).to_contiguous();
+        let w = checkpointer.retrieve_node_output::<FlexTensor>(wid).to_contiguous();
         let dy = grads.consume::<Flex>(&ops.node).to_contiguous();
         let [px, pw] = ops.parents;
         let (dx, dw) = cpu::rms_norm_backward(x.storage(), w.storage(), dy.storage(), eps, pw.is_some());
@@ -236,11 +377,35 @@ impl Backward<Flex, 2> for RmsNormBackward {
     }
 }
 
+#[derive(Debug)]
+struct RetroRmsNorm {
+    x: NodeId,
+    w: NodeId,
+    eps: f32,
+}
+
+impl RetroForward for RetroRmsNorm {
+    fn forward(&self, states: &mut BackwardStates, out_node: NodeId) {
+        let x: FlexTensor = states.get_state(&self.x);
+        let w: FlexTensor = states.get_state(&self.w);
+        states.save(out_node, rms_norm_flex(&x, &w, self.eps));
+    }
+}
+
 fn rms_norm_ad<C: CheckpointStrategy>(x: AdTensor, w: AdTensor, eps: f32) -> AdTensor {
-    let (xp, wp) = (x.primitive.to_contiguous(), w.primitive.to_contiguous());
-    let out = new_tensor(cpu::rms_norm_forward(xp.storage(), wp.storage(), eps), shape_of(&xp));
-    match RmsNormBackward.prepare::<C>([x.node.clone(), w.node.clone()]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish((xp, wp, eps), out),
+    let out = rms_norm_flex(&x.primitive, &w.primitive, eps);
+    let retro = RetroRmsNorm { x: x.node.id, w: w.node.id, eps };
+    match RmsNormBackward
+        .prepare::<C>([x.node.clone(), w.node.clone()])
+        .memory_bound()
+        .retro_forward(retro)
+        .parents([&x, &w])
+        .stateful()
+    {
+        OpsKind::Tracked(mut prep) => {
+            let (xid, wid) = (prep.checkpoint(&x), prep.checkpoint(&w));
+            prep.finish((xid, wid, eps), out)
+        }
         OpsKind::UnTracked(prep) => prep.finish(out),
     }
 }
@@ -317,9 +482,23 @@ impl Backward<Flex, 1> for PermuteBackward {
     }
 }
 
+#[derive(Debug)]
+struct RetroPermute {
+    x: NodeId,
+    axes: Vec<usize>,
+}
+
+impl RetroForward for RetroPermute {
+    fn forward(&self, states: &mut BackwardStates, out_node: NodeId) {
+        let x: FlexTensor = states.get_state(&self.x);
+        states.save(out_node, permuted_copy(&x, &self.axes));
+    }
+}
+
 fn permute_ad<C: CheckpointStrategy>(x: AdTensor, axes: Vec<usize>) -> AdTensor {
     let out = permuted_copy(&x.primitive, &axes);
-    match PermuteBackward.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+    let retro = RetroPermute { x: x.node.id, axes: axes.clone() };
+    match PermuteBackward.prepare::<C>([x.node.clone()]).memory_bound().retro_forward(retro).parents([&x]).stateful() {
         OpsKind::Tracked(prep) => {
             let mut inverse = vec![0; axes.len()];
             for (i, &a) in axes.iter().enumerate() {

@@ -39,8 +39,9 @@ pub fn fast_path<B: Backend>() -> bool {
 }
 
 /// Attention probabilities `softmax(z, last dim)` with `z = scale·scores + bias`, or, with a softcap,
-/// `z = cap·tanh(scale·scores / cap) + bias`. `bias` (the additive mask, same shape as `scores`) is a
-/// constant: no gradient flows into it on the fused path (a tracked bias takes the composition).
+/// `z = cap·tanh(scale·scores / cap) + bias`. `bias` (the additive mask) has the shape of `scores` or
+/// one that broadcasts to it (dims of size 1, e.g. one mask for all heads); it is a constant: no gradient
+/// flows into it on the fused path (a tracked bias takes the composition).
 pub fn attention_softmax<B: Backend, const D: usize>(
     scores: Tensor<B, D>,
     bias: Option<Tensor<B, D>>,

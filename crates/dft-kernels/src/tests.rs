@@ -86,6 +86,23 @@ fn attention_softmax_matches_composition() {
         assert_close(p, p_ref, 1e-6, "softmax values (checkpointing)");
         assert_close(g, g_ref, 1e-5, "softmax grad (checkpointing)");
     }
+    // A mask shared by all heads ([b, 1, t, s]) broadcasts, fused and composed alike.
+    let spec = SoftmaxSpec { scale: 0.2, softcap: None };
+    let run = |fused: bool| {
+        let scores = random::<Ad, 4>([3, 4, 19, 21], 16).require_grad();
+        let bias = mask_bias::<Ad>(3, 1, 19, 21);
+        let w = random::<Ad, 4>([3, 4, 19, 21], 17);
+        let p = if fused {
+            attention_softmax(scores.clone(), Some(bias), spec)
+        } else {
+            reference::attention_softmax(scores.clone(), Some(bias), spec)
+        };
+        let grads = (p.clone() * w).sum().backward();
+        (p.inner(), scores.grad(&grads).unwrap())
+    };
+    let ((p0, g0), (p1, g1)) = (run(false), run(true));
+    assert_close(p1, p0, 1e-6, "broadcast bias values");
+    assert_close(g1, g0, 1e-5, "broadcast bias grad");
     // Plain Flex, no bias.
     let spec = SoftmaxSpec { scale: 0.5, softcap: None };
     let x = random::<Flex, 3>([4, 5, 33], 3);

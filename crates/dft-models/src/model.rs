@@ -256,11 +256,10 @@ fn apply_rope<B: Backend>(
     x * table.0.clone() + rotated * table.1.clone()
 }
 
-/// Additive attention bias `[b, kv_heads, rep, t, s]` (0 = visible, -1e9 = masked) for queries at absolute
+/// Additive attention bias `[b, 1, 1, t, s]` (0 = visible, -1e9 = masked) for queries at absolute
 /// positions `q_offset..q_offset+t` over keys `0..s`, with right padding given by `lengths` and an optional
-/// window. Materialised over heads (the shape of the scores) so that adding it needs no broadcasting.
+/// window. One mask for all heads: it broadcasts over `[kv_heads, rep]`.
 fn attention_bias<B: Backend>(
-    cfg: &ModelConfig,
     b: usize,
     t: usize,
     s: usize,
@@ -282,27 +281,13 @@ fn attention_bias<B: Backend>(
             }
         }
     }
-    expand_bias(cfg, bias, b, t, s, device)
+    expand_bias(bias, b, t, s, device)
 }
 
-/// `[b, t, s]` bias values → the `[b, kv_heads, rep, t, s]` tensor the scores are added to.
-fn expand_bias<B: Backend>(
-    cfg: &ModelConfig,
-    bias: Vec<f32>,
-    b: usize,
-    t: usize,
-    s: usize,
-    device: &B::Device,
-) -> Tensor<B, 5> {
-    let (nkv, rep) = (cfg.num_key_value_heads, cfg.num_attention_heads / cfg.num_key_value_heads);
-    let per_row = t * s;
-    let mut full = Vec::with_capacity(b * nkv * rep * per_row);
-    for row in bias.chunks(per_row) {
-        for _ in 0..nkv * rep {
-            full.extend_from_slice(row);
-        }
-    }
-    Tensor::from_data(TensorData::new(full, [b, nkv, rep, t, s]), device)
+/// `[b, t, s]` bias values → the `[b, 1, 1, t, s]` tensor that broadcasts over the scores' heads
+/// `[b, kv_heads, rep, t, s]` (the fused softmax of dft-kernels reads it per row; other backends broadcast).
+fn expand_bias<B: Backend>(bias: Vec<f32>, b: usize, t: usize, s: usize, device: &B::Device) -> Tensor<B, 5> {
+    Tensor::from_data(TensorData::new(bias, [b, 1, 1, t, s]), device)
 }
 
 impl<B: Backend> CausalLm<B> {
@@ -424,11 +409,12 @@ impl<B: Backend> CausalLm<B> {
         lengths: Lengths,
     ) -> (Tensor<B, 5>, Option<Tensor<B, 5>>) {
         let device = self.device();
-        let full = attention_bias::<B>(&self.config, b, t, s, offset, lengths, None, &device);
-        let sliding =
-            self.config.layer_types.contains(&LayerType::Sliding).then(|| {
-                attention_bias::<B>(&self.config, b, t, s, offset, lengths, self.config.sliding_window, &device)
-            });
+        let full = attention_bias::<B>(b, t, s, offset, lengths, None, &device);
+        let sliding = self
+            .config
+            .layer_types
+            .contains(&LayerType::Sliding)
+            .then(|| attention_bias::<B>(b, t, s, offset, lengths, self.config.sliding_window, &device));
         (full, sliding)
     }
 
@@ -521,7 +507,7 @@ impl<B: Backend> CausalLm<B> {
                     }
                 }
             }
-            expand_bias::<B>(&self.config, bias, b, s, keys, &device)
+            expand_bias::<B>(bias, b, s, keys, &device)
         };
         let full = bias_for(None);
         let sliding =
