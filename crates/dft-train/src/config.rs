@@ -175,7 +175,8 @@ pub struct TrainSection {
     /// Gradient checkpointing: the `dft` binary then trains on `Autodiff<_, BalancedCheckpointing>`,
     /// Burn's strategy that drops the outputs of memory-bound ops (element-wise, activations) after the
     /// forward pass and recomputes them in backward; matmul outputs are still kept. Same losses and
-    /// gradients; what it saves on SmolLM2 is measured in docs/PERFORMANCE.md. Library callers choose
+    /// gradients; what it saves on SmolLM2 is measured in docs/PERFORMANCE.md (on Flex, whose fused
+    /// kernels leave few such tensors, ≤ 3% for +3–7% time). Library callers choose
     /// the strategy with the backend type they pass to `train`.
     pub gradient_checkpointing: bool,
 }
