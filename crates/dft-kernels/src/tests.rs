@@ -70,9 +70,12 @@ fn softmax_grads<B: AutodiffBackend>(
 
 #[test]
 fn backends_with_fused_kernels() {
-    assert!(fast_path::<Flex>());
-    assert!(fast_path::<Ad>());
-    assert!(fast_path::<AdCkpt>());
+    // With the `flex` feature (as the workspace builds it) Flex takes the fused kernels; without it
+    // every backend takes the compositions, and the tests below compare the compositions with themselves.
+    let on = cfg!(feature = "flex");
+    assert_eq!(fast_path::<Flex>(), on);
+    assert_eq!(fast_path::<Ad>(), on);
+    assert_eq!(fast_path::<AdCkpt>(), on);
 }
 
 #[test]
