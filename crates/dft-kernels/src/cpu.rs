@@ -439,6 +439,24 @@ pub fn rms_norm_backward(x: &[f32], w: &[f32], dy: &[f32], eps: f32, want_dw: bo
 // Softmax cross-entropy over rows of logits (the LM-head loss), loss and gradient in one pass.
 // ---------------------------------------------------------------------------------------------
 
+/// `Σ e^{z−m}` over a row, in [`sum8`]'s order (so that it equals `sum8` of the stored exponentials).
+#[inline(always)]
+fn sum_exp8(row: &[f32], m: f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for ch in chunks {
+        for l in 0..LANES {
+            acc[l] += exp(ch[l] - m);
+        }
+    }
+    let mut s = acc.iter().sum::<f32>();
+    for &z in rest {
+        s += exp(z - m);
+    }
+    s
+}
+
 /// One row: returns `lse(z) − z[t]` and, when `grad`, overwrites the row with `∂/∂raw` of it:
 /// `(softmax(z) − onehot(t)) · dz/draw`, where `z = raw` or `z = cap·tanh(raw / cap)`.
 #[inline(always)]
@@ -451,46 +469,34 @@ fn xent_row(row: &mut [f32], t: usize, cap: Option<f32>, grad: bool) -> f64 {
     }
     let zt = row[t];
     let m = max8(row);
-    if !grad {
-        let mut acc = [0f32; LANES];
-        let chunks = row.chunks_exact(LANES);
-        let rest: f32 = chunks.remainder().iter().map(|&z| exp(z - m)).sum();
-        for ch in chunks {
-            for l in 0..LANES {
-                acc[l] += exp(ch[l] - m);
+    let sum = match (grad, cap) {
+        (false, _) => sum_exp8(row, m),
+        // No softcap: the row keeps e^{z−m} (one exp pass), scaled to softmax − onehot below.
+        (true, None) => {
+            for z in row.iter_mut() {
+                *z = exp(*z - m);
             }
+            let sum = sum8(row);
+            let inv_sum = 1.0 / sum;
+            for z in row.iter_mut() {
+                *z *= inv_sum;
+            }
+            row[t] -= 1.0;
+            sum
         }
-        let sum = acc.iter().sum::<f32>() + rest;
-        return m as f64 + (sum as f64).ln() - zt as f64;
-    }
-    // The row keeps z (needed for the softcap's derivative) until the last pass.
-    let mut acc = [0f32; LANES];
-    let chunks = row.chunks_exact(LANES);
-    let rest: f32 = chunks.remainder().iter().map(|&z| exp(z - m)).sum();
-    for ch in chunks {
-        for l in 0..LANES {
-            acc[l] += exp(ch[l] - m);
-        }
-    }
-    let sum = acc.iter().sum::<f32>() + rest;
-    let inv_sum = 1.0 / sum;
-    match cap {
-        Some(c) => {
-            let inv = 1.0 / c;
+        // Softcap: the derivative needs z, so the row keeps z until the last pass.
+        (true, Some(c)) => {
+            let sum = sum_exp8(row, m);
+            let (inv_sum, inv) = (1.0 / sum, 1.0 / c);
             for z in row.iter_mut() {
                 let (p, u) = (exp(*z - m) * inv_sum, *z * inv);
                 *z = p * (1.0 - u * u);
             }
             let u = zt * inv;
             row[t] -= 1.0 - u * u;
+            sum
         }
-        None => {
-            for z in row.iter_mut() {
-                *z = exp(*z - m) * inv_sum;
-            }
-            row[t] -= 1.0;
-        }
-    }
+    };
     m as f64 + (sum as f64).ln() - zt as f64
 }
 

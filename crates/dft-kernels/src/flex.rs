@@ -70,6 +70,14 @@ fn new_tensor(data: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::new(Bytes::from_elems(data), Layout::contiguous(shape), DType::F32)
 }
 
+/// A contiguous f32 copy of `t`'s data that this call owns (copied only if the buffer is shared).
+fn owned(t: FlexTensor) -> FlexTensor {
+    let mut c = t.to_contiguous();
+    drop(t);
+    let _ = c.storage_mut::<f32>(); // copy-on-write if still shared
+    c
+}
+
 fn shape_of(t: &FlexTensor) -> Shape {
     t.layout().shape().clone()
 }
@@ -425,13 +433,8 @@ pub(crate) fn softmax_cross_entropy<B: Backend>(
     }
     let device = logits.device();
     let [_, v] = logits.dims();
-    let mut z = {
-        // A contiguous tensor that nothing else shares, so the gradient can overwrite it in place.
-        let src = prim::<B, 2, FlexTensor>(logits);
-        let c = src.to_contiguous();
-        drop(src);
-        c
-    };
+    // Owned, so that the gradient overwrites the logits in place.
+    let mut z = owned(prim::<B, 2, FlexTensor>(logits));
     let cap = softcap.map(|c| c as f32);
     let loss = cpu::softmax_xent(z.storage_mut::<f32>(), targets, v, cap, grad);
     let loss = Tensor::<B, 1>::from_data(burn::tensor::TensorData::new(vec![loss as f32], [1]), &device);
@@ -513,14 +516,6 @@ fn permute_ad<C: CheckpointStrategy>(x: AdTensor, axes: Vec<usize>) -> AdTensor 
 // ---------------------------------------------------------------------------------------------
 // AdamW (plain Flex: optimisers run on the inner backend)
 // ---------------------------------------------------------------------------------------------
-
-/// A contiguous f32 copy of `t`'s data that this call owns (copied only if the buffer is shared).
-fn owned(t: FlexTensor) -> FlexTensor {
-    let mut c = t.to_contiguous();
-    drop(t);
-    let _ = c.storage_mut::<f32>(); // copy-on-write if still shared
-    c
-}
 
 pub(crate) fn adamw_step<B: Backend, const D: usize>(
     param: Tensor<B, D>,
