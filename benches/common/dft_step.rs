@@ -446,9 +446,8 @@ pub fn random_on_device<B: Backend>(config: ModelConfig, device: &B::Device) -> 
         config.head_dim,
         config.intermediate_size,
     );
-    let proj = |i: usize, o: usize, bias: bool| Proj {
-        weight: normal([i, o]),
-        bias: bias.then(|| Param::from_tensor(Tensor::<B, 1>::zeros([o], device))),
+    let proj = |i: usize, o: usize, bias: bool| {
+        Proj::new(normal([i, o]), bias.then(|| Param::from_tensor(Tensor::<B, 1>::zeros([o], device))))
     };
     let layers = (0..config.num_hidden_layers)
         .map(|_| DecoderBlock {
@@ -472,7 +471,7 @@ pub fn random_on_device<B: Backend>(config: ModelConfig, device: &B::Device) -> 
         })
         .collect();
     let lm_head = (!config.tie_word_embeddings).then(|| normal([h, config.vocab_size]));
-    CausalLm { embed_tokens: normal([config.vocab_size, h]), layers, norm: norm(h), lm_head, config }
+    CausalLm::new(normal([config.vocab_size, h]), layers, norm(h), lm_head, config)
 }
 
 /// Parameters of the model (all of them, embeddings included).

@@ -38,11 +38,14 @@ pub struct ChunkOptions {
     /// gradient is then computed and applied as `[vocab, hidden]`, which keeps its element-wise work on
     /// contiguous memory (≈0.2 s per SmolLM2 TFT step on Flex). Values are the same either way.
     pub head_vocab_major: bool,
+    /// Precision of the head products (logits, `∂L/∂x`, `∂L/∂w`); the softmax, the loss and the
+    /// accumulation of the head gradient stay f32 (see [`crate::Precision`]).
+    pub precision: crate::Precision,
 }
 
 impl Default for ChunkOptions {
     fn default() -> Self {
-        Self { max_chunk_logits: 1 << 24, min_rows: 256, head_vocab_major: false }
+        Self { max_chunk_logits: 1 << 24, min_rows: 256, head_vocab_major: false, precision: crate::Precision::F32 }
     }
 }
 
@@ -105,6 +108,7 @@ pub fn chunked_ce_inner<B: Backend>(
     let mut grad_x_chunks = Vec::new();
     let mut grad_w: Option<Tensor<B, 2>> = None;
     let wt = (need_grad_x).then(|| w.clone().transpose());
+    let mm = |a: Tensor<B, 2>, b: Tensor<B, 2>| opts.precision.matmul(a, b);
     let step = opts.rows_per_chunk(v);
     let mut r0 = 0;
     while r0 < n {
@@ -113,14 +117,14 @@ pub fn chunked_ce_inner<B: Backend>(
         // Loss and `∂/∂raw logits` in one op (dft-kernels: one fused pass on Flex, a composition elsewhere).
         let need_grad = need_grad_x || need_grad_w;
         let (loss, dz) =
-            dft_kernels::softmax_cross_entropy(xc.clone().matmul(w.clone()), &targets[r0..r1], cap, need_grad);
+            dft_kernels::softmax_cross_entropy(mm(xc.clone(), w.clone()), &targets[r0..r1], cap, need_grad);
         loss_sum = loss_sum + loss;
         if let Some(dz) = dz {
             if let Some(wt) = &wt {
-                grad_x_chunks.push(dz.clone().matmul(wt.clone()));
+                grad_x_chunks.push(mm(dz.clone(), wt.clone()));
             }
             if need_grad_w {
-                let gw = if opts.head_vocab_major { dz.transpose().matmul(xc) } else { xc.transpose().matmul(dz) };
+                let gw = if opts.head_vocab_major { mm(dz.transpose(), xc) } else { mm(xc.transpose(), dz) };
                 grad_w = Some(match grad_w {
                     Some(acc) => acc + gw,
                     None => gw,

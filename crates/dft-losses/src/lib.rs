@@ -67,11 +67,13 @@ pub mod cross_entropy;
 pub mod error;
 pub mod model;
 pub mod objective;
+pub mod precision;
 
 pub use batch::{DftBatch, Sequences, IGNORE_INDEX};
 pub use cross_entropy::{chunked_ce_sum, chunked_ce_sum_forward, naive_ce_sum, ChunkOptions};
 pub use error::{LossError, Result};
 pub use model::{DeepSupervisionModel, PrefixKv};
+pub use precision::Precision;
 pub use objective::{
     cosine_loss, dft_loss, dft_loss_eval, dft_loss_naive, AuxLoss, LossComponents, ObjectiveConfig, ObjectiveOutput,
     Pooling,

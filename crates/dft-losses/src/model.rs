@@ -43,6 +43,12 @@ pub trait DeepSupervisionModel<B: Backend> {
         None
     }
 
+    /// Precision of the model's matrix products; the objective runs the LM-head products of its
+    /// cross-entropies and logit lenses in the same precision (see [`crate::Precision`]). Default f32.
+    fn precision(&self) -> crate::Precision {
+        crate::Precision::F32
+    }
+
     /// Optional, for speed: like [`hidden_states`](Self::hidden_states), and also return the keys and
     /// values of blocks `1..=capture` so that sequences sharing a prefix with these rows can be continued
     /// by [`suffix_hidden_states`](Self::suffix_hidden_states) without recomputing it. `None` (the

@@ -160,7 +160,7 @@ fn lm_loss<B: Backend, M: DeepSupervisionModel<B>>(
     let idx: Tensor<B, 1, Int> = Tensor::from_data(TensorData::new(pos, [targets.len()]), &device);
     let rows = h.reshape([r * t, hd]).select(0, idx);
     let x = model.final_norm(rows, detached);
-    let chunk = ChunkOptions { head_vocab_major: model.lm_head_is_vocab_major(), ..chunk };
+    let chunk = ChunkOptions { head_vocab_major: model.lm_head_is_vocab_major(), precision: model.precision(), ..chunk };
     let sum = ce(x, model.lm_head(detached), &targets, model.final_logit_softcap(), chunk, !detached);
     (sum / targets.len() as f64, targets.len())
 }

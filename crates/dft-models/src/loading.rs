@@ -147,9 +147,11 @@ impl<B: Backend> CausalLm<B> {
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for l in 0..config.num_hidden_layers {
             let p = format!("model.layers.{l}");
-            let mut proj = |base: String, bias: bool| Proj {
-                weight: Param::from_tensor(to_tensor::<B, 2>(take(&format!("{base}.weight")), device)),
-                bias: bias.then(|| Param::from_tensor(to_tensor::<B, 1>(take(&format!("{base}.bias")), device))),
+            let mut proj = |base: String, bias: bool| {
+                Proj::new(
+                    Param::from_tensor(to_tensor::<B, 2>(take(&format!("{base}.weight")), device)),
+                    bias.then(|| Param::from_tensor(to_tensor::<B, 1>(take(&format!("{base}.bias")), device))),
+                )
             };
             let (q_proj, k_proj, v_proj, o_proj) = (
                 proj(format!("{p}.self_attn.q_proj"), config.attention_bias),
@@ -193,7 +195,7 @@ impl<B: Backend> CausalLm<B> {
         };
         let lm_head = (!config.tie_word_embeddings)
             .then(|| Param::from_tensor(to_tensor::<B, 2>(take("lm_head.weight"), device)));
-        Ok(CausalLm { embed_tokens, layers, norm, lm_head, config })
+        Ok(CausalLm::new(embed_tokens, layers, norm, lm_head, config))
     }
 
     /// Seeded random weights (normal, std 0.02 for matrices, HF's norm init) — for tests and examples.

@@ -14,7 +14,9 @@ use crate::config::{Activation, LayerType, ModelConfig};
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use crate::lora::{LoraAdapter, LoraSpec};
 use dft_kernels::{GateAct, SoftmaxSpec};
+use dft_losses::Precision;
 
 /// Right-padded batch description: the number of real tokens in each row (the rest is padding).
 /// `None` everywhere in the API means "no padding".
@@ -43,18 +45,34 @@ impl<B: Backend> RmsNorm<B> {
     }
 }
 
-/// A bias-free (by default) linear layer with weight `[in, out]`.
+/// A bias-free (by default) linear layer with weight `[in, out]`, optionally with a LoRA adapter.
 #[derive(Module, Debug)]
 pub struct Proj<B: Backend> {
     pub weight: Param<Tensor<B, 2>>,
     pub bias: Option<Param<Tensor<B, 1>>>,
+    /// Low-rank update `s·(x·A)·B` added to the output (see [`crate::lora`]); `None` for plain layers.
+    pub lora: Option<LoraAdapter<B>>,
 }
 
 impl<B: Backend> Proj<B> {
+    pub fn new(weight: Param<Tensor<B, 2>>, bias: Option<Param<Tensor<B, 1>>>) -> Self {
+        Self { weight, bias, lora: None }
+    }
+
+    /// `x·W (+ b) (+ LoRA)` in f32.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.forward_in(x, Precision::F32)
+    }
+
+    /// `x·W (+ b) (+ LoRA)` with the products in `precision` (see [`Precision`]).
+    pub fn forward_in(&self, x: Tensor<B, 3>, precision: Precision) -> Tensor<B, 3> {
         let [b, t, i] = x.dims();
         let o = self.weight.dims()[1];
-        let y = x.reshape([b * t, i]).matmul(self.weight.val());
+        let x = x.reshape([b * t, i]);
+        let mut y = precision.matmul(x.clone(), self.weight.val());
+        if let Some(lora) = &self.lora {
+            y = y + lora.delta(x, precision);
+        }
         let y = match &self.bias {
             Some(bias) => y + bias.val().unsqueeze_dim(0),
             None => y,
@@ -105,6 +123,12 @@ pub struct CausalLm<B: Backend> {
     pub lm_head: Option<Param<Tensor<B, 2>>>,
     #[module(skip)]
     pub config: ModelConfig,
+    /// Precision of the matrix products (f32 or bf16-mixed; the weights stay f32 either way).
+    #[module(skip)]
+    pub precision: Precision,
+    /// The LoRA configuration when the projections carry adapters ([`CausalLm::with_lora`]).
+    #[module(skip)]
+    pub lora: Option<LoraSpec>,
 }
 
 /// Per-layer keys and values of earlier positions, for incremental decoding.
@@ -291,6 +315,23 @@ fn expand_bias<B: Backend>(bias: Vec<f32>, b: usize, t: usize, s: usize, device:
 }
 
 impl<B: Backend> CausalLm<B> {
+    /// A model from its parts, computing in f32, without adapters.
+    pub fn new(
+        embed_tokens: Param<Tensor<B, 2>>,
+        layers: Vec<DecoderBlock<B>>,
+        norm: RmsNorm<B>,
+        lm_head: Option<Param<Tensor<B, 2>>>,
+        config: ModelConfig,
+    ) -> Self {
+        Self { embed_tokens, layers, norm, lm_head, config, precision: Precision::F32, lora: None }
+    }
+
+    /// The same model computing its matrix products in `precision` (see [`Precision`]).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
     pub fn num_layers(&self) -> usize {
         self.layers.len()
     }
@@ -324,9 +365,10 @@ impl<B: Backend> CausalLm<B> {
         let (nh, nkv, d) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
         let rep = nh / nkv;
         // Heads stay in the projections' layout `[b, t, heads, d]` through QK-norm, RoPE and the KV cache.
-        let mut q = attn.q_proj.forward(x.clone()).reshape([b, t, nh, d]);
-        let mut k = attn.k_proj.forward(x.clone()).reshape([b, t, nkv, d]);
-        let mut v = attn.v_proj.forward(x).reshape([b, t, nkv, d]);
+        let p = self.precision;
+        let mut q = attn.q_proj.forward_in(x.clone(), p).reshape([b, t, nh, d]);
+        let mut k = attn.k_proj.forward_in(x.clone(), p).reshape([b, t, nkv, d]);
+        let mut v = attn.v_proj.forward_in(x, p).reshape([b, t, nkv, d]);
         if let Some(n) = &attn.q_norm {
             q = n.forward(q);
         }
@@ -358,19 +400,20 @@ impl<B: Backend> CausalLm<B> {
         let v = dft_kernels::permute_contiguous(v.reshape([b, s, nkv, 1, d]), [0, 2, 3, 1, 4]); // [b, nkv, 1, s, d]
                                                                                                 // softmax(scale·qkᵀ (Gemma-2: softcapped) + mask), one fused op (dft-kernels).
         let spec = SoftmaxSpec { scale: scale as f32, softcap: cfg.attn_logit_softcapping.map(|c| c as f32) };
-        let probs = dft_kernels::attention_softmax(q.matmul(kt), Some(bias.clone()), spec);
-        let out = dft_kernels::permute_contiguous(probs.matmul(v), [0, 3, 1, 2, 4]).reshape([b, t, nh * d]);
-        attn.o_proj.forward(out)
+        let probs = dft_kernels::attention_softmax(p.matmul(q, kt), Some(bias.clone()), spec);
+        let out = dft_kernels::permute_contiguous(p.matmul(probs, v), [0, 3, 1, 2, 4]).reshape([b, t, nh * d]);
+        attn.o_proj.forward_in(out, p)
     }
 
     fn mlp(&self, layer: usize, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let mlp = &self.layers[layer].mlp;
-        let gate = mlp.gate_proj.forward(x.clone());
+        let p = self.precision;
+        let gate = mlp.gate_proj.forward_in(x.clone(), p);
         let act = match self.config.hidden_act {
             Activation::Silu => GateAct::Silu,
             Activation::GeluTanh => GateAct::GeluTanh,
         };
-        mlp.down_proj.forward(dft_kernels::gated_activation(gate, mlp.up_proj.forward(x), act))
+        mlp.down_proj.forward_in(dft_kernels::gated_activation(gate, mlp.up_proj.forward_in(x, p), act), p)
     }
 
     /// One decoder block (0-based `layer`).
@@ -564,7 +607,7 @@ impl<B: Backend> CausalLm<B> {
 
     /// Head on already-normed states `[n, hidden] -> [n, vocab]` (with softcap).
     pub fn head_2d(&self, normed: Tensor<B, 2>, detached: bool) -> Tensor<B, 2> {
-        self.softcap_logits(normed.matmul(self.lm_head_weight(detached)))
+        self.softcap_logits(self.precision.matmul(normed, self.lm_head_weight(detached)))
     }
 
     /// Logit lens `z_k = lm_head(final_norm(h_k))` (Gemma-2: with the final softcap). `detached`: the
@@ -636,6 +679,10 @@ impl<B: Backend> dft_losses::DeepSupervisionModel<B> for CausalLm<B> {
 
     fn lm_head_is_vocab_major(&self) -> bool {
         self.lm_head.is_none()
+    }
+
+    fn precision(&self) -> Precision {
+        self.precision
     }
 
     fn hidden_states_sharing_prefix(
