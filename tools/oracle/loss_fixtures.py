@@ -12,7 +12,10 @@ Writes tests/fixtures/objective/ (at the repository root):
   <model>/expected.json          per case: each loss component and the total
   <model>/grads.safetensors      per case: gradients of selected parameters ("<case>/<param>")
 
-Usage: tools/oracle/setup.sh && tools/oracle/.venv/bin/python tools/oracle/loss_fixtures.py
+  <model>/expected_bf16_autocast.json   (`loss_fixtures.py bf16`) every case's components under
+                                 torch.autocast("cpu", dtype=torch.bfloat16) on the committed f32 models
+
+Usage: tools/oracle/setup.sh && tools/oracle/.venv/bin/python tools/oracle/loss_fixtures.py [bf16]
 Pinned versions: tools/oracle/requirements.txt.
 """
 import json
@@ -259,5 +262,28 @@ def main():
         save_file(grads, str(d / "grads.safetensors"))
 
 
+def bf16_autocast():
+    """The same cases under torch.autocast(bfloat16) on the committed models (f32 weights): writes
+    <model>/expected_bf16_autocast.json. What dft-rs's train.precision = "bf16-mixed" is compared with."""
+    import sys
+    torch.set_grad_enabled(True)
+    seqs = json.loads((OUT / "sequences.json").read_text())
+    for name in MODELS:
+        d = OUT / name
+        model = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager", dtype=torch.float32)
+        model.eval()
+        expected = {}
+        for case in CASES:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                _, comps = objective(model, seqs, case)
+            expected[case[0]] = {"components": comps}
+            print(name, case[0], "bf16 autocast", {k: v for k, v in comps.items() if v is not None}, file=sys.stderr)
+        (d / "expected_bf16_autocast.json").write_text(json.dumps(expected, indent=1) + "\n")
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+    if sys.argv[1:] == ["bf16"]:
+        bf16_autocast()
+    else:
+        main()
