@@ -27,6 +27,8 @@ pub struct TrainerState {
 
 pub const STATE_FILE: &str = "trainer_state.json";
 pub const MODEL_FILE: &str = "model"; // recorder adds .mpk
+/// LoRA runs: only the trainable parts (adapters, modules to save), not the frozen base.
+pub const LORA_FILE: &str = "lora"; // recorder adds .mpk
 pub const OPTIM_FILE: &str = "optimizer"; // recorder adds .mpk
 
 pub fn checkpoint_dir(out_dir: &Path, step: usize) -> PathBuf {

@@ -3,7 +3,8 @@
 //! files, layer indices against the model depth — before any model weights are loaded.
 
 use crate::error::{Result, TrainError};
-use dft_losses::{AuxLoss, Pooling};
+use dft_losses::{AuxLoss, Pooling, Precision};
+use dft_models::LoraSpec;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -179,6 +180,10 @@ pub struct TrainSection {
     /// kernels leave few such tensors, ≤ 3% for +3–7% time). Library callers choose
     /// the strategy with the backend type they pass to `train`.
     pub gradient_checkpointing: bool,
+    /// `f32` (default) or `bf16-mixed`: matrix products in bf16, master weights, AdamW state, norms,
+    /// softmax and losses in f32 (PyTorch autocast semantics; see `dft_models::Precision`). Checkpoints
+    /// keep the f32 master weights.
+    pub precision: Precision,
 }
 
 impl Default for TrainSection {
@@ -204,6 +209,7 @@ impl Default for TrainSection {
             on_nonfinite: OnNonFinite::Stop,
             threads: 0,
             gradient_checkpointing: false,
+            precision: Precision::F32,
         }
     }
 }
@@ -219,6 +225,10 @@ pub struct TrainConfig {
     pub method: MethodSection,
     #[serde(default)]
     pub train: TrainSection,
+    /// LoRA adapters (PEFT format) instead of full fine-tuning: base weights frozen, only the adapters
+    /// (and `modules_to_save`) train. Absent = full fine-tuning.
+    #[serde(default)]
+    pub lora: Option<LoraSpec>,
 }
 
 fn bad(key: &str, msg: impl Into<String>) -> TrainError {
@@ -315,6 +325,9 @@ impl TrainConfig {
             if l == LayerChoice::Index(0) {
                 return Err(bad(k, "layers are numbered from 1 (block k = output of decoder block k)"));
             }
+        }
+        if let Some(l) = &self.lora {
+            l.check().map_err(|(k, m)| bad(k, m))?;
         }
         let d = &self.data;
         if d.max_len < 16 {

@@ -2,7 +2,9 @@
 //! global-norm clipping, AdamW with PyTorch's semantics and a cosine schedule; metrics, eval loss,
 //! checkpoints, interruption and non-finite losses handled on the way.
 
-use crate::checkpoint::{list_checkpoints, read_state, write_checkpoint, TrainerState, MODEL_FILE, OPTIM_FILE};
+use crate::checkpoint::{
+    list_checkpoints, read_state, write_checkpoint, TrainerState, LORA_FILE, MODEL_FILE, OPTIM_FILE,
+};
 use crate::clip::clip_global_norm;
 use crate::config::{Method, OnNonFinite, TrainConfig};
 use crate::data_prep::{kinds_for, read_corpus, special_tokens, to_loss_batch, token_counts, tokenize};
@@ -44,6 +46,13 @@ pub struct TrainSummary {
     pub plot: PathBuf,
     pub wall_s: f64,
     pub skipped_batches: usize,
+    /// LoRA runs: the adapter in PEFT's format (`final/` holds the merged model).
+    #[serde(default)]
+    pub adapter_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub trainable_params: usize,
+    #[serde(default)]
+    pub total_params: usize,
 }
 
 /// Resolve `smollm2` to the fetched GGUF (scripts/fetch-smollm2.sh); other paths are used as given.
@@ -132,7 +141,19 @@ pub fn train<B: AutodiffBackend>(
         key: "model.path".into(),
         msg: format!("{} has no tokenizer (tokenizer.json or GGUF tokenizer metadata)", model_path.display()),
     })?;
-    let mut model = pre.model;
+    let mut model = pre.model.with_precision(cfg.train.precision);
+    if let Some(spec) = &cfg.lora {
+        model = model.with_lora(spec, cfg.train.seed)?;
+    }
+    let (trainable, total_params) = model.parameter_counts();
+    eprintln!(
+        "model: {} parameters, {} trainable ({:.2}%){}, precision {}",
+        total_params,
+        trainable,
+        100.0 * trainable as f64 / total_params.max(1) as f64,
+        if cfg.lora.is_some() { " — LoRA" } else { "" },
+        cfg.train.precision
+    );
     let special = special_tokens(&model.config, &tokenizer);
 
     // Data.
@@ -223,7 +244,14 @@ pub fn train<B: AutodiffBackend>(
         if let Some((_, dir)) = list_checkpoints(&out_dir).last() {
             let saved = read_state(dir)?;
             let ck = |e: burn::record::RecorderError| TrainError::Checkpoint { path: dir.clone(), msg: e.to_string() };
-            model = model.load_file(dir.join(MODEL_FILE), &recorder, device).map_err(ck)?;
+            model = match model.lora_parts() {
+                // LoRA runs checkpoint only what trains (adapters, modules to save).
+                Some(parts) => {
+                    let parts = parts.load_file(dir.join(LORA_FILE), &recorder, device).map_err(ck)?;
+                    model.with_lora_parts(parts)?
+                }
+                None => model.load_file(dir.join(MODEL_FILE), &recorder, device).map_err(ck)?,
+            };
             let rec = recorder.load(dir.join(OPTIM_FILE), device).map_err(ck)?;
             optim = optim.load_record(rec);
             eprintln!("resuming from {} (step {})", dir.display(), saved.step);
@@ -268,7 +296,10 @@ pub fn train<B: AutodiffBackend>(
         }
         write_checkpoint(&out_dir, state, cfg.train.keep_last, |dir| {
             let ck = |e: burn::record::RecorderError| TrainError::Checkpoint { path: dir.into(), msg: e.to_string() };
-            model.clone().save_file(dir.join(MODEL_FILE), &recorder).map_err(ck)?;
+            match model.lora_parts() {
+                Some(parts) => parts.save_file(dir.join(LORA_FILE), &recorder).map_err(ck)?,
+                None => model.clone().save_file(dir.join(MODEL_FILE), &recorder).map_err(ck)?,
+            }
             recorder.record(optim_rec, dir.join(OPTIM_FILE)).map_err(ck)?;
             Ok(())
         })
@@ -283,6 +314,11 @@ pub fn train<B: AutodiffBackend>(
         let (mut tokens, mut pad_sum, mut used) = (0usize, 0.0, 0usize);
         let mut epoch = state.data_position.epoch;
         let mut micro = 0;
+        if cfg.lora.as_ref().is_some_and(|l| l.dropout > 0.0) {
+            // LoRA dropout masks come from the backend's RNG: seeded per step, so a resumed run draws the
+            // same masks as an uninterrupted one.
+            B::seed(device, cfg.train.seed.wrapping_mul(1_000_003).wrapping_add(state.step as u64));
+        }
         while micro < cfg.train.grad_accum {
             let Some(batch) = iter.next() else { break };
             let position_after = iter.position();
@@ -417,7 +453,16 @@ pub fn train<B: AutodiffBackend>(
     let eval_after =
         eval_data.as_ref().map(|e| eval_loss(&model.valid(), e, eval_bs, cfg.method.name)).transpose()?.flatten();
     let export_dir = out_dir.join("final");
-    model.valid().save_pretrained(&export_dir, Some(&tokenizer))?;
+    let adapter_dir = if model.lora.is_some() {
+        // The adapter in PEFT's format, and `final/` = the merged model (a plain HF checkpoint).
+        let dir = out_dir.join("adapter");
+        model.valid().save_adapter(&dir, &cfg.model.path)?;
+        model.valid().merge_lora().save_pretrained(&export_dir, Some(&tokenizer))?;
+        Some(dir)
+    } else {
+        model.valid().save_pretrained(&export_dir, Some(&tokenizer))?;
+        None
+    };
     let plot = out_dir.join("loss.svg");
     let all = read_metrics(&metrics_path)?;
     plot_losses(&all, &plot, &format!("{:?} on {}", cfg.method.name, cfg.data.lang).to_uppercase())?;
@@ -431,6 +476,9 @@ pub fn train<B: AutodiffBackend>(
         plot,
         wall_s: started.elapsed().as_secs_f64(),
         skipped_batches: state.skipped_batches,
+        adapter_dir,
+        trainable_params: trainable,
+        total_params,
     };
     std::fs::write(out_dir.join("summary.json"), serde_json::to_string_pretty(&summary).expect("json"))
         .map_err(|e| TrainError::Io { path: out_dir.join("summary.json"), source: e })?;
