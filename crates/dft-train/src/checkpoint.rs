@@ -138,10 +138,26 @@ pub fn validate_checkpoint(dir: &Path) -> std::result::Result<(), String> {
 /// ("checkpoint N is incomplete or corrupt: <file>") and renamed to `corrupt-checkpoint-NNNNNN` (kept,
 /// never deleted, and no longer picked up).
 pub fn newest_valid_checkpoint(out_dir: &Path) -> Option<(usize, PathBuf)> {
-    let all = list_checkpoints(out_dir);
+    // Every `checkpoint-NNNNNN`, also those without a state file (incomplete).
+    let mut all: Vec<(usize, PathBuf)> = std::fs::read_dir(out_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let step = name.strip_prefix("checkpoint-")?.parse::<usize>().ok()?;
+            e.path().is_dir().then(|| (step, e.path()))
+        })
+        .collect();
+    all.sort();
     let mut skipped = Vec::new();
     for (step, dir) in all.into_iter().rev() {
-        match validate_checkpoint(&dir) {
+        let valid = if dir.join(STATE_FILE).is_file() {
+            validate_checkpoint(&dir)
+        } else {
+            Err(format!("{} is missing", dir.join(STATE_FILE).display()))
+        };
+        match valid {
             Ok(()) => {
                 if !skipped.is_empty() {
                     eprintln!("resuming from the newest valid checkpoint instead: {} (step {step})", dir.display());
@@ -167,7 +183,7 @@ pub fn newest_valid_checkpoint(out_dir: &Path) -> Option<(usize, PathBuf)> {
 /// Write a checkpoint via `write` (which fills the given directory with the records) atomically: into
 /// `.tmp-checkpoint-NNNNNN-<pid>`, then the state, then the checksum manifest, then one rename. Needs
 /// about `estimate` bytes (checked against the free space first; the newest existing checkpoint's
-/// size when it is larger). On failure the temporary directory is removed and earlier checkpoints are
+/// size when there is one). On failure the temporary directory is removed and earlier checkpoints are
 /// untouched; a full disk is reported as such.
 pub fn write_checkpoint(
     out_dir: &Path,
@@ -179,8 +195,8 @@ pub fn write_checkpoint(
     let final_dir = checkpoint_dir(out_dir, state.step);
     let tmp = out_dir.join(format!(".tmp-checkpoint-{:06}-{}", state.step, std::process::id()));
     let io = |path: &Path, source| TrainError::Io { path: path.into(), source };
-    let previous = list_checkpoints(out_dir).last().map(|(_, d)| dir_bytes(d)).unwrap_or(0);
-    let need = estimate.max(previous);
+    // The previous checkpoint's size when there is one (exact for this run), else the estimate.
+    let need = list_checkpoints(out_dir).last().map(|(_, d)| dir_bytes(d)).filter(|&b| b > 0).unwrap_or(estimate);
     crate::run_dir::check_space(out_dir, need)?;
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;

@@ -129,7 +129,12 @@ pub fn run_contents(dir: &Path) -> Vec<String> {
         let name = e.file_name().to_string_lossy().to_string();
         if name.starts_with("checkpoint-") {
             ckpts += 1;
-        } else if ["metrics.jsonl", "summary.json", "final", "layers.json"].contains(&name.as_str()) {
+        } else if name == "metrics.jsonl" {
+            // A run that failed before its first step leaves it empty: nothing to keep.
+            if e.metadata().is_ok_and(|m| m.len() > 0) {
+                found.push(name);
+            }
+        } else if ["summary.json", "final", "layers.json"].contains(&name.as_str()) {
             found.push(name);
         }
     }
