@@ -106,7 +106,7 @@ fn generate_zh(model: &CausalLm<Inner>, tok: &tokenizers::Tokenizer, max_new: us
     let query = dft_data::Query { instruction: ZH_INSTRUCTION.into(), input: String::new() };
     let prompt = dft_data::PromptTemplate::Alpaca.render(&query).text;
     let ids = tok.encode(prompt.as_str(), true).expect("encode").get_ids().to_vec();
-    let out = dft_models::generate::greedy(model, &ids, max_new, &model.config.eos_token_ids);
+    let out = dft_models::generate::greedy(model, &ids, max_new, &model.config.eos_token_ids).expect("generate");
     tok.decode(&out, true).expect("decode")
 }
 
@@ -167,7 +167,7 @@ fn measure(what: &str, path: &Path, cfg: &TrainConfig, (lc, et): (usize, usize))
             }
             let prompt: Vec<u32> = (0..16).map(|i| 1000 + i * 13).collect();
             let t0 = Instant::now();
-            let out = dft_models::generate::greedy(&model, &prompt, 32, &[]);
+            let out = dft_models::generate::greedy(&model, &prompt, 32, &[]).expect("generate");
             println!("greedy (KV cache): {} tokens in {:.2} s", out.len(), t0.elapsed().as_secs_f64());
         }
         "chunked" | "naive" => {

@@ -87,6 +87,10 @@ pub enum EvalCmdError {
     NoTokenizer(PathBuf),
     #[error("--batch-size must be at least 1")]
     ZeroBatch,
+    #[error("--limit 0 scores nothing (a score over zero items would read as 0.0); give at least 1 or leave it out")]
+    ZeroLimit,
+    #[error("{flag} {value} does not fit the model's context of {context} tokens (the prompt needs room too); use less than {context}")]
+    TooManyNewTokens { flag: &'static str, value: usize, context: usize },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }
@@ -192,6 +196,9 @@ pub fn run<B: Backend>(args: &EvalArgs) -> Result<(), EvalCmdError> {
     if args.batch_size == 0 {
         return Err(EvalCmdError::ZeroBatch);
     }
+    if args.limit == Some(0) {
+        return Err(EvalCmdError::ZeroLimit);
+    }
     let (tasks, all) = parse_tasks(&args.tasks)?;
     let langs = parse_langs(&args.lang)?;
     let data_dir = args
@@ -204,12 +211,20 @@ pub fn run<B: Backend>(args: &EvalArgs) -> Result<(), EvalCmdError> {
     }
     let flores = FloresOptions { shots: args.mt_shots, directions: args.mt_directions };
     let loaded = load_tasks(&data_dir, &tasks, &langs, all, &flores)?;
+    // One `dft eval` per output folder at a time (results.json is read, merged and rewritten).
+    let _lock = dft_train::run_dir::RunLock::acquire(&args.out, "dft eval")?;
 
     let path = resolve_model_path(&args.model)?;
     eprintln!("model: {}", path.display());
     let device = B::Device::default();
     let pre = load_pretrained::<B>(&path, &device)?;
     let tokenizer = pre.tokenizer.ok_or_else(|| EvalCmdError::NoTokenizer(path.clone()))?;
+    let context = pre.model.config.max_position_embeddings;
+    for (flag, value) in [("--max-new-tokens", args.max_new_tokens), ("--mt-max-new-tokens", args.mt_max_new_tokens)] {
+        if value >= context {
+            return Err(EvalCmdError::TooManyNewTokens { flag, value, context });
+        }
+    }
     let scorer = Scorer::new(&pre.model, &tokenizer)?;
     let opts = EvalOptions {
         limit: args.limit,
@@ -270,8 +285,7 @@ pub fn run<B: Backend>(args: &EvalArgs) -> Result<(), EvalCmdError> {
     report.save(&json)?;
     let table = report.markdown();
     let md = args.out.join("results.md");
-    std::fs::write(&md, format!("# dft eval\n\n{table}"))
-        .map_err(|e| EvalCmdError::Io { path: md.clone(), source: e })?;
+    dft_eval::report::write_atomic(&md, format!("# dft eval\n\n{table}").as_bytes())?;
     println!("\n{table}results: {} and {}", json.display(), md.display());
     Ok(())
 }

@@ -55,6 +55,9 @@ enum Cmd {
         /// Extra config overrides, e.g. --set method.et=feature
         #[arg(long = "set")]
         set: Vec<String>,
+        /// Start over when --out holds an earlier run (it is moved to <out>.old-<time>).
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Train as configured by a TOML file (keys overridable with --set key=value).
     Train {
@@ -63,8 +66,11 @@ enum Cmd {
         #[arg(long = "set")]
         set: Vec<String>,
         /// Continue from the newest checkpoint in train.out_dir.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "overwrite")]
         resume: bool,
+        /// Start a new run even if train.out_dir holds an earlier one (moved to <out_dir>.old-<time>).
+        #[arg(long)]
+        overwrite: bool,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
@@ -117,7 +123,8 @@ fn complete(
 ) -> String {
     let ids = tok.encode(prompt, true).unwrap_or_else(|e| fail(e)).get_ids().to_vec();
     let stop = model.config.eos_token_ids.clone();
-    let out = generate(model, &ids, &GenerateConfig { max_new_tokens: max_new, sampling, stop_tokens: stop });
+    let out = generate(model, &ids, &GenerateConfig { max_new_tokens: max_new, sampling, stop_tokens: stop })
+        .unwrap_or_else(|e| fail(format!("{e} (--prompt / --max-new-tokens)")));
     let text = tok.decode(&out, true).unwrap_or_else(|e| fail(e));
     // A max_new_tokens cut can end inside a multi-byte character (byte-level BPE): drop the partial
     // character instead of printing U+FFFD.
@@ -128,14 +135,27 @@ fn install_sigint(hooks: &TrainHooks) {
     let stop = hooks.stop.clone();
     let _ = ctrlc::set_handler(move || {
         if stop.swap(true, Ordering::SeqCst) {
+            dft_train::run_dir::release_all_locks();
             std::process::exit(130);
         }
         eprintln!("\ninterrupt: finishing the current step, then writing a checkpoint (Ctrl-C again to abort)");
     });
 }
 
-fn run_training(cfg: &TrainConfig, resume: bool, quiet: bool) -> dft_train::TrainSummary {
-    let hooks = TrainHooks { progress: !quiet, ..Default::default() };
+/// `train.threads` > 0: the size of rayon's global pool (the CPU backend's and the tokenizer's threads).
+pub(crate) fn init_threads(threads: usize) {
+    static DONE: std::sync::Once = std::sync::Once::new();
+    if threads > 0 && !DONE.is_completed() {
+        DONE.call_once(|| ());
+        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global() {
+            eprintln!("warning: train.threads = {threads} not applied: {e}");
+        }
+    }
+}
+
+fn run_training(cfg: &TrainConfig, resume: bool, quiet: bool, overwrite: bool) -> dft_train::TrainSummary {
+    init_threads(cfg.train.threads);
+    let hooks = TrainHooks { progress: !quiet, overwrite, ..Default::default() };
     install_sigint(&hooks);
     let device = Default::default();
     let result = if cfg.train.gradient_checkpointing {
@@ -155,7 +175,10 @@ fn run_training(cfg: &TrainConfig, resume: bool, quiet: bool) -> dft_train::Trai
 
 fn print_summary(s: &dft_train::TrainSummary) {
     let ppl = |l: Option<f64>| l.map(|l| format!("{:.3}", l.exp())).unwrap_or_else(|| "n/a".into());
-    println!("steps: {}  wall: {:.1}s  skipped batches: {}", s.steps, s.wall_s, s.skipped_batches);
+    println!(
+        "steps: {}  wall: {:.1}s  skipped batches: {}  threads: {}",
+        s.steps, s.wall_s, s.skipped_batches, s.threads
+    );
     println!("held-out perplexity: before {}  after {}", ppl(s.eval_loss_before), ppl(s.eval_loss_after));
     println!(
         "metrics: {}\nloss curve: {}\nexported HF checkpoint: {}",
@@ -169,7 +192,10 @@ fn main() {
     dft_train::retain_freed_memory();
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Quickstart { steps, out, set } => {
+        Cmd::Quickstart { steps, out, set, overwrite } => {
+            if steps == 0 {
+                fail("--steps must be at least 1 (optimiser steps of the quickstart run)");
+            }
             let mut overrides = vec![
                 "model.path=\"smollm2\"".to_string(),
                 format!("train.max_steps={steps}"),
@@ -179,6 +205,7 @@ fn main() {
             let preset = PathBuf::from("configs/quickstart.toml");
             let cfg =
                 TrainConfig::load(preset.is_file().then_some(preset.as_path()), &overrides).unwrap_or_else(|e| fail(e));
+            init_threads(cfg.train.threads);
             let path = resolve_model_path("smollm2").unwrap_or_else(|e| fail(e));
             println!("model: {}", path.display());
             let prompt = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\n用一句话介绍北京。\n\n### Response:";
@@ -187,7 +214,7 @@ fn main() {
             let tok = before.tokenizer.clone().expect("tokenizer");
             let gen_before = complete(&before.model, &tok, prompt, 40, Sampling::Greedy);
             drop(before);
-            let summary = run_training(&cfg, false, false);
+            let summary = run_training(&cfg, false, false, overwrite);
             let after = load_pretrained::<Inner>(&summary.export_dir, &device).unwrap_or_else(|e| fail(e));
             let gen_after = complete(&after.model, &tok, prompt, 40, Sampling::Greedy);
             print_summary(&summary);
@@ -195,13 +222,22 @@ fn main() {
             println!("generation before: {}", gen_before.trim());
             println!("generation after:  {}", gen_after.trim());
         }
-        Cmd::Train { config, set, resume, quiet } => {
+        Cmd::Train { config, set, resume, quiet, overwrite } => {
             let cfg = TrainConfig::load(config.as_deref(), &set).unwrap_or_else(|e| fail(e));
-            let s = run_training(&cfg, resume, quiet);
+            let s = run_training(&cfg, resume, quiet, overwrite);
             print_summary(&s);
         }
         Cmd::Eval(args) => eval_cmd::run::<Inner>(&args).unwrap_or_else(|e| fail(e)),
         Cmd::Generate { model, prompt, max_new_tokens, temperature, top_p, seed, chat } => {
+            if prompt.trim().is_empty() {
+                fail("--prompt is empty: give the text to continue");
+            }
+            if !(temperature.is_finite() && temperature >= 0.0) {
+                fail(format!("--temperature must be a finite number >= 0 (0 = greedy), got {temperature}"));
+            }
+            if let Some(p) = top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
+                fail(format!("--top-p must be in (0, 1], got {p}"));
+            }
             let path = resolve_model_path(&model).unwrap_or_else(|e| fail(e));
             let device = Default::default();
             let pre = load_pretrained::<Inner>(&path, &device).unwrap_or_else(|e| fail(e));

@@ -89,6 +89,9 @@ pub enum SweepCmdError {
 
 pub fn run(args: SweepArgs) -> Result<(), SweepCmdError> {
     let base = TrainConfig::load(args.config.as_deref(), &args.set)?;
+    crate::init_threads(base.train.threads);
+    // One sweep per directory at a time.
+    let _lock = dft_train::run_dir::RunLock::acquire(&args.out, "dft sweep")?;
     let layers = match (args.every, args.layers.is_empty()) {
         (Some(0), _) => return Err(SweepCmdError::ZeroEvery),
         (Some(n), _) => {

@@ -193,7 +193,7 @@ fn config_errors_name_the_key_before_loading_weights() {
         }
     };
     let e = err(&["train.learning_rate=0.1"]);
-    assert!(e.contains("unknown field `learning_rate`"), "{e}");
+    assert!(e.contains("unknown key `train.learning_rate` (command-line override)"), "{e}");
     let e = err(&["train.lr=-1"]);
     assert!(e.contains("train.lr"), "{e}");
     let e = err(&["train.warmup_ratio=1.5"]);

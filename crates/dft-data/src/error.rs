@@ -200,6 +200,10 @@ pub struct DataReport {
     pub skipped: BTreeMap<SkipReason, usize>,
     /// The first [`DataReport::MAX_SAMPLES`] skip messages, in input order.
     pub samples: Vec<String>,
+    /// Every skip message (reason first, then where and why), in input order; `dft train` writes them
+    /// to `skipped.txt` in the run directory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub all: Vec<String>,
 }
 
 impl DataReport {
@@ -216,8 +220,10 @@ impl DataReport {
     /// Count one skip with its message.
     pub fn skip(&mut self, reason: SkipReason, message: impl FnOnce() -> String) {
         *self.skipped.entry(reason).or_insert(0) += 1;
+        let m = message();
+        self.all.push(format!("{reason}: {m}"));
         if self.samples.len() < Self::MAX_SAMPLES {
-            self.samples.push(message());
+            self.samples.push(m);
         }
     }
 
@@ -227,8 +233,10 @@ impl DataReport {
             return;
         }
         *self.skipped.entry(reason).or_insert(0) += n;
+        let m = message();
+        self.all.push(format!("{reason} ({n} records): {m}"));
         if self.samples.len() < Self::MAX_SAMPLES {
-            self.samples.push(message());
+            self.samples.push(m);
         }
     }
 
@@ -243,6 +251,7 @@ impl DataReport {
                 self.samples.push(s.clone());
             }
         }
+        self.all.extend(later.all.iter().cloned());
         self.kept = later.kept;
     }
 }

@@ -53,6 +53,9 @@ pub enum EvalError {
     /// Reading or writing a results file.
     #[error("{path}: {message}")]
     Results { path: PathBuf, message: String },
+
+    #[error("task `{task}` ({lang}) has no items to score{detail}; a score over zero items would read as 0.0")]
+    NoItems { task: String, lang: String, detail: String },
 }
 
 pub type Result<T, E = EvalError> = std::result::Result<T, E>;

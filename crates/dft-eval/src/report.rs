@@ -94,6 +94,21 @@ pub struct EvalRun {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EvalReport {
     pub runs: Vec<EvalRun>,
+    /// Results replaced by a later run of the same method, model, task, language and limit (oldest
+    /// first), kept so a re-run never destroys an earlier score.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<EvalRun>,
+}
+
+/// Write `bytes` to `path` through `.<name>.tmp<pid>` and a rename (the temporary is removed on failure).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
+    let r = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
+    r.map_err(|e| {
+        std::fs::remove_file(&tmp).ok();
+        EvalError::io(path, e)
+    })
 }
 
 /// The benchmark's name as the paper writes it.
@@ -125,17 +140,29 @@ impl EvalReport {
         })
     }
 
-    /// Writes the report as pretty JSON.
+    /// Writes the report as pretty JSON (via a temporary file and a rename: an interrupted write
+    /// never leaves a half-written results.json).
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self)
             .map_err(|e| EvalError::Results { path: path.to_path_buf(), message: e.to_string() })?;
-        std::fs::write(path, text + "\n").map_err(|e| EvalError::io(path, e))
+        write_atomic(path, (text + "\n").as_bytes())
     }
 
-    /// Adds `run`; results of the same method, task and language from earlier runs are replaced.
+    /// Adds `run`. Results of the same method, model, task, language and limit from earlier runs are
+    /// replaced, and moved to [`EvalReport::history`]; others stay (the table shows the latest run of
+    /// a method per task and language). Tasks without items never get here (an error in scoring).
     pub fn merge(&mut self, run: EvalRun) {
-        for old in self.runs.iter_mut().filter(|r| r.method == run.method) {
-            old.results.retain(|o| !run.results.iter().any(|n| n.task == o.task && n.lang == o.lang));
+        for old in self.runs.iter_mut().filter(|r| r.method == run.method && r.model == run.model) {
+            if old.options.limit != run.options.limit {
+                continue;
+            }
+            let (replaced, kept): (Vec<TaskResult>, Vec<TaskResult>) = std::mem::take(&mut old.results)
+                .into_iter()
+                .partition(|o| run.results.iter().any(|n| n.task == o.task && n.lang == o.lang));
+            old.results = kept;
+            if !replaced.is_empty() {
+                self.history.push(EvalRun { results: replaced, ..old.clone() });
+            }
         }
         self.runs.retain(|r| !r.results.is_empty());
         self.runs.push(run);
@@ -353,6 +380,29 @@ mod tests {
         assert!(md.contains("| base | 10.0 | 10.0 |") && md.contains("en→zh chrF++"), "{md}");
         let back: EvalReport = serde_json::from_str(&serde_json::to_string(&rep).unwrap()).unwrap();
         assert_eq!(back, rep);
+    }
+
+    #[test]
+    fn merge_keeps_other_limits_and_moves_replaced_results_to_history() {
+        let with_limit = |limit, score| EvalRun {
+            options: EvalOptions { limit, ..Default::default() },
+            ..run("base", vec![result(Task::Xquad, Lang::Zh, score)])
+        };
+        let mut rep = EvalReport::default();
+        rep.merge(with_limit(Some(10), 1.0));
+        rep.merge(with_limit(Some(50), 2.0));
+        assert_eq!(rep.runs.len(), 2, "another limit is another result");
+        assert!(rep.history.is_empty());
+        rep.merge(with_limit(Some(10), 3.0));
+        assert_eq!(rep.runs.len(), 2);
+        assert_eq!(rep.history.len(), 1);
+        assert_eq!(rep.history[0].results[0].score, 1.0);
+        assert_eq!(rep.cell("base", Task::Xquad, Lang::Zh), Some((3.0, 2)), "the table shows the latest run");
+        let back: EvalReport = serde_json::from_str(&serde_json::to_string(&rep).unwrap()).unwrap();
+        assert_eq!(back, rep);
+        // Reports written before `history` existed still load.
+        let old: EvalReport = serde_json::from_str(r#"{"runs": []}"#).unwrap();
+        assert!(old.history.is_empty());
     }
 
     #[test]

@@ -75,7 +75,7 @@ fn smollm2_throughput() {
             (ids, prompt_s)
         };
         let t0 = Instant::now();
-        let reference = dft_models::generate::greedy(&pre.model, prompt, 64, &[]);
+        let reference = dft_models::generate::greedy(&pre.model, prompt, 64, &[]).unwrap();
         let wall = t0.elapsed().as_secs_f64();
         assert_eq!(ids, reference, "Scorer::greedy and dft_models::generate::greedy agree");
         println!(

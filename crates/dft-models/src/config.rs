@@ -91,6 +91,21 @@ pub struct ModelConfig {
     pub layer_types: Vec<LayerType>,
 }
 
+/// The largest value a size field of a real model can have; larger ones come from corrupt files and
+/// would make loading allocate without bound.
+pub fn size_limit(field: &str) -> u64 {
+    match field {
+        "num_hidden_layers" => 1024,
+        "num_attention_heads" | "num_key_value_heads" => 1024,
+        "head_dim" => 4096,
+        "hidden_size" => 65_536,
+        "intermediate_size" => 1 << 20,
+        "vocab_size" => 1 << 22,
+        "max_position_embeddings" => 1 << 25,
+        _ => u64::MAX,
+    }
+}
+
 fn get<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
     v.get(key).filter(|x| !x.is_null())
 }
@@ -147,6 +162,16 @@ impl ModelConfig {
         let hidden_size = usize_field("hidden_size")?;
         let num_attention_heads = usize_field("num_attention_heads")?;
         let num_hidden_layers = usize_field("num_hidden_layers")?;
+        // Sizes are bounded before anything is allocated from them (the weights are checked against
+        // them later, tensor by tensor).
+        for k in ["num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size", "vocab_size", "max_position_embeddings"] {
+            if let Some(x) = get(&v, k).and_then(|x| x.as_u64()) {
+                let limit = size_limit(k);
+                if x > limit {
+                    return Err(err(format!("field `{k}` is {x}, beyond any real model (at most {limit}); the file is corrupt")));
+                }
+            }
+        }
         let num_key_value_heads =
             get(&v, "num_key_value_heads").and_then(|x| x.as_u64()).map(|x| x as usize).unwrap_or(num_attention_heads);
         let head_dim = get(&v, "head_dim")
@@ -271,6 +296,35 @@ impl ModelConfig {
 
     /// Internal consistency checks; the message names the offending field.
     pub fn validate(&self) -> std::result::Result<(), String> {
+        for (k, v) in [
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("hidden_size", self.hidden_size),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_key_value_heads),
+            ("head_dim", self.head_dim),
+            ("intermediate_size", self.intermediate_size),
+            ("vocab_size", self.vocab_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ] {
+            if v as u64 > size_limit(k) {
+                return Err(format!("`{k}` is {v}, beyond any real model (at most {})", size_limit(k)));
+            }
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0 && self.rms_norm_eps < 1.0) {
+            return Err(format!("`rms_norm_eps` must be a small positive number, got {}", self.rms_norm_eps));
+        }
+        for (k, v) in [
+            ("query_pre_attn_scalar", self.query_pre_attn_scalar),
+            ("attn_logit_softcapping", self.attn_logit_softcapping),
+            ("final_logit_softcapping", self.final_logit_softcapping),
+        ] {
+            if v.is_some_and(|x| !(x.is_finite() && x > 0.0)) {
+                return Err(format!("`{k}` must be a positive number, got {}", v.unwrap_or_default()));
+            }
+        }
+        if self.max_position_embeddings == 0 {
+            return Err("`max_position_embeddings` must be > 0".into());
+        }
         if self.num_attention_heads == 0 || self.num_key_value_heads == 0 {
             return Err("`num_attention_heads` and `num_key_value_heads` must be > 0".into());
         }

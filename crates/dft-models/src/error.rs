@@ -5,6 +5,8 @@ use std::path::PathBuf;
 pub enum ModelError {
     #[error("{path}: cannot read: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: cannot write: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
     #[error("{path}: invalid config.json: {msg}")]
     Config { path: PathBuf, msg: String },
     #[error("{path}: unsupported architecture `{arch}` (supported: llama, gemma2, gemma3_text)")]

@@ -1,5 +1,6 @@
 //! Text generation with the KV cache: greedy and sampling (temperature, top-k, top-p), one sequence.
 
+use crate::error::{ModelError, Result};
 use crate::loading::SplitMix;
 use crate::model::{CausalLm, KvCache};
 use burn::tensor::backend::Backend;
@@ -71,9 +72,58 @@ fn sample(logits: &[f32], temperature: f32, top_k: Option<usize>, top_p: Option<
     idx[probs.len() - 1]
 }
 
-/// Generate up to `cfg.max_new_tokens` tokens after `prompt`; returns only the new tokens.
-pub fn generate<B: Backend>(model: &CausalLm<B>, prompt: &[u32], cfg: &GenerateConfig) -> Vec<u32> {
-    assert!(!prompt.is_empty(), "generate: empty prompt");
+impl Sampling {
+    /// Temperature finite and >= 0, top-p in (0, 1], top-k >= 1.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(ModelError::InvalidArgument(m));
+        if let Sampling::Sample { temperature, top_k, top_p, .. } = self {
+            if !(temperature.is_finite() && *temperature >= 0.0) {
+                return bad(format!("temperature must be a finite number >= 0 (0 = greedy), got {temperature}"));
+            }
+            if let Some(p) = top_p {
+                if !(*p > 0.0 && *p <= 1.0) {
+                    return bad(format!("top-p must be in (0, 1], got {p}"));
+                }
+            }
+            if *top_k == Some(0) {
+                return bad("top-k must be >= 1".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Check a generation request against the model: a non-empty prompt, known token ids, and prompt plus
+/// new tokens within the context length (`max_position_embeddings`).
+pub fn check_request(context: usize, vocab: usize, prompt: &[u32], max_new_tokens: usize) -> Result<()> {
+    let bad = |m: String| Err(ModelError::InvalidArgument(m));
+    if prompt.is_empty() {
+        return bad("the prompt is empty (it must have at least one token)".into());
+    }
+    if let Some(&t) = prompt.iter().find(|&&t| t as usize >= vocab) {
+        return bad(format!("prompt token id {t} is outside the vocabulary ({vocab} tokens)"));
+    }
+    if prompt.len() > context {
+        return bad(format!(
+            "the prompt has {} tokens, more than the model's context of {context} tokens; shorten it",
+            prompt.len()
+        ));
+    }
+    if max_new_tokens > context - prompt.len() {
+        return bad(format!(
+            "max new tokens {max_new_tokens} does not fit: the model's context is {context} tokens and the prompt takes {}, so at most {} can be generated",
+            prompt.len(),
+            context - prompt.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Generate up to `cfg.max_new_tokens` tokens after `prompt`; returns only the new tokens. The request
+/// is checked first ([`check_request`], [`Sampling::validate`]).
+pub fn generate<B: Backend>(model: &CausalLm<B>, prompt: &[u32], cfg: &GenerateConfig) -> Result<Vec<u32>> {
+    check_request(model.config.max_position_embeddings, model.config.vocab_size, prompt, cfg.max_new_tokens)?;
+    cfg.sampling.validate()?;
     let device = model.device();
     let mut cache = KvCache::new(model.num_layers());
     let v = model.config.vocab_size;
@@ -98,11 +148,16 @@ pub fn generate<B: Backend>(model: &CausalLm<B>, prompt: &[u32], cfg: &GenerateC
         }
         next_input = vec![tok];
     }
-    out
+    Ok(out)
 }
 
 /// Greedy decoding with the KV cache (convenience for [`generate`]).
-pub fn greedy<B: Backend>(model: &CausalLm<B>, prompt: &[u32], max_new_tokens: usize, stop_tokens: &[u32]) -> Vec<u32> {
+pub fn greedy<B: Backend>(
+    model: &CausalLm<B>,
+    prompt: &[u32],
+    max_new_tokens: usize,
+    stop_tokens: &[u32],
+) -> Result<Vec<u32>> {
     generate(
         model,
         prompt,

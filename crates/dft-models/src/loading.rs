@@ -124,8 +124,8 @@ impl<B: Backend> CausalLm<B> {
                 arch: config.arch.hf_model_type().into(),
             });
         }
-        let mut loaded: HashMap<String, HostTensor> = HashMap::new();
-        for (name, shape, kind) in &expected {
+        // Every shape is checked (against the config's sizes) before any tensor is read.
+        for (name, shape, _) in &expected {
             let got = source
                 .shape(name)
                 .ok_or_else(|| ModelError::MissingTensor { path: source.origin(), tensor: name.clone() })?;
@@ -137,6 +137,9 @@ impl<B: Backend> CausalLm<B> {
                     want: shape.clone(),
                 });
             }
+        }
+        let mut loaded: HashMap<String, HostTensor> = HashMap::new();
+        for (name, _, kind) in &expected {
             let t = source.load(name)?;
             loaded.insert(name.clone(), if *kind == Kind::Linear { transpose(&t) } else { t });
         }

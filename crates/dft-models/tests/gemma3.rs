@@ -76,7 +76,7 @@ fn gemma3_logits_tokens_and_greedy_match_transformers() {
     let prompt: Vec<u32> =
         greedy["prompt_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
     let want: Vec<u32> = greedy["new_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
-    let got = dft_models::generate::greedy(&model, &prompt, want.len(), &[]);
+    let got = dft_models::generate::greedy(&model, &prompt, want.len(), &[]).unwrap();
     let text = tok.decode(&got, true).unwrap();
     assert_eq!(got, want, "greedy continuation differs from transformers: {text:?}");
     // the base model says " the capital of the country of France. It is the largest" (as transformers does)

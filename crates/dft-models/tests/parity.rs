@@ -105,7 +105,7 @@ fn kv_cache_greedy_equals_transformers_generate_and_full_recompute() {
         let want: Vec<u32> = refs["gen.greedy"].ids().iter().map(|&x| x as u32).collect();
         let n_new = want.len() - prompt.len();
         // KV cache path.
-        let cached = dft_models::generate::greedy(&model, &prompt, n_new, &[]);
+        let cached = dft_models::generate::greedy(&model, &prompt, n_new, &[]).unwrap();
         assert_eq!(cached, want[prompt.len()..], "{name}: KV-cache greedy differs from transformers");
         // Full recomputation at every step.
         let mut seq = prompt.clone();

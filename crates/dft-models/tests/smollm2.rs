@@ -33,7 +33,7 @@ fn smollm2_logits_tokens_and_greedy_match_transformers() {
     let prompt: Vec<u32> =
         greedy["prompt_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
     let want: Vec<u32> = greedy["new_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
-    let got = dft_models::generate::greedy(&model, &prompt, want.len(), &[]);
+    let got = dft_models::generate::greedy(&model, &prompt, want.len(), &[]).unwrap();
     assert_eq!(got, want, "greedy continuation differs from transformers");
     let text = tok.decode(&got, true).unwrap();
     assert!(text.starts_with(" Paris"), "greedy continuation: {text:?}");

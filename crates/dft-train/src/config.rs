@@ -269,10 +269,19 @@ impl TrainConfig {
             }
             t.insert(parts[parts.len() - 1].to_string(), parse_value(value.trim()));
         }
+        // An unknown `--set` key is the command line's fault, not the file's.
+        let known = known_keys();
+        for o in overrides {
+            let key = o.split_once('=').map(|(k, _)| k.trim()).unwrap_or(o);
+            if !known.iter().any(|k| k == key) {
+                let hint = closest_key(key, &known).map(|k| format!("; did you mean `{k}`?")).unwrap_or_default();
+                return Err(bad(&format!("--set {o}"), format!("unknown key `{key}` (command-line override){hint}")));
+            }
+        }
         let origin = path.map(|p| p.display().to_string()).unwrap_or_else(|| "<command line>".into());
         let cfg: TrainConfig = toml::Value::Table(table)
             .try_into()
-            .map_err(|e: toml::de::Error| TrainError::ConfigFile { path: origin.into(), msg: e.to_string() })?;
+            .map_err(|e: toml::de::Error| TrainError::ConfigFile { path: origin.into(), msg: with_hint(e.to_string()) })?;
         cfg.check_ranges()?;
         Ok(cfg)
     }
@@ -382,5 +391,196 @@ impl TrainConfig {
             };
         }
         Ok((out[0], out[1]))
+    }
+}
+
+/// Every key a run config can hold, dotted (`train.lr`), from the defaults.
+pub fn known_keys() -> Vec<String> {
+    let cfg = TrainConfig {
+        model: ModelSection { path: String::new() },
+        data: DataSection::default(),
+        method: MethodSection::default(),
+        train: TrainSection::default(),
+    };
+    let mut out: Vec<String> = flatten(&cfg).into_keys().collect();
+    // Optional keys whose default is unset.
+    for k in ["data.eval", "data.min_score"] {
+        if !out.iter().any(|x| x == k) {
+            out.push(k.into());
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Leaf values of a config by dotted key.
+fn flatten(cfg: &TrainConfig) -> std::collections::BTreeMap<String, serde_json::Value> {
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut std::collections::BTreeMap<String, serde_json::Value>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    walk(&key, x, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_string(), other.clone());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk("", &serde_json::to_value(cfg).expect("config serialises"), &mut out);
+    out
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The known key closest to `key` (by edit distance on the whole key, or on its last part within the
+/// same section), when it is close enough to be a typo.
+pub fn closest_key(key: &str, known: &[String]) -> Option<String> {
+    let leaf = key.rsplit('.').next().unwrap_or(key);
+    known
+        .iter()
+        .map(|k| {
+            let d_full = edit_distance(key, k);
+            let d_leaf = edit_distance(leaf, k.rsplit('.').next().unwrap_or(k)) + usize::from(!key.contains('.'));
+            (d_full.min(d_leaf), k)
+        })
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min()
+        .map(|(_, k)| k.clone())
+}
+
+/// Add "did you mean" to a TOML `unknown field` error.
+fn with_hint(msg: String) -> String {
+    let Some(rest) = msg.split("unknown field `").nth(1) else { return msg };
+    let Some(field) = rest.split('`').next() else { return msg };
+    let leaves: Vec<String> = known_keys().iter().map(|k| k.rsplit('.').next().unwrap_or(k).to_string()).collect();
+    match closest_key(field, &leaves) {
+        Some(k) => format!("{}; did you mean `{k}`?", msg.trim_end()),
+        None => msg,
+    }
+}
+
+/// Keys that may change between a checkpoint and `--resume` without changing what is trained: stopping
+/// points, evaluation and checkpoint cadence, threads, memory strategy, paths.
+pub const RESUME_SAFE_KEYS: &[&str] = &[
+    "train.max_steps",
+    "train.epochs",
+    "train.eval_every",
+    "train.checkpoint_every",
+    "train.keep_last",
+    "train.on_nonfinite",
+    "train.threads",
+    "train.out_dir",
+    "train.gradient_checkpointing",
+    "data.eval",
+    "data.eval_limit",
+];
+
+/// How a resumed run's config differs from the checkpoint's.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConfigDiff {
+    /// `key: old -> new` for keys that change the run (resume is refused).
+    pub refused: Vec<String>,
+    /// `key: old -> new` for [`RESUME_SAFE_KEYS`] (allowed and reported).
+    pub allowed: Vec<String>,
+}
+
+/// Compare the resolved config saved with a checkpoint with the one given to `--resume`.
+pub fn compare_for_resume(saved: &TrainConfig, now: &TrainConfig) -> ConfigDiff {
+    let (a, b) = (flatten(saved), flatten(now));
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let mut diff = ConfigDiff::default();
+    let show = |v: Option<&serde_json::Value>| v.map(|v| v.to_string()).unwrap_or_else(|| "unset".into());
+    for k in keys {
+        let (x, y) = (a.get(k), b.get(k));
+        if x == y || (x.is_none_or(|v| v.is_null()) && y.is_none_or(|v| v.is_null())) {
+            continue;
+        }
+        let line = format!("{k}: {} -> {}", show(x), show(y));
+        if RESUME_SAFE_KEYS.contains(&k.as_str()) {
+            diff.allowed.push(line);
+        } else {
+            diff.refused.push(line);
+        }
+    }
+    diff
+}
+
+impl TrainConfig {
+    /// Checks that need the model's header (read before the weights): `data.max_len` against the context
+    /// length. Returns warnings to print (an LC layer at or after the ET layer, which METHOD.md does not
+    /// intend: i < j).
+    pub fn check_against_model(&self, context_length: usize, lc: Option<usize>, et: Option<usize>) -> Result<Vec<String>> {
+        if self.data.max_len > context_length {
+            return Err(bad(
+                "data.max_len",
+                format!(
+                    "{} is longer than the model's context ({context_length} tokens, max_position_embeddings / context_length); use at most {context_length}",
+                    self.data.max_len
+                ),
+            ));
+        }
+        let m = &self.method;
+        let both = m.name == Method::Dft && m.lc != AuxLoss::Off && m.et != AuxLoss::Off;
+        let mut warnings = Vec::new();
+        if let (true, Some(i), Some(j)) = (both, lc, et) {
+            if i >= j {
+                warnings.push(format!(
+                    "warning: method.lc_layer ({i}) is not below method.et_layer ({j}); the method (METHOD.md) puts language conversion before English thinking (i < j)"
+                ));
+            }
+        }
+        Ok(warnings)
+    }
+}
+
+#[cfg(test)]
+mod reliability_tests {
+    use super::*;
+
+    fn cfg() -> TrainConfig {
+        TrainConfig {
+            model: ModelSection { path: "m".into() },
+            data: DataSection::default(),
+            method: MethodSection::default(),
+            train: TrainSection::default(),
+        }
+    }
+
+    #[test]
+    fn resume_diff_separates_safe_and_refused_keys() {
+        let a = cfg();
+        let mut b = cfg();
+        b.train.batch_size = 8;
+        b.train.max_steps = 100;
+        b.method.et_layer = LayerChoice::Index(9);
+        let d = compare_for_resume(&a, &b);
+        assert_eq!(d.refused, ["method.et_layer: 15 -> 9", "train.batch_size: 4 -> 8"]);
+        assert_eq!(d.allowed, ["train.max_steps: 0 -> 100"]);
+        assert_eq!(compare_for_resume(&a, &a), ConfigDiff::default());
+    }
+
+    #[test]
+    fn closest_keys() {
+        let k = known_keys();
+        assert!(k.contains(&"train.lr".to_string()) && k.contains(&"data.eval".to_string()));
+        assert_eq!(closest_key("train.lrr", &k).as_deref(), Some("train.lr"));
+        assert_eq!(closest_key("train.batchsize", &k).as_deref(), Some("train.batch_size"));
+        assert_eq!(closest_key("zzz.qqqqqqq", &k), None);
     }
 }

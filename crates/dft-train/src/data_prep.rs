@@ -107,3 +107,77 @@ pub fn token_counts(b: &dft_data::DftBatch) -> (usize, f64) {
     }
     (real, if total == 0 { 0.0 } else { 1.0 - real as f64 / total as f64 })
 }
+
+/// Print what reading, filtering and tokenizing `path` kept and skipped — the counts, then the first
+/// few skipped records with file:line and reason — and how many sequences were cut to
+/// `data.max_len`; write every skipped record to `out_dir/skipped.txt` (one per line). When nothing is
+/// left, the error names the file, the format it was read as and the reasons.
+pub fn report_data(
+    path: &Path,
+    data: &DataSection,
+    corpus: &ParallelCorpus,
+    tokenized: &TokenizedCorpus,
+    out_dir: &Path,
+) -> Result<()> {
+    use crate::error::TrainError;
+    let (read, tok) = (&corpus.report, &tokenized.report);
+    eprintln!("data: {read} | {tok}");
+    let skipped: Vec<&String> = read.all.iter().chain(&tok.all).collect();
+    let list = out_dir.join("skipped.txt");
+    if !skipped.is_empty() {
+        for s in read.samples.iter().chain(&tok.samples).take(5) {
+            eprintln!("  skipped: {s}");
+        }
+        let text: String = skipped.iter().map(|s| format!("{s}\n")).collect();
+        std::fs::write(&list, text).map_err(|e| TrainError::Io { path: list.clone(), source: e })?;
+        eprintln!("  all {} skipped records: {}", skipped.len(), list.display());
+    }
+    let cut: Vec<String> = tokenized
+        .stats
+        .kinds
+        .iter()
+        .filter(|(_, s)| s.truncated > 0)
+        .map(|(k, s)| format!("{k} {} of {}", s.truncated, s.sequences))
+        .collect();
+    if !cut.is_empty() {
+        eprintln!(
+            "data: sequences cut to data.max_len = {} tokens (their answers truncated): {}",
+            data.max_len,
+            cut.join(", ")
+        );
+    }
+    if tokenized.examples.is_empty() {
+        let format = match data.format {
+            DataFormat::PairedJson => "paired_json (a JSON array of records)",
+            DataFormat::PairedJsonl => "paired_jsonl (one JSON record per line)",
+        };
+        let mut reasons: Vec<String> =
+            read.skipped.iter().chain(&tok.skipped).map(|(r, n)| format!("{r} {n}")).collect();
+        if reasons.is_empty() {
+            reasons.push("the file has no records".into());
+        }
+        let mut msg = format!(
+            "no training examples left from {} read as data.format = {format}: skipped {}",
+            path.display(),
+            reasons.join(", ")
+        );
+        if let Some(first) = read.samples.first().or(tok.samples.first()) {
+            msg += &format!("; first: {first}");
+        }
+        let head = std::fs::read(path).ok().and_then(|b| b.iter().copied().find(|c| !c.is_ascii_whitespace()));
+        match (data.format, head) {
+            (DataFormat::PairedJsonl, Some(b'[')) => {
+                msg += "; the file starts with `[`: it looks like a JSON array, set data.format = \"paired_json\""
+            }
+            (DataFormat::PairedJson, Some(b'{')) => {
+                msg += "; the file starts with `{`: it looks like JSON lines, set data.format = \"paired_jsonl\""
+            }
+            _ => {}
+        }
+        if !skipped.is_empty() {
+            msg += &format!(" (every skipped record: {})", list.display());
+        }
+        return Err(TrainError::Config { key: "data.train".into(), msg });
+    }
+    Ok(())
+}

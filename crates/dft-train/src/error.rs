@@ -21,6 +21,14 @@ pub enum TrainError {
     NonFiniteLoss { step: usize, batch: usize, examples: String, value: f64 },
     #[error("checkpoint {path}: {msg}")]
     Checkpoint { path: PathBuf, msg: String },
+    #[error("{dir} is in use by {holder} (lock file {lock}); wait for it to finish, or remove the lock file if that process is not running")]
+    Locked { dir: PathBuf, holder: String, lock: PathBuf },
+    #[error("{dir} already holds a run ({holds}); continue it with --resume, start over with --overwrite (moves the old run to {dir}.old-<time>), or pick another train.out_dir")]
+    RunExists { dir: PathBuf, holds: String },
+    #[error("no space left on device while writing {path} (needs ≈ {}, {} free)", crate::run_dir::gb(*need), crate::run_dir::gb(*free))]
+    NoSpace { path: PathBuf, need: u64, free: u64 },
+    #[error("--resume: the config differs from the one checkpoint {checkpoint} was trained with: {keys}; resume with the original values, or start a new run (--overwrite or another train.out_dir)")]
+    ResumeConfig { checkpoint: PathBuf, keys: String },
     #[error("interrupted at step {step}; checkpoint written to {path}")]
     Interrupted { step: usize, path: PathBuf },
 }

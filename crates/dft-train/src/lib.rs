@@ -18,6 +18,7 @@ pub mod data_prep;
 pub mod error;
 pub mod metrics;
 pub mod optim;
+pub mod run_dir;
 pub mod schedule;
 pub mod sweep;
 pub mod trainer;

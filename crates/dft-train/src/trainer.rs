@@ -3,7 +3,8 @@
 //! checkpoints, interruption and non-finite losses handled on the way.
 
 use crate::checkpoint::{
-    list_checkpoints, read_state, write_checkpoint, TrainerState, LORA_FILE, MODEL_FILE, OPTIM_FILE,
+    list_checkpoints, newest_valid_checkpoint, read_state, write_checkpoint, TrainerState, LORA_FILE, MODEL_FILE,
+    OPTIM_FILE,
 };
 use crate::clip::clip_global_norm;
 use crate::config::{Method, OnNonFinite, TrainConfig};
@@ -32,6 +33,9 @@ pub struct TrainHooks {
     pub stop: Arc<AtomicBool>,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Start a new run even when `out_dir` holds an earlier one (which is moved to
+    /// `<out_dir>.old-<time>`); without it (and without `resume`) such a run is refused.
+    pub overwrite: bool,
 }
 
 /// What a finished run reports.
@@ -53,6 +57,9 @@ pub struct TrainSummary {
     pub trainable_params: usize,
     #[serde(default)]
     pub total_params: usize,
+    /// Threads of the rayon pool the CPU backend ran on (`train.threads`, or all cores).
+    #[serde(default)]
+    pub threads: usize,
 }
 
 /// Resolve `smollm2` to the fetched GGUF (scripts/fetch-smollm2.sh); other paths are used as given.
@@ -133,7 +140,15 @@ pub fn train<B: AutodiffBackend>(
     let header = dft_models::peek_config(&model_path)?;
     let layer_plan = cfg.resolve_layers(header.num_hidden_layers)?;
     let out_dir = cfg.train.out_dir.clone();
-    std::fs::create_dir_all(&out_dir).map_err(|e| TrainError::Io { path: out_dir.clone(), source: e })?;
+    for w in cfg.check_against_model(header.max_position_embeddings, layer_plan.0, layer_plan.1)? {
+        eprintln!("{w}");
+    }
+    let mode = match (resume, hooks.overwrite) {
+        (true, _) => crate::run_dir::StartMode::Resume,
+        (false, true) => crate::run_dir::StartMode::Overwrite,
+        (false, false) => crate::run_dir::StartMode::Fresh,
+    };
+    let _lock = crate::run_dir::prepare_run_dir(&out_dir, mode)?;
 
     // Model and tokenizer.
     let pre = load_pretrained::<B>(&model_path, device)?;
@@ -160,7 +175,7 @@ pub fn train<B: AutodiffBackend>(
     let kinds = kinds_for(&cfg.method);
     let corpus = read_corpus(&cfg.data.train, &cfg.data)?;
     let train_data = tokenize(&corpus, &cfg.data, kinds, &tokenizer, special, cfg.data.limit)?;
-    eprintln!("data: {} | {}", corpus.report, train_data.report);
+    crate::data_prep::report_data(&cfg.data.train, &cfg.data, &corpus, &train_data, &out_dir)?;
     let (lc_layer, et_layer) = if layer_plan.0.is_none() || layer_plan.1.is_none() {
         let report = match crate::auto_layers::saved_layers(&out_dir, model.num_layers())? {
             Some(r) if resume => r,
@@ -241,8 +256,15 @@ pub fn train<B: AutodiffBackend>(
         config: cfg.clone(),
     };
     if resume {
-        if let Some((_, dir)) = list_checkpoints(&out_dir).last() {
+        if let Some((_, dir)) = &newest_valid_checkpoint(&out_dir) {
             let saved = read_state(dir)?;
+            let diff = crate::config::compare_for_resume(&saved.config, cfg);
+            if !diff.refused.is_empty() {
+                return Err(TrainError::ResumeConfig { checkpoint: dir.clone(), keys: diff.refused.join("; ") });
+            }
+            for k in &diff.allowed {
+                eprintln!("--resume: changed {k} (allowed)");
+            }
             let ck = |e: burn::record::RecorderError| TrainError::Checkpoint { path: dir.clone(), msg: e.to_string() };
             model = match model.lora_parts() {
                 // LoRA runs checkpoint only what trains (adapters, modules to save).
@@ -294,7 +316,9 @@ pub fn train<B: AutodiffBackend>(
                 msg: "model has non-finite weights; not saved".into(),
             });
         }
-        write_checkpoint(&out_dir, state, cfg.train.keep_last, |dir| {
+        // Model + two AdamW moments in f32, plus slack.
+        let estimate = 12 * (if model.lora.is_some() { trainable } else { model.num_params() }) as u64 + (1 << 20);
+        write_checkpoint(&out_dir, state, cfg.train.keep_last, estimate, |dir| {
             let ck = |e: burn::record::RecorderError| TrainError::Checkpoint { path: dir.into(), msg: e.to_string() };
             match model.lora_parts() {
                 Some(parts) => parts.save_file(dir.join(LORA_FILE), &recorder).map_err(ck)?,
@@ -453,14 +477,20 @@ pub fn train<B: AutodiffBackend>(
     let eval_after =
         eval_data.as_ref().map(|e| eval_loss(&model.valid(), e, eval_bs, cfg.method.name)).transpose()?.flatten();
     let export_dir = out_dir.join("final");
+    let export_need = 4 * model.num_params() as u64 + (32 << 20);
+    crate::run_dir::check_space(&out_dir, export_need)?;
+    let explain = |e: dft_models::ModelError| {
+        let msg = e.to_string();
+        crate::run_dir::explain_write_failure(&export_dir, export_need, &msg, e.into())
+    };
     let adapter_dir = if model.lora.is_some() {
         // The adapter in PEFT's format, and `final/` = the merged model (a plain HF checkpoint).
         let dir = out_dir.join("adapter");
-        model.valid().save_adapter(&dir, &cfg.model.path)?;
-        model.valid().merge_lora().save_pretrained(&export_dir, Some(&tokenizer))?;
+        model.valid().save_adapter(&dir, &cfg.model.path).map_err(explain)?;
+        model.valid().merge_lora().save_pretrained(&export_dir, Some(&tokenizer)).map_err(explain)?;
         Some(dir)
     } else {
-        model.valid().save_pretrained(&export_dir, Some(&tokenizer))?;
+        model.valid().save_pretrained(&export_dir, Some(&tokenizer)).map_err(explain)?;
         None
     };
     let plot = out_dir.join("loss.svg");
@@ -479,6 +509,7 @@ pub fn train<B: AutodiffBackend>(
         adapter_dir,
         trainable_params: trainable,
         total_params,
+        threads: rayon::current_num_threads(),
     };
     std::fs::write(out_dir.join("summary.json"), serde_json::to_string_pretty(&summary).expect("json"))
         .map_err(|e| TrainError::Io { path: out_dir.join("summary.json"), source: e })?;

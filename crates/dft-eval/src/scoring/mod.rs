@@ -450,7 +450,7 @@ impl<'a, B: Backend> Scorer<'a, B> {
         );
         let last = states.last.slice([0..1, t - 1..t, 0..hidden]).reshape([1, hidden]);
         let mut logits = self.model.head_2d(self.model.final_norm(last, false), false);
-        let mut out = Vec::with_capacity(max_new);
+        let mut out = Vec::with_capacity(max_new.min(self.model.config.max_position_embeddings));
         while out.len() < max_new {
             let next = logits.argmax(1).into_data().convert::<i64>().to_vec::<i64>().map_err(tensor_err)?[0] as u32;
             out.push(next);
@@ -584,6 +584,15 @@ impl<'a, B: Backend> Scorer<'a, B> {
         progress: &mut dyn FnMut(usize),
     ) -> Result<TaskResult> {
         let n = opts.limit.map_or(task.items.len(), |l| l.min(task.items.len()));
+        if n == 0 {
+            let files: Vec<String> = task.files.iter().map(|f| f.display().to_string()).collect();
+            let detail = if task.items.is_empty() {
+                format!(" (no items in {})", files.join(", "))
+            } else {
+                " (the limit is 0)".to_string()
+            };
+            return Err(EvalError::NoItems { task: task.task.name().into(), lang: task.lang.code().into(), detail });
+        }
         let metric = task.task.metric(task.lang);
         if let TaskItems::Translation(_) = &task.items {
             let subset = LoadedTask { items: Self::limited(task, opts.limit), ..task.clone() };

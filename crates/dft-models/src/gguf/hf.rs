@@ -229,6 +229,21 @@ fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig, GgufError> {
     let unsupported = |msg: String| GgufError::Unsupported { path: path.into(), msg };
 
     let num_hidden_layers = file.get_usize(&k("block_count"))?;
+    // Declared sizes are checked against the tensor table before anything is sized by them.
+    let blocks_in_file = file
+        .tensors()
+        .iter()
+        .filter_map(|t| t.name.strip_prefix("blk.")?.split('.').next()?.parse::<usize>().ok())
+        .map(|n| n + 1)
+        .max()
+        .unwrap_or(0);
+    if num_hidden_layers != blocks_in_file {
+        return Err(GgufError::BadValue {
+            path: path.into(),
+            key: k("block_count"),
+            msg: format!("declares {num_hidden_layers} blocks, the tensor table has {blocks_in_file} (blk.0 … blk.{})", blocks_in_file.saturating_sub(1)),
+        });
+    }
     let hidden_size = file.get_usize(&k("embedding_length"))?;
     let intermediate_size = file.get_usize(&k("feed_forward_length"))?;
     let num_attention_heads = file.get_usize(&k("attention.head_count"))?;

@@ -336,3 +336,16 @@ fn invalid_utf8_and_bad_types() {
     w.kv("b", 7, &[2]);
     assert!(matches!(parse(w.bytes()), Err(GgufError::Corrupt { .. })));
 }
+
+#[test]
+fn a_declared_block_count_beyond_the_tensor_table_is_refused_before_allocating() {
+    let mut w = Writer::new();
+    w.kv_str("general.architecture", "llama");
+    w.kv_u32("llama.block_count", 4_000_000_000);
+    w.kv_u32("llama.embedding_length", 4);
+    w.kv_u32("llama.feed_forward_length", 8);
+    w.kv_u32("llama.attention.head_count", 2);
+    w.tensor("blk.0.attn_norm.weight", &[4], 0, &f32_bytes(&[1.0; 4]));
+    let e = crate::gguf::GgufModel::new(parse(w.bytes()).unwrap()).err().expect("refused").to_string();
+    assert!(e.contains("llama.block_count") && e.contains("4000000000") && e.contains("has 1"), "{e}");
+}
