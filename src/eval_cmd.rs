@@ -65,6 +65,11 @@ pub struct EvalArgs {
     /// Row label in the table (default: `base` for smollm2, else the model's file or folder name).
     #[arg(long)]
     pub method_name: Option<String>,
+    /// Render every prompt as a user turn of the model's own chat template (GGUF
+    /// `tokenizer.chat_template` or tokenizer_config.json), as lm-eval's --apply_chat_template; off by
+    /// default, as in lm-eval.
+    #[arg(long)]
+    pub apply_chat_template: bool,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -210,7 +215,11 @@ pub fn run<B: Backend>(args: &EvalArgs) -> Result<(), EvalCmdError> {
     let device = B::Device::default();
     let pre = load_pretrained::<B>(&path, &device)?;
     let tokenizer = pre.tokenizer.ok_or_else(|| EvalCmdError::NoTokenizer(path.clone()))?;
-    let scorer = Scorer::new(&pre.model, &tokenizer)?;
+    let chat = if args.apply_chat_template { Some(pre.meta.chat_template()?) } else { None };
+    let mut scorer = Scorer::new(&pre.model, &tokenizer)?;
+    if let Some(t) = &chat {
+        scorer = scorer.with_chat_template(t);
+    }
     let opts = EvalOptions {
         limit: args.limit,
         batch_size: args.batch_size,

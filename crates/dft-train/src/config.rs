@@ -51,6 +51,9 @@ pub enum TemplateChoice {
     Alpaca,
     /// ChatML, as instruct models like SmolLM2 expect.
     Chatml,
+    /// The model's own chat template (GGUF `tokenizer.chat_template` or tokenizer_config.json), one
+    /// user turn with the generation prompt.
+    Model,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

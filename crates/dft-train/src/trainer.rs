@@ -132,13 +132,14 @@ pub fn train<B: AutodiffBackend>(
         key: "model.path".into(),
         msg: format!("{} has no tokenizer (tokenizer.json or GGUF tokenizer metadata)", model_path.display()),
     })?;
+    let meta = pre.meta;
     let mut model = pre.model;
     let special = special_tokens(&model.config, &tokenizer);
 
     // Data.
     let kinds = kinds_for(&cfg.method);
     let corpus = read_corpus(&cfg.data.train, &cfg.data)?;
-    let train_data = tokenize(&corpus, &cfg.data, kinds, &tokenizer, special, cfg.data.limit)?;
+    let train_data = tokenize(&corpus, &cfg.data, kinds, &tokenizer, special, cfg.data.limit, &meta)?;
     eprintln!("data: {} | {}", corpus.report, train_data.report);
     let (lc_layer, et_layer) = if layer_plan.0.is_none() || layer_plan.1.is_none() {
         let report = match crate::auto_layers::saved_layers(&out_dir, model.num_layers())? {
@@ -169,7 +170,7 @@ pub fn train<B: AutodiffBackend>(
     };
     let eval_data = match &cfg.data.eval {
         Some(p) if cfg.data.eval_limit > 0 => {
-            Some(tokenize(&read_corpus(p, &cfg.data)?, &cfg.data, eval_kind, &tokenizer, special, cfg.data.eval_limit)?)
+            Some(tokenize(&read_corpus(p, &cfg.data)?, &cfg.data, eval_kind, &tokenizer, special, cfg.data.eval_limit, &meta)?)
         }
         _ => None,
     };
@@ -417,7 +418,7 @@ pub fn train<B: AutodiffBackend>(
     let eval_after =
         eval_data.as_ref().map(|e| eval_loss(&model.valid(), e, eval_bs, cfg.method.name)).transpose()?.flatten();
     let export_dir = out_dir.join("final");
-    model.valid().save_pretrained(&export_dir, Some(&tokenizer))?;
+    model.valid().export_hf(&export_dir, Some(&tokenizer), Some(&meta), &Default::default())?;
     let plot = out_dir.join("loss.svg");
     let all = read_metrics(&metrics_path)?;
     plot_losses(&all, &plot, &format!("{:?} on {}", cfg.method.name, cfg.data.lang).to_uppercase())?;
