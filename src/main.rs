@@ -7,6 +7,7 @@
 //! * `dft layers --model PATH|smollm2 --data DIR --lang zh` — logit-lens entropy per layer, critical (i, j).
 //! * `dft sweep --config run.toml --every 5 --steps 40` — layer sweep: ET (or LC) at several blocks vs TFT.
 //! * `dft eval --model PATH|smollm2 --tasks xquad,xnli,... --lang zh --data-dir DIR` — zero-shot benchmarks.
+//! * `dft export --checkpoint DIR --out DIR | --gguf OUT.gguf --type q8_0` — HF directory or GGUF file.
 //! * `dft align --model PATH|smollm2 --data-dir DIR --lang zh` — en–X representation alignment per layer, t-SNE.
 //!
 //! The backend is chosen at build time: the default CPU backend (`flex`), `--features ndarray`, or
@@ -14,6 +15,7 @@
 
 mod align_cmd;
 mod eval_cmd;
+mod export_cmd;
 mod layers_cmd;
 mod sweep_cmd;
 
@@ -102,6 +104,8 @@ enum Cmd {
         #[arg(long, requires = "chat")]
         system: Option<String>,
     },
+    /// Export a training checkpoint (or any model) as a Hugging Face directory or a GGUF file.
+    Export(export_cmd::ExportArgs),
     /// Per-block logit-lens entropy (target language vs English) and the critical layers i, j.
     Layers(layers_cmd::LayersArgs),
     /// Per-block cosine of pooled hidden states of parallel FLORES sentences (en vs X) and t-SNE pictures.
@@ -244,6 +248,7 @@ fn main() {
             };
             println!("{}", complete_with(&pre.model, &tok, &text, !chat, max_new_tokens, sampling));
         }
+        Cmd::Export(args) => export_cmd::run::<Inner>(&args).unwrap_or_else(|e| fail(e)),
         Cmd::Layers(args) => layers_cmd::run(args).unwrap_or_else(|e| fail(e)),
         Cmd::Align(args) => align_cmd::run::<Inner>(&args).unwrap_or_else(|e| fail(e)),
         Cmd::Sweep(args) => sweep_cmd::run(args).unwrap_or_else(|e| fail(e)),
