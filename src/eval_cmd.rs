@@ -30,6 +30,10 @@ pub struct EvalArgs {
     /// HF checkpoint directory, .gguf file, or `smollm2` (the embedded default).
     #[arg(long, default_value = "smollm2")]
     pub model: String,
+    /// A LoRA adapter directory (PEFT format, from `dft train` with [lora] or from PEFT) applied on top
+    /// of --model.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     /// Comma-separated tasks: xquad, mlqa, mkqa, truthfulqa, xnli, xcopa, xstorycloze, mmlu, or `all`
     /// (those eight); `flores` (FLORES-200 translation en↔X, languages zh, vi, ar) must be named.
     #[arg(long, value_delimiter = ',', default_value = "all")]
@@ -65,6 +69,11 @@ pub struct EvalArgs {
     /// Row label in the table (default: `base` for smollm2, else the model's file or folder name).
     #[arg(long)]
     pub method_name: Option<String>,
+    /// Render every prompt as a user turn of the model's own chat template (GGUF
+    /// `tokenizer.chat_template` or tokenizer_config.json), as lm-eval's --apply_chat_template; off by
+    /// default, as in lm-eval.
+    #[arg(long)]
+    pub apply_chat_template: bool,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -178,6 +187,16 @@ fn default_method_name(model: &str) -> String {
     p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| model.to_string())
 }
 
+/// `runs/x/adapter` → `x`, `my-adapter` → `my-adapter`.
+fn adapter_method_name(dir: &Path) -> String {
+    let name = |p: &Path| p.file_name().map(|s| s.to_string_lossy().into_owned());
+    match name(dir) {
+        Some(n) if n == "adapter" => dir.parent().and_then(name).unwrap_or(n),
+        Some(n) => n,
+        None => dir.display().to_string(),
+    }
+}
+
 fn progress_bar(len: usize, msg: String, quiet: bool) -> indicatif::ProgressBar {
     if quiet {
         return indicatif::ProgressBar::hidden();
@@ -217,7 +236,11 @@ pub fn run<B: Backend>(args: &EvalArgs) -> Result<(), EvalCmdError> {
     let path = resolve_model_path(&args.model)?;
     eprintln!("model: {}", path.display());
     let device = B::Device::default();
-    let pre = load_pretrained::<B>(&path, &device)?;
+    let mut pre = load_pretrained::<B>(&path, &device)?;
+    if let Some(dir) = &args.adapter {
+        // PEFT adapter on top of --model, merged (same outputs, plain-model speed).
+        pre.model = pre.model.load_adapter(dir)?.merge_lora();
+    }
     let tokenizer = pre.tokenizer.ok_or_else(|| EvalCmdError::NoTokenizer(path.clone()))?;
     let context = pre.model.config.max_position_embeddings;
     for (flag, value) in [("--max-new-tokens", args.max_new_tokens), ("--mt-max-new-tokens", args.mt_max_new_tokens)] {
@@ -225,7 +248,11 @@ pub fn run<B: Backend>(args: &EvalArgs) -> Result<(), EvalCmdError> {
             return Err(EvalCmdError::TooManyNewTokens { flag, value, context });
         }
     }
-    let scorer = Scorer::new(&pre.model, &tokenizer)?;
+    let chat = if args.apply_chat_template { Some(pre.meta.chat_template()?) } else { None };
+    let mut scorer = Scorer::new(&pre.model, &tokenizer)?;
+    if let Some(t) = &chat {
+        scorer = scorer.with_chat_template(t);
+    }
     let opts = EvalOptions {
         limit: args.limit,
         batch_size: args.batch_size,
@@ -280,8 +307,15 @@ pub fn run<B: Backend>(args: &EvalArgs) -> Result<(), EvalCmdError> {
     std::fs::create_dir_all(&args.out).map_err(|e| EvalCmdError::Io { path: args.out.clone(), source: e })?;
     let json = args.out.join("results.json");
     let mut report = EvalReport::load(&json)?;
-    let method = args.method_name.clone().unwrap_or_else(|| default_method_name(&args.model));
-    report.merge(EvalRun { method, model: args.model.clone(), options: opts, results });
+    let (method, model) = match &args.adapter {
+        // The adapter is part of the model's identity: `base+adapter` in results.json, and the run's name.
+        Some(a) => (
+            args.method_name.clone().unwrap_or_else(|| adapter_method_name(a)),
+            format!("{}+{}", args.model, a.display()),
+        ),
+        None => (args.method_name.clone().unwrap_or_else(|| default_method_name(&args.model)), args.model.clone()),
+    };
+    report.merge(EvalRun { method, model, options: opts, results });
     report.save(&json)?;
     let table = report.markdown();
     let md = args.out.join("results.md");

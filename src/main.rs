@@ -7,6 +7,7 @@
 //! * `dft layers --model PATH|smollm2 --data DIR --lang zh` — logit-lens entropy per layer, critical (i, j).
 //! * `dft sweep --config run.toml --every 5 --steps 40` — layer sweep: ET (or LC) at several blocks vs TFT.
 //! * `dft eval --model PATH|smollm2 --tasks xquad,xnli,... --lang zh --data-dir DIR` — zero-shot benchmarks.
+//! * `dft export --checkpoint DIR --out DIR | --gguf OUT.gguf --type q8_0` — HF directory or GGUF file.
 //! * `dft align --model PATH|smollm2 --data-dir DIR --lang zh` — en–X representation alignment per layer, t-SNE.
 //!
 //! The backend is chosen at build time: the default CPU backend (`flex`), `--features ndarray`, or
@@ -14,12 +15,13 @@
 
 mod align_cmd;
 mod eval_cmd;
+mod export_cmd;
 mod layers_cmd;
 mod sweep_cmd;
 
 use clap::{Parser, Subcommand};
 use dft_models::generate::{generate, GenerateConfig, Sampling};
-use dft_models::{load_pretrained, CausalLm};
+use dft_models::{load_pretrained, CausalLm, ChatMessage};
 use dft_train::{resolve_model_path, train, TrainConfig, TrainError, TrainHooks};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -82,21 +84,38 @@ enum Cmd {
         /// HF checkpoint directory, .gguf file, or `smollm2`.
         #[arg(long, default_value = "smollm2")]
         model: String,
+        /// A LoRA adapter directory (PEFT format: adapter_config.json + adapter_model.safetensors,
+        /// from `dft train` with [lora] or from PEFT) applied on top of --model.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
+        /// The text to continue (with --chat: the user message).
         #[arg(long)]
         prompt: String,
+        /// Most tokens to generate (stops earlier at EOS).
         #[arg(long, default_value_t = 48)]
         max_new_tokens: usize,
         /// Sampling temperature (0 = greedy).
         #[arg(long, default_value_t = 0.0)]
         temperature: f32,
+        /// Sample only among the k most likely tokens (with --temperature > 0; at least 1).
+        #[arg(long)]
+        top_k: Option<usize>,
+        /// Nucleus sampling: the smallest set of tokens with probability mass >= p (with --temperature > 0).
         #[arg(long)]
         top_p: Option<f32>,
+        /// Random seed for sampling.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Wrap the prompt in the model's chat turn (ChatML for SmolLM2).
+        /// Render the prompt as a user turn of the model's own chat template (GGUF
+        /// `tokenizer.chat_template` or tokenizer_config.json's `chat_template`), with the generation prompt.
         #[arg(long)]
         chat: bool,
+        /// With --chat: a system message before the user turn.
+        #[arg(long, requires = "chat")]
+        system: Option<String>,
     },
+    /// Export a training checkpoint (or any model) as a Hugging Face directory or a GGUF file.
+    Export(export_cmd::ExportArgs),
     /// Per-block logit-lens entropy (target language vs English) and the critical layers i, j.
     Layers(layers_cmd::LayersArgs),
     /// Per-block cosine of pooled hidden states of parallel FLORES sentences (en vs X) and t-SNE pictures.
@@ -110,10 +129,6 @@ fn fail(e: impl std::fmt::Display) -> ! {
     std::process::exit(1)
 }
 
-fn chatml(prompt: &str) -> String {
-    format!("<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n")
-}
-
 fn complete(
     model: &CausalLm<Inner>,
     tok: &tokenizers::Tokenizer,
@@ -121,7 +136,20 @@ fn complete(
     max_new: usize,
     sampling: Sampling,
 ) -> String {
-    let ids = tok.encode(prompt, true).unwrap_or_else(|e| fail(e)).get_ids().to_vec();
+    complete_with(model, tok, prompt, true, max_new, sampling)
+}
+
+/// `add_special`: let the tokenizer add its BOS/EOS (false for a chat-template rendering, which
+/// writes them itself, as transformers' `apply_chat_template` encodes).
+fn complete_with(
+    model: &CausalLm<Inner>,
+    tok: &tokenizers::Tokenizer,
+    prompt: &str,
+    add_special: bool,
+    max_new: usize,
+    sampling: Sampling,
+) -> String {
+    let ids = tok.encode(prompt, add_special).unwrap_or_else(|e| fail(e)).get_ids().to_vec();
     let stop = model.config.eos_token_ids.clone();
     let out = generate(model, &ids, &GenerateConfig { max_new_tokens: max_new, sampling, stop_tokens: stop })
         .unwrap_or_else(|e| fail(format!("{e} (--prompt / --max-new-tokens)")));
@@ -228,7 +256,7 @@ fn main() {
             print_summary(&s);
         }
         Cmd::Eval(args) => eval_cmd::run::<Inner>(&args).unwrap_or_else(|e| fail(e)),
-        Cmd::Generate { model, prompt, max_new_tokens, temperature, top_p, seed, chat } => {
+        Cmd::Generate { model, adapter, prompt, max_new_tokens, temperature, top_k, top_p, seed, chat, system } => {
             if prompt.trim().is_empty() {
                 fail("--prompt is empty: give the text to continue");
             }
@@ -238,18 +266,33 @@ fn main() {
             if let Some(p) = top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
                 fail(format!("--top-p must be in (0, 1], got {p}"));
             }
+            if top_k == Some(0) {
+                fail("--top-k must be at least 1");
+            }
             let path = resolve_model_path(&model).unwrap_or_else(|e| fail(e));
             let device = Default::default();
-            let pre = load_pretrained::<Inner>(&path, &device).unwrap_or_else(|e| fail(e));
+            let mut pre = load_pretrained::<Inner>(&path, &device).unwrap_or_else(|e| fail(e));
+            if let Some(dir) = &adapter {
+                // PEFT adapter on top of the base model, merged for decoding speed (same outputs).
+                pre.model = pre.model.load_adapter(dir).unwrap_or_else(|e| fail(e)).merge_lora();
+            }
             let tok = pre.tokenizer.unwrap_or_else(|| fail(format!("{}: no tokenizer", path.display())));
             let sampling = if temperature > 0.0 {
-                Sampling::Sample { temperature, top_k: None, top_p, seed }
+                Sampling::Sample { temperature, top_k, top_p, seed }
             } else {
                 Sampling::Greedy
             };
-            let text = if chat { chatml(&prompt) } else { prompt.clone() };
-            println!("{}", complete(&pre.model, &tok, &text, max_new_tokens, sampling));
+            let text = if chat {
+                let template = pre.meta.chat_template().unwrap_or_else(|e| fail(e));
+                let mut messages: Vec<ChatMessage> = system.into_iter().map(ChatMessage::system).collect();
+                messages.push(ChatMessage::user(prompt));
+                template.render(&messages, true).unwrap_or_else(|e| fail(e))
+            } else {
+                prompt
+            };
+            println!("{}", complete_with(&pre.model, &tok, &text, !chat, max_new_tokens, sampling));
         }
+        Cmd::Export(args) => export_cmd::run::<Inner>(&args).unwrap_or_else(|e| fail(e)),
         Cmd::Layers(args) => layers_cmd::run(args).unwrap_or_else(|e| fail(e)),
         Cmd::Align(args) => align_cmd::run::<Inner>(&args).unwrap_or_else(|e| fail(e)),
         Cmd::Sweep(args) => sweep_cmd::run(args).unwrap_or_else(|e| fail(e)),

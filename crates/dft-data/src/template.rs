@@ -46,6 +46,10 @@ pub enum PromptTemplate {
         #[serde(default)]
         system: Option<String>,
     },
+    /// The model's own chat template (`data.template = "model"`), as the text it renders before and
+    /// after a single user message with the generation prompt (`dft_models::ChatTemplate::split_user_turn`).
+    /// The query is the instruction, plus `"\n\n"` and the input when there is one, as for ChatML.
+    Chat { prefix: String, suffix: String },
 }
 
 /// A rendered prompt and the byte ranges of the query content in it.
@@ -92,6 +96,15 @@ impl PromptTemplate {
                     push_range(&mut text, &query.input)
                 });
                 text.push_str("<|im_end|>\n<|im_start|>assistant\n");
+            }
+            PromptTemplate::Chat { prefix, suffix } => {
+                text.push_str(prefix);
+                instruction = push_range(&mut text, &query.instruction);
+                input = query.has_input().then(|| {
+                    text.push_str("\n\n");
+                    push_range(&mut text, &query.input)
+                });
+                text.push_str(suffix);
             }
         }
         RenderedPrompt { text, instruction, input }
@@ -155,6 +168,15 @@ mod tests {
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
              <|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
         );
+    }
+
+    #[test]
+    fn chat_wraps_the_query_between_prefix_and_suffix() {
+        let t = PromptTemplate::Chat { prefix: "<u>".into(), suffix: "</u><a>".into() };
+        let r = t.render(&query("Hi", "there"));
+        assert_eq!(r.text, "<u>Hi\n\nthere</u><a>");
+        assert_eq!(&r.text[r.instruction.clone()], "Hi");
+        assert_eq!(&r.text[r.input.clone().unwrap()], "there");
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub enum ModelError {
     Gguf(#[from] crate::gguf::GgufError),
     #[error("{path}: tokenizer: {msg}")]
     Tokenizer { path: PathBuf, msg: String },
+    #[error("{path}: chat template {msg}")]
+    ChatTemplate { path: PathBuf, msg: String },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 }

@@ -3,6 +3,7 @@
 //! KV-cache generation, and loading from HF safetensors + `config.json` or from GGUF files.
 //! All code is generic over Burn's `Backend`.
 
+pub mod chat;
 pub mod config;
 pub mod embedded;
 pub mod error;
@@ -13,6 +14,8 @@ pub mod lora;
 pub mod model;
 pub mod safetensors_io;
 pub mod tensor_source;
+pub mod tokenizer_meta;
+pub mod export;
 
 pub use config::{gemma3_layer_types, Activation, Arch, LayerType, ModelConfig};
 pub use error::{ModelError, Result};
@@ -22,3 +25,6 @@ pub use lora::{LoraSpec, LoraTarget, SavedModule};
 pub use model::{CausalLm, ForwardSpec, HiddenStates, KvCache, Lengths};
 pub use safetensors_io::SafetensorsCheckpoint;
 pub use tensor_source::{HostTensor, TensorSource};
+pub use chat::{ChatMessage, ChatTemplate, SpecialTokenStrings};
+pub use tokenizer_meta::TokenizerMeta;
+pub use export::{ExportDtype, HfExportOptions};

@@ -284,6 +284,8 @@ impl<B: Backend> CausalLm<B> {
 pub struct Pretrained<B: Backend> {
     pub model: CausalLm<B>,
     pub tokenizer: Option<tokenizers::Tokenizer>,
+    /// Special tokens, chat template and max length of the tokenizer (empty fields when unknown).
+    pub meta: crate::TokenizerMeta,
 }
 
 /// Load an HF checkpoint directory (`config.json` + safetensors [+ `tokenizer.json`]) or a `.gguf` file.
@@ -303,14 +305,16 @@ pub fn load_pretrained<B: Backend>(path: &Path, device: &B::Device) -> Result<Pr
     } else {
         None
     };
-    Ok(Pretrained { model, tokenizer })
+    let meta = crate::TokenizerMeta::from_hf_dir(path)?;
+    Ok(Pretrained { model, tokenizer, meta })
 }
 
 /// Load a `.gguf` file: weights dequantised to f32, config and tokenizer from its metadata.
 pub fn load_gguf<B: Backend>(path: &Path, device: &B::Device) -> Result<Pretrained<B>> {
     let (source, tokenizer) = crate::gguf::load_gguf(path)?;
     let model = CausalLm::from_source(source.config().clone(), &source, device)?;
-    Ok(Pretrained { model, tokenizer: Some(tokenizer) })
+    let meta = crate::TokenizerMeta::from_gguf(source.file());
+    Ok(Pretrained { model, tokenizer: Some(tokenizer), meta })
 }
 
 /// The model config of a checkpoint directory or `.gguf` file, read from its header only (no weights),

@@ -52,6 +52,9 @@ pub enum TemplateChoice {
     Alpaca,
     /// ChatML, as instruct models like SmolLM2 expect.
     Chatml,
+    /// The model's own chat template (GGUF `tokenizer.chat_template` or tokenizer_config.json), one
+    /// user turn with the generation prompt.
+    Model,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -401,6 +404,7 @@ pub fn known_keys() -> Vec<String> {
         data: DataSection::default(),
         method: MethodSection::default(),
         train: TrainSection::default(),
+        lora: Some(LoraSpec::default()),
     };
     let mut out: Vec<String> = flatten(&cfg).into_keys().collect();
     // Optional keys whose default is unset.

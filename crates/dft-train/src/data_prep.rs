@@ -8,7 +8,7 @@ use dft_data::{
     SequenceKind, SequenceKinds, SpecialTokens, Strictness, TokenBatch, TokenizeConfig, TokenizedCorpus,
 };
 use dft_losses::{AuxLoss, DftBatch as LossBatch, Sequences};
-use dft_models::ModelConfig;
+use dft_models::{ModelConfig, TokenizerMeta};
 use std::path::Path;
 
 /// The sequence kinds a method needs.
@@ -52,6 +52,25 @@ pub fn read_corpus(path: &Path, data: &DataSection) -> Result<ParallelCorpus> {
     Ok(corpus)
 }
 
+/// The prompt template `data.template` names; `model` renders the model's own chat template (`meta`),
+/// without its leading BOS text when the data pipeline adds BOS as a token itself.
+pub fn prompt_template(data: &DataSection, meta: &TokenizerMeta, special: SpecialTokens) -> Result<PromptTemplate> {
+    Ok(match data.template {
+        TemplateChoice::Alpaca => PromptTemplate::Alpaca,
+        TemplateChoice::Chatml => PromptTemplate::ChatMl { system: None },
+        TemplateChoice::Model => {
+            let template = meta.chat_template()?;
+            let (mut prefix, suffix) = template.split_user_turn(None, "Hello")?;
+            if let (Some(_), Some(bos)) = (special.bos, &meta.bos_token) {
+                if let Some(rest) = prefix.strip_prefix(bos.as_str()) {
+                    prefix = rest.to_string();
+                }
+            }
+            PromptTemplate::Chat { prefix, suffix }
+        }
+    })
+}
+
 pub fn tokenize(
     corpus: &ParallelCorpus,
     data: &DataSection,
@@ -59,12 +78,10 @@ pub fn tokenize(
     tokenizer: &tokenizers::Tokenizer,
     special: SpecialTokens,
     limit: usize,
+    meta: &TokenizerMeta,
 ) -> Result<TokenizedCorpus> {
     let strictness = if data.strict { Strictness::Strict } else { Strictness::Lenient };
-    let template = match data.template {
-        TemplateChoice::Alpaca => PromptTemplate::Alpaca,
-        TemplateChoice::Chatml => PromptTemplate::ChatMl { system: None },
-    };
+    let template = prompt_template(data, meta, special)?;
     let cfg = TokenizeConfig { template, max_len: data.max_len, kinds, ..Default::default() };
     let mut tokenized = dft_data::tokenize_corpus(corpus, tokenizer, special, &cfg, strictness)?;
     if limit > 0 && tokenized.examples.len() > limit {

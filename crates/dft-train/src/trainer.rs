@@ -156,6 +156,7 @@ pub fn train<B: AutodiffBackend>(
         key: "model.path".into(),
         msg: format!("{} has no tokenizer (tokenizer.json or GGUF tokenizer metadata)", model_path.display()),
     })?;
+    let meta = pre.meta;
     let mut model = pre.model.with_precision(cfg.train.precision);
     if let Some(spec) = &cfg.lora {
         model = model.with_lora(spec, cfg.train.seed)?;
@@ -174,7 +175,7 @@ pub fn train<B: AutodiffBackend>(
     // Data.
     let kinds = kinds_for(&cfg.method);
     let corpus = read_corpus(&cfg.data.train, &cfg.data)?;
-    let train_data = tokenize(&corpus, &cfg.data, kinds, &tokenizer, special, cfg.data.limit)?;
+    let train_data = tokenize(&corpus, &cfg.data, kinds, &tokenizer, special, cfg.data.limit, &meta)?;
     crate::data_prep::report_data(&cfg.data.train, &cfg.data, &corpus, &train_data, &out_dir)?;
     let (lc_layer, et_layer) = if layer_plan.0.is_none() || layer_plan.1.is_none() {
         let report = match crate::auto_layers::saved_layers(&out_dir, model.num_layers())? {
@@ -205,7 +206,7 @@ pub fn train<B: AutodiffBackend>(
     };
     let eval_data = match &cfg.data.eval {
         Some(p) if cfg.data.eval_limit > 0 => {
-            Some(tokenize(&read_corpus(p, &cfg.data)?, &cfg.data, eval_kind, &tokenizer, special, cfg.data.eval_limit)?)
+            Some(tokenize(&read_corpus(p, &cfg.data)?, &cfg.data, eval_kind, &tokenizer, special, cfg.data.eval_limit, &meta)?)
         }
         _ => None,
     };
@@ -487,10 +488,10 @@ pub fn train<B: AutodiffBackend>(
         // The adapter in PEFT's format, and `final/` = the merged model (a plain HF checkpoint).
         let dir = out_dir.join("adapter");
         model.valid().save_adapter(&dir, &cfg.model.path).map_err(explain)?;
-        model.valid().merge_lora().save_pretrained(&export_dir, Some(&tokenizer)).map_err(explain)?;
+        model.valid().merge_lora().export_hf(&export_dir, Some(&tokenizer), Some(&meta), &Default::default()).map_err(explain)?;
         Some(dir)
     } else {
-        model.valid().save_pretrained(&export_dir, Some(&tokenizer)).map_err(explain)?;
+        model.valid().export_hf(&export_dir, Some(&tokenizer), Some(&meta), &Default::default()).map_err(explain)?;
         None
     };
     let plot = out_dir.join("loss.svg");

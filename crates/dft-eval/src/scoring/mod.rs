@@ -36,7 +36,7 @@ use crate::metrics::{score_generative, score_multiple_choice, F1Result, MCResult
 use crate::report::{TaskOutcome, TaskResult};
 use crate::tasks::{LoadedTask, TaskMetric};
 
-pub use requests::{encode, encode_request, truncate_to_window, EncodedRequest};
+pub use requests::{encode, encode_request, encode_request_with, truncate_to_window, EncodedRequest};
 
 /// Most context positions (padding included) run together in one pass.
 const CONTEXT_BUDGET: usize = 2048;
@@ -143,6 +143,7 @@ pub struct Scorer<'a, B: Backend> {
     prefix_token: u32,
     batch_size: usize,
     stop_tokens: std::sync::OnceLock<Vec<u32>>,
+    chat_template: Option<&'a dft_models::ChatTemplate>,
 }
 
 impl<'a, B: Backend> Scorer<'a, B> {
@@ -159,7 +160,31 @@ impl<'a, B: Backend> Scorer<'a, B> {
             prefix_token: prefix,
             batch_size: DEFAULT_BATCH_SIZE,
             stop_tokens: Default::default(),
+            chat_template: None,
         })
+    }
+
+    /// lm-eval's `--apply_chat_template`: every non-empty context (and generation prompt) is rendered
+    /// as one user turn of the model's chat template with the generation prompt, and encoded without
+    /// adding special tokens (the template writes them). Off unless set.
+    pub fn with_chat_template(mut self, template: &'a dft_models::ChatTemplate) -> Self {
+        self.chat_template = Some(template);
+        self
+    }
+
+    /// The context as the model sees it (chat-wrapped when a template is set) and whether encoding
+    /// it adds the tokenizer's special tokens.
+    fn wrap(&self, context: &str) -> Result<(String, bool)> {
+        match self.chat_template {
+            Some(t) if !context.is_empty() => {
+                let msg = [dft_models::ChatMessage::user(context)];
+                let text = t
+                    .render(&msg, true)
+                    .map_err(|e| EvalError::Tokenizer { message: format!("chat template: {e}") })?;
+                Ok((text, false))
+            }
+            _ => Ok((context.to_string(), true)),
+        }
     }
 
     /// Sets the maximum number of continuation rows per forward pass (at least 1).
@@ -190,7 +215,8 @@ impl<'a, B: Backend> Scorer<'a, B> {
         for item in items {
             item.validate()?;
             for (ctx, cont) in item.requests() {
-                let r = encode_request(self.tokenizer, self.prefix_token, &item.id, ctx, &cont)?;
+                let (ctx, special) = self.wrap(ctx)?;
+                let r = encode_request_with(self.tokenizer, self.prefix_token, &item.id, &ctx, &cont, special)?;
                 out.push(truncate_to_window(r, &item.id, max)?);
             }
         }
@@ -404,7 +430,8 @@ impl<'a, B: Backend> Scorer<'a, B> {
     /// Greedy continuation of `prompt` until a newline, EOS or `max_new_tokens` (lm-eval's
     /// `generate_until` with `until: ["\n"]`).
     pub fn generate_until(&self, id: &str, prompt: &str, max_new_tokens: usize) -> Result<Generation> {
-        let mut ids = encode(self.tokenizer, prompt, true)?;
+        let (prompt, special) = self.wrap(prompt)?;
+        let mut ids = encode(self.tokenizer, &prompt, special)?;
         if ids.is_empty() {
             return Err(EvalError::EmptyPrompt { id: id.to_string() });
         }

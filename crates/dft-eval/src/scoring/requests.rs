@@ -60,6 +60,19 @@ pub fn encode_request(
     context: &str,
     continuation: &str,
 ) -> Result<EncodedRequest> {
+    encode_request_with(tokenizer, prefix_token, id, context, continuation, true)
+}
+
+/// [`encode_request`], encoding a non-empty context with or without the tokenizer's special tokens
+/// (without for a chat-template-rendered context, which carries them as text).
+pub fn encode_request_with(
+    tokenizer: &Tokenizer,
+    prefix_token: u32,
+    id: &str,
+    context: &str,
+    continuation: &str,
+    add_special_tokens: bool,
+) -> Result<EncodedRequest> {
     let empty = || EvalError::EmptyContinuation { id: id.to_string(), continuation: continuation.to_string() };
     if context.is_empty() {
         let cont = encode(tokenizer, continuation, false)?;
@@ -76,8 +89,8 @@ pub fn encode_request(
     let kept = py_rstrip(context);
     let moved = &context[kept.len()..];
     let continuation = format!("{moved}{continuation}");
-    let whole = encode(tokenizer, &format!("{kept}{continuation}"), true)?;
-    let ctx = encode(tokenizer, kept, true)?;
+    let whole = encode(tokenizer, &format!("{kept}{continuation}"), add_special_tokens)?;
+    let ctx = encode(tokenizer, kept, add_special_tokens)?;
     if ctx.is_empty() {
         return Err(EvalError::EmptyPrompt { id: id.to_string() });
     }

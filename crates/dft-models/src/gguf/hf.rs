@@ -182,6 +182,11 @@ fn unpermute_rows(data: &[f32], rows: usize, n_head: usize) -> Vec<f32> {
     out
 }
 
+#[cfg(test)]
+pub(crate) fn unpermute_rows_for_tests(data: &[f32], rows: usize, n_head: usize) -> Vec<f32> {
+    unpermute_rows(data, rows, n_head)
+}
+
 impl TensorSource for GgufModel {
     fn names(&self) -> Vec<String> {
         self.entries.keys().cloned().collect()

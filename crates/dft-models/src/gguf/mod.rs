@@ -20,10 +20,12 @@ use std::path::{Path, PathBuf};
 mod hf;
 pub mod quant;
 mod tokenizer;
+pub mod writer;
 
 pub use hf::{gguf_to_hf_name, load_gguf, GgufModel};
 pub use quant::{GgmlType, QuantError};
 pub use tokenizer::TokenizerKind;
+pub use writer::{export_gguf, GgufExportType, GgufWriter};
 
 use crate::tensor_source::HostTensor;
 
