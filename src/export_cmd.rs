@@ -18,10 +18,10 @@ use burn::tensor::backend::Backend;
 use dft_models::export::parse_size;
 use dft_models::gguf::{export_gguf, GgufExportType, GgufFile};
 use dft_models::{load_pretrained, ExportDtype, HfExportOptions, Pretrained};
-use dft_train::checkpoint::{list_checkpoints, read_state, MODEL_FILE, STATE_FILE};
+use dft_train::checkpoint::{list_checkpoints, read_state, LORA_FILE, MODEL_FILE, STATE_FILE};
 use dft_train::resolve_model_path;
 
-/// Arguments of `dft export`. (Room for `--adapter DIR` / `--merge` once LoRA lands.)
+/// Arguments of `dft export`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ExportArgs {
     /// A `checkpoint-NNNNNN` directory, a run directory (its newest checkpoint), or a model (HF directory
@@ -47,6 +47,14 @@ pub struct ExportArgs {
     /// Use this Jinja file as the chat template (replacing the base model's).
     #[arg(long)]
     pub chat_template: Option<PathBuf>,
+    /// A LoRA adapter directory (PEFT format) to apply on top of --checkpoint.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// LoRA (a LoRA run's checkpoint, or --adapter): fold the adapters into the weights and write a plain
+    /// model. Without it, `--out` gets the adapter in PEFT's format (adapter_config.json +
+    /// adapter_model.safetensors). GGUF exports are always merged.
+    #[arg(long)]
+    pub merge: bool,
 }
 
 /// What can go wrong in `dft export`.
@@ -109,11 +117,23 @@ pub fn load<B: Backend>(checkpoint: &Path, device: &B::Device) -> Result<Loaded<
     eprintln!("checkpoint {} (step {}), base model {}", ckpt.display(), state.step, base.display());
     let mut pre = load_pretrained::<B>(&base, device)?;
     let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-    let model_file = ckpt.join(MODEL_FILE);
-    pre.model = pre
-        .model
-        .load_file(model_file.clone(), &recorder, device)
-        .map_err(|e| ExportError::Record { path: model_file.with_extension("mpk"), msg: e.to_string() })?;
+    if let Some(spec) = &state.config.lora {
+        // A LoRA run's checkpoint holds only the trainable parts.
+        let lora_file = ckpt.join(LORA_FILE);
+        let model = pre.model.with_lora(spec, 0)?;
+        let parts = model
+            .lora_parts()
+            .expect("LoRA model")
+            .load_file(lora_file.clone(), &recorder, device)
+            .map_err(|e| ExportError::Record { path: lora_file.with_extension("mpk"), msg: e.to_string() })?;
+        pre.model = model.with_lora_parts(parts)?;
+    } else {
+        let model_file = ckpt.join(MODEL_FILE);
+        pre.model = pre
+            .model
+            .load_file(model_file.clone(), &recorder, device)
+            .map_err(|e| ExportError::Record { path: model_file.with_extension("mpk"), msg: e.to_string() })?;
+    }
     let run = ckpt.parent().map(name).unwrap_or_default();
     Ok(Loaded { pre, base_path: base, name: format!("{run}-{}", name(&ckpt)) })
 }
@@ -128,8 +148,27 @@ pub fn run<B: Backend>(args: &ExportArgs) -> Result<(), ExportError> {
         dft_models::ChatTemplate::new(text.clone(), loaded.pre.meta.special_strings(), p)?;
         loaded.pre.meta.chat_template = Some(text);
     }
+    if let Some(dir) = &args.adapter {
+        loaded.pre.model = loaded.pre.model.load_adapter(dir)?;
+    }
+    if args.merge && loaded.pre.model.lora.is_none() {
+        return Err(ExportError::Usage(
+            "--merge: there is no LoRA adapter to merge (give --adapter DIR or a LoRA run's checkpoint)".into(),
+        ));
+    }
+    if loaded.pre.model.lora.is_some() && !args.merge {
+        if let Some(out) = &args.out {
+            let base = loaded.base_path.display().to_string();
+            loaded.pre.model.save_adapter(out, &base)?;
+            eprintln!("wrote {} (LoRA adapter, PEFT format; --merge writes the merged model instead)", out.display());
+        }
+    }
+    let has_adapter = loaded.pre.model.lora.is_some();
+    if has_adapter && (args.merge || args.gguf.is_some()) {
+        loaded.pre.model = loaded.pre.model.merge_lora();
+    }
     let pre = &loaded.pre;
-    if let Some(out) = &args.out {
+    if let Some(out) = args.out.as_ref().filter(|_| !has_adapter || args.merge) {
         let opts = HfExportOptions { dtype: args.dtype, max_shard_bytes: args.shard_size };
         pre.model.export_hf(out, pre.tokenizer.as_ref(), Some(&pre.meta), &opts)?;
         eprintln!("wrote {} ({}, HF format)", out.display(), args.dtype.torch_name());

@@ -350,10 +350,20 @@ fn lora_runs_every_dft_case_and_equals_the_merged_model() {
                 let g = ad.a.grad(&grads).expect("adapter A gradient").abs().sum().into_scalar();
                 assert!(g > 0.0, "{model_name}/{case}: adapter A got a zero gradient");
             }
-            let bf16 = dft_loss(&model.clone().with_precision(Precision::Bf16Mixed), &batch, &cfg, &device).unwrap();
-            let e = (bf16.components.total - out.components.total).abs() / out.components.total.abs().max(1.0);
-            assert!(e <= 1e-2, "{model_name}/{case}: LoRA bf16-mixed off by {e:e}");
-            let _ = bf16.loss.backward();
+            let bf16_model = model.clone().with_precision(Precision::Bf16Mixed);
+            // ... and with the frozen base stored in bf16 (what `dft train` does for LoRA + bf16-mixed).
+            let bf16_base = bf16_model.clone().with_frozen_base_dtype(burn::tensor::FloatDType::BF16);
+            assert_eq!(bf16_base.layers[0].mlp.up_proj.weight.val().dtype(), burn::tensor::DType::BF16);
+            for (what, m) in [("bf16-mixed", &bf16_model), ("bf16-mixed, bf16 base", &bf16_base)] {
+                let bf16 = dft_loss(m, &batch, &cfg, &device).unwrap();
+                let e = (bf16.components.total - out.components.total).abs() / out.components.total.abs().max(1.0);
+                assert!(e <= 1e-2, "{model_name}/{case}: LoRA {what} off by {e:e}");
+                let g = bf16.loss.backward();
+                if out.components.total > 0.0 {
+                    let ad = m.layers[0].self_attn.q_proj.lora.as_ref().unwrap();
+                    assert!(ad.a.grad(&g).is_some(), "{model_name}/{case}: {what}: no adapter gradient");
+                }
+            }
         }
     }
 }

@@ -255,3 +255,47 @@ fn real_smollm2_lora_dft_lowers_heldout_loss() {
     assert!(after < before - 0.03, "held-out loss did not drop: {before} -> {after}");
     assert!(s.trainable_params < s.total_params / 20);
 }
+
+/// `dft export` of a LoRA run's checkpoint: without --merge the PEFT adapter (identical to the run's
+/// adapter/), with --merge the merged model (identical weights to the run's final/); `--adapter` applies a
+/// PEFT adapter to a base model.
+#[test]
+fn dft_export_writes_the_adapter_or_the_merged_model() {
+    let dir = tmp("export");
+    let model = tiny_model(&dir);
+    let out = dir.join("run");
+    let mut e = vec!["data.limit=4", "train.max_steps=2", "train.lr=0.02", "data.eval_limit=0"];
+    e.extend(LORA);
+    let s = run(&overrides(&model, &out, &e));
+    let ck = dft_train::checkpoint::list_checkpoints(&out).last().unwrap().1.clone();
+    let dft = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_dft")).args(args).output().unwrap();
+        assert!(o.status.success(), "dft {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    let (adapter_out, merged_out, via_adapter) = (dir.join("a"), dir.join("m"), dir.join("v"));
+    dft(&["export", "--checkpoint", ck.to_str().unwrap(), "--out", adapter_out.to_str().unwrap()]);
+    let read = |p: PathBuf| std::fs::read(p).unwrap();
+    let st = "adapter_model.safetensors";
+    assert_eq!(read(adapter_out.join(st)), read(s.adapter_dir.clone().unwrap().join(st)), "adapter export");
+    dft(&["export", "--checkpoint", ck.to_str().unwrap(), "--out", merged_out.to_str().unwrap(), "--merge"]);
+    let adapter = s.adapter_dir.unwrap();
+    dft(&[
+        "export", "--checkpoint", model.to_str().unwrap(), "--adapter", adapter.to_str().unwrap(), "--merge",
+        "--out", via_adapter.to_str().unwrap(),
+    ]);
+    let want = load_pretrained::<Flex>(&s.export_dir, &Default::default()).unwrap().model.to_hf_tensors();
+    for d in [&merged_out, &via_adapter] {
+        let got = load_pretrained::<Flex>(d, &Default::default()).unwrap().model.to_hf_tensors();
+        assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
+        for (k, t) in &got {
+            let diff = t.data.iter().zip(&want[k].data).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            assert!(diff <= 1e-6, "{}: {k} differs from final/ by {diff}", d.display());
+        }
+    }
+    // --merge without an adapter is an error, not a silent copy.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_dft"))
+        .args(["export", "--checkpoint", model.to_str().unwrap(), "--merge", "--out", dir.join("z").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no LoRA adapter"));
+}

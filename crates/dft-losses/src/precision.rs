@@ -32,9 +32,10 @@ pub enum Precision {
 
 impl Precision {
     /// `a @ b` in this precision; the result is f32 either way.
+    /// Operands stored in another float type (a LoRA run's frozen bf16 base) are widened to f32 first.
     pub fn matmul<B: Backend, const D: usize>(self, a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
         match self {
-            Precision::F32 => a.matmul(b),
+            Precision::F32 => as_f32(a).matmul(as_f32(b)),
             Precision::Bf16Mixed => {
                 a.cast(FloatDType::BF16).matmul(b.cast(FloatDType::BF16)).cast(FloatDType::F32)
             }
@@ -46,6 +47,15 @@ impl Precision {
             Precision::F32 => "f32",
             Precision::Bf16Mixed => "bf16-mixed",
         }
+    }
+}
+
+/// `t` in f32 (no-op, and no autodiff node, when it already is).
+pub fn as_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
+    if t.dtype() == burn::tensor::DType::F32 {
+        t
+    } else {
+        t.cast(FloatDType::F32)
     }
 }
 

@@ -525,12 +525,32 @@ impl<B: Backend> CausalLm<B> {
             for target in spec.targets_sorted() {
                 let proj = self.proj_mut(layer, target);
                 if let Some(ad) = proj.lora.take() {
-                    let w = proj.weight.val().detach() + ad.a.val().detach().matmul(ad.b.val().detach()) * ad.scaling;
+                    let w = dft_losses::precision::as_f32(proj.weight.val().detach())
+                        + ad.a.val().detach().matmul(ad.b.val().detach()) * ad.scaling;
                     proj.weight = Param::from_tensor(w);
                 }
             }
         }
         self.map(&mut RequireGrad)
+    }
+
+    /// Store every frozen matrix (the base projections, embeddings and head that take no gradient) in
+    /// `dtype` — bf16 halves the base's memory in a LoRA run. Trainable parameters and the norms stay
+    /// f32; the forward widens or narrows as [`Precision`] says, so outputs are those of a bf16-rounded
+    /// base. [`merge_lora`](Self::merge_lora) and [`to_hf_tensors`](Self::to_hf_tensors) give f32.
+    pub fn with_frozen_base_dtype(self, dtype: burn::tensor::FloatDType) -> Self {
+        struct Narrow(burn::tensor::FloatDType);
+        impl<B: Backend> burn::module::ModuleMapper<B> for Narrow {
+            fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+                if D == 2 && !param.is_require_grad() {
+                    let dtype = self.0;
+                    param.map(|t| t.cast(dtype).set_require_grad(false))
+                } else {
+                    param
+                }
+            }
+        }
+        self.map(&mut Narrow(dtype))
     }
 
     /// The trainable parts (adapters, modules to save), for a LoRA run's checkpoint.

@@ -342,7 +342,7 @@ impl<B: Backend> CausalLm<B> {
 
     /// Block 0: token embeddings (Gemma: × sqrt(hidden)). `input_ids: [batch, seq]`.
     pub fn embed(&self, input_ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        let h = burn::tensor::module::embedding(self.embed_tokens.val(), input_ids);
+        let h = dft_losses::precision::as_f32(burn::tensor::module::embedding(self.embed_tokens.val(), input_ids));
         if self.config.arch.is_gemma() {
             h * (self.config.hidden_size as f32).sqrt()
         } else {

@@ -160,6 +160,11 @@ pub fn train<B: AutodiffBackend>(
     let mut model = pre.model.with_precision(cfg.train.precision);
     if let Some(spec) = &cfg.lora {
         model = model.with_lora(spec, cfg.train.seed)?;
+        if cfg.train.precision == dft_losses::Precision::Bf16Mixed {
+            // LoRA on a bf16 base: the frozen matrices are stored in bf16 (half the memory); adapters,
+            // modules to save and norms stay f32.
+            model = model.with_frozen_base_dtype(burn::tensor::FloatDType::BF16);
+        }
     }
     let (trainable, total_params) = model.parameter_counts();
     eprintln!(
