@@ -43,6 +43,12 @@ pub trait DeepSupervisionModel<B: Backend> {
         None
     }
 
+    /// Whether the LM head takes gradient (false when it is frozen, e.g. under LoRA): the objective then
+    /// skips the head-gradient work of its cross-entropy. Default `true`.
+    fn lm_head_trainable(&self) -> bool {
+        true
+    }
+
     /// Precision of the model's matrix products; the objective runs the LM-head products of its
     /// cross-entropies and logit lenses in the same precision (see [`crate::Precision`]). Default f32.
     fn precision(&self) -> crate::Precision {

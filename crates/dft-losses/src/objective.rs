@@ -161,7 +161,9 @@ fn lm_loss<B: Backend, M: DeepSupervisionModel<B>>(
     let rows = h.reshape([r * t, hd]).select(0, idx);
     let x = model.final_norm(rows, detached);
     let chunk = ChunkOptions { head_vocab_major: model.lm_head_is_vocab_major(), precision: model.precision(), ..chunk };
-    let sum = ce(x, model.lm_head(detached), &targets, model.final_logit_softcap(), chunk, !detached);
+    // A frozen head (LoRA, possibly stored in bf16) is passed detached: no head gradient is computed.
+    let head_grad = !detached && model.lm_head_trainable();
+    let sum = ce(x, model.lm_head(!head_grad), &targets, model.final_logit_softcap(), chunk, head_grad);
     (sum / targets.len() as f64, targets.len())
 }
 

@@ -685,6 +685,13 @@ impl<B: Backend> dft_losses::DeepSupervisionModel<B> for CausalLm<B> {
         self.precision
     }
 
+    fn lm_head_trainable(&self) -> bool {
+        match &self.lm_head {
+            Some(w) => w.is_require_grad(),
+            None => self.embed_tokens.is_require_grad(),
+        }
+    }
+
     fn hidden_states_sharing_prefix(
         &self,
         input_ids: Tensor<B, 2, Int>,
