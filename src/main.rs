@@ -116,6 +116,20 @@ enum Cmd {
     },
     /// Export a training checkpoint (or any model) as a Hugging Face directory or a GGUF file.
     Export(export_cmd::ExportArgs),
+    /// The memory a training run needs (weights, gradients, AdamW state, activations with and without
+    /// gradient checkpointing), from the run config and the model's config alone — nothing is loaded.
+    Plan {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long = "set")]
+        set: Vec<String>,
+        /// Refuse (exit 2) when even the checkpointed estimate exceeds this much memory (e.g. 24GB, 80GiB).
+        #[arg(long)]
+        memory_limit: Option<String>,
+        /// Print the plan as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Per-block logit-lens entropy (target language vs English) and the critical layers i, j.
     Layers(layers_cmd::LayersArgs),
     /// Per-block cosine of pooled hidden states of parallel FLORES sentences (en vs X) and t-SNE pictures.
@@ -216,6 +230,44 @@ fn print_summary(s: &dft_train::TrainSummary) {
     );
 }
 
+/// `dft plan`: see [`dft_train::plan`].
+fn plan(config: Option<PathBuf>, set: &[String], limit: Option<&str>, json: bool) {
+    let cfg = TrainConfig::load(config.as_deref(), set).unwrap_or_else(|e| fail(e));
+    let limit = limit.map(|l| dft_train::plan::parse_bytes(l).unwrap_or_else(|e| fail(format!("--memory-limit: {e}"))));
+    // A config.json file is enough to plan (configs/models/ has the paper's models).
+    let model = if cfg.model.path.ends_with(".json") {
+        dft_models::ModelConfig::from_hf_json_file(std::path::Path::new(&cfg.model.path))
+    } else {
+        dft_models::peek_config(&resolve_model_path(&cfg.model.path).unwrap_or_else(|e| fail(e)))
+    }
+    .unwrap_or_else(|e| fail(e));
+    let plan = dft_train::MemoryPlan::estimate(&model, &cfg);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plan).expect("json"));
+    } else {
+        println!("{} ({} blocks, hidden {})\n", cfg.model.path, model.num_hidden_layers, model.hidden_size);
+        print!("{}", plan.table());
+    }
+    if let Some(limit) = limit {
+        let gb = |b: u64| b as f64 / 1e9;
+        if plan.total(true) > limit {
+            eprintln!(
+                "error: this run needs ≈ {:.1} GB even with gradient checkpointing (≈ {:.1} GB without), more \
+                 than the {:.1} GB limit: lower train.batch_size or data.max_len, use [lora] and \
+                 train.precision = \"bf16-mixed\"",
+                gb(plan.total(true)),
+                gb(plan.total(false)),
+                gb(limit)
+            );
+            std::process::exit(2);
+        } else if plan.total(false) > limit {
+            println!("\nfits the {:.1} GB limit only with train.gradient_checkpointing = true", gb(limit));
+        } else {
+            println!("\nfits the {:.1} GB limit", gb(limit));
+        }
+    }
+}
+
 fn main() {
     dft_train::retain_freed_memory();
     let cli = Cli::parse();
@@ -293,6 +345,7 @@ fn main() {
             println!("{}", complete_with(&pre.model, &tok, &text, !chat, max_new_tokens, sampling));
         }
         Cmd::Export(args) => export_cmd::run::<Inner>(&args).unwrap_or_else(|e| fail(e)),
+        Cmd::Plan { config, set, memory_limit, json } => plan(config, &set, memory_limit.as_deref(), json),
         Cmd::Layers(args) => layers_cmd::run(args).unwrap_or_else(|e| fail(e)),
         Cmd::Align(args) => align_cmd::run::<Inner>(&args).unwrap_or_else(|e| fail(e)),
         Cmd::Sweep(args) => sweep_cmd::run(args).unwrap_or_else(|e| fail(e)),

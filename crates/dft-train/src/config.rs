@@ -563,6 +563,7 @@ mod reliability_tests {
             data: DataSection::default(),
             method: MethodSection::default(),
             train: TrainSection::default(),
+            lora: None,
         }
     }
 
