@@ -390,20 +390,42 @@ fn step<B: AutodiffBackend>(args: &[String], precision: Precision) -> bool {
             let cfg = ModelConfig::from_hf_json_str(dft_step::GEMMA2_2B, Path::new("<gemma-2-2b>")).unwrap();
             (dft_step::random_on_device::<B>(cfg, &device), "random")
         }
-        other => fail(format!("--model smollm2|gemma2-2b, not {other}")),
+        "llama2-7b" => {
+            let cfg = ModelConfig::from_hf_json_file(&root().join("configs/models/llama-2-7b.json")).unwrap();
+            (dft_step::random_on_device::<B>(cfg, &device), "random")
+        }
+        other => fail(format!("--model smollm2|gemma2-2b|llama2-7b, not {other}")),
     };
+    // `--mixed`: train.precision = "bf16-mixed" (f32 weights, bf16 products); `--lora R`: LoRA adapters
+    // (alpha 2R) on every projection, base frozen — stored in bf16 with --mixed, as `dft train` does.
+    let mixed = args.iter().any(|a| a == "--mixed");
+    let lora: Option<usize> = arg(args, "--lora");
+    let mut model = model;
+    if mixed {
+        model = model.with_precision(dft_models::Precision::Bf16Mixed);
+    }
+    if let Some(r) = lora {
+        let spec = dft_models::LoraSpec { rank: r, alpha: 2.0 * r as f64, ..Default::default() };
+        model = model.with_lora(&spec, 0).unwrap_or_else(|e| fail(e));
+        if mixed {
+            model = model.with_frozen_base_dtype(burn::tensor::FloatDType::BF16);
+        }
+    }
+    let model = model;
     B::sync(&device).expect("sync");
     let load_s = t.elapsed().as_secs_f64();
     let config = model.config.clone();
     let l = config.num_hidden_layers;
     // LC / ET at the paper's LLaMA-2 blocks (2 and 15 of 32) scaled to the depth: SmolLM2 (30) → 2, 15
     // (METHOD.md §8); Gemma-2-2B (26) → 2, 12 (as examples/finetune_gemma.rs).
-    let (i, j) = if which == "smollm2" { (2, 15) } else { ((2 * l).div_ceil(32).max(1), (15 * l / 32).max(2)) };
+    let (i, j) = if which == "smollm2" || which == "llama2-7b" { (2, 15) } else { ((2 * l).div_ceil(32).max(1), (15 * l / 32).max(2)) };
     let w = if method == Method::DftFeature { 1.0 } else { 0.1 };
     let cfg = method.objective(i, j, w, w);
     let pad = config.pad_token_id.unwrap_or(0);
     let batch = method.select(&dft_step::synthetic_batch(rows, seq, config.vocab_size, pad, 7));
     let params = model.num_params();
+    let (trainable, _) = model.parameter_counts();
+    eprintln!("  {which}: {params} parameters, {trainable} trainable{}", if mixed { ", bf16-mixed" } else { "" });
     let mut optim = AdamWConfig::new().with_weight_decay(0.0).init::<B, CausalLm<B>>();
     let mut model = model;
     let mut times = Vec::new();
@@ -432,6 +454,7 @@ fn step<B: AutodiffBackend>(args: &[String], precision: Precision) -> bool {
     let tok_s = main_real as f64 / med;
     let achieved = flops / med;
     let (peak, peak_name) = match precision {
+        _ if mixed => (PEAK_BF16, "bf16 dense 989.4 TFLOP/s"),
         Precision::Bf16 => (PEAK_BF16, "bf16 dense 989.4 TFLOP/s"),
         Precision::F32 => (PEAK_TF32, "TF32 dense 494.7 TFLOP/s"),
     };
@@ -469,7 +492,8 @@ fn step<B: AutodiffBackend>(args: &[String], precision: Precision) -> bool {
     );
     println!(
         "RESULT {}",
-        json!({"check": "step", "backend": backend_name(), "model": which, "weights": weights, "params": params,
+        json!({"check": "step", "backend": backend_name(), "model": which, "bf16_mixed": mixed, "lora_rank": lora,
+               "trainable_params": model.parameter_counts().0, "weights": weights, "params": params,
                "method": method.name(), "dtype": format!("{precision:?}"), "batch": rows, "seq": seq,
                "shapes": dft_step::shapes(&batch), "lc_layer": i, "et_layer": j, "s_per_step": med, "steps_s": times,
                "tft_tokens_per_s": tok_s, "flops_per_step": flops, "flops_parts": parts, "six_n_d": classic,

@@ -123,10 +123,11 @@ big=1; [ "${mem_mib:-0}" -gt 120000 ] && big=2
 seq="${SEQ:-512}"; steps="${STEPS:-5}"; warm="${WARMUP:-2}"
 smol_b="${SMOL_BATCH:-$((16 * big))}"; smol_b16="${SMOL_BATCH_BF16:-$((32 * big))}"
 gem_b="${GEMMA_BATCH:-$((2 * big))}"; gem_b16="${GEMMA_BATCH_BF16:-$((4 * big))}"
-# step NAME MODEL DTYPE BATCH [METHOD]: on failure (e.g. out of memory) once more at half the batch.
+# step NAME MODEL DTYPE BATCH [METHOD [EXTRA...]]: on failure (e.g. out of memory) once more at half the batch.
 step() {
   local name=$1 model=$2 dtype=$3 b=$4 method=${5:-dft-logits}
-  local args=(step --model "$model" --dtype "$dtype" --batch "$b" --seq "$seq" --steps "$steps" --warmup "$warm" --method "$method")
+  shift 5 2>/dev/null || shift $#
+  local args=(step --model "$model" --dtype "$dtype" --batch "$b" --seq "$seq" --steps "$steps" --warmup "$warm" --method "$method" "$@")
   run "$name-b$b" "${args[@]}" && return 0
   [ "$b" -gt 1 ] || return 1
   args[6]=$((b / 2))
@@ -138,6 +139,13 @@ if [ "$mode" = all ] || [ "$mode" = step ]; then
   step smollm2-dft-bf16 smollm2 bf16 "$smol_b16" || failures=$((failures + 1))
   step gemma2-2b-dft-f32 gemma2-2b f32 "$gem_b" || failures=$((failures + 1))
   step gemma2-2b-dft-bf16 gemma2-2b bf16 "$gem_b16" || failures=$((failures + 1))
+  # Issue 15: train.precision = "bf16-mixed" (f32 master weights, bf16 products) and LoRA r = 16 on a bf16
+  # base, on the paper's models (random weights): Gemma-2-2B full and LoRA, Llama-2-7B LoRA at 1 × 512
+  # (what `dft plan` sizes for a 24 GB card) and at the card's batch.
+  step gemma2-2b-dft-mixed gemma2-2b f32 "$gem_b" dft-logits --mixed || failures=$((failures + 1))
+  step gemma2-2b-dft-lora16-mixed gemma2-2b f32 "$gem_b16" dft-logits --mixed --lora 16 || failures=$((failures + 1))
+  step llama2-7b-dft-lora16-mixed llama2-7b f32 1 dft-logits --mixed --lora 16 || failures=$((failures + 1))
+  step llama2-7b-dft-lora16-mixed llama2-7b f32 "$gem_b16" dft-logits --mixed --lora 16 || failures=$((failures + 1))
 fi
 
 # --- summary -----------------------------------------------------------------------------------------
@@ -150,7 +158,7 @@ for line in open(sys.argv[1]):
     if x.get("check") == "parity":
         print(f"{r['run']:<24} passed={x['passed']} worst max|Δ|={x['worst_max_abs']:.2e} worst relL2={x['worst_rel_l2']:.2e}")
     elif x.get("check") == "step":
-        print(f"{r['run']:<24} {x['model']} {x['method']} {x['dtype']} batch {x['batch']}×{x['seq']}: "
+        print(f"{r['run']:<24} {x['model']} {x['method']} {x['dtype']}{' bf16-mixed' if x.get('bf16_mixed') else ''}{' LoRA r=' + str(x['lora_rank']) if x.get('lora_rank') else ''} batch {x['batch']}×{x['seq']}: "
               f"{x['s_per_step']:.3f} s/step, {x['tft_tokens_per_s']:.0f} tok/s, {x['achieved_tflops']:.1f} TFLOP/s, "
               f"MFU {100 * x['mfu']:.1f}% of {x['peak']}, peak GPU mem {r['peak_gpu_mib']} MiB")
     else:
