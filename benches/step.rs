@@ -142,7 +142,8 @@ fn prepare(max_len: usize, batch_size: usize, batch_index: Option<usize>) -> Pre
     let data = DataSection { train: root().join("data/alpaca_en_zh/train.json"), max_len, ..Default::default() };
     let corpus = read_corpus(&data.train, &data).expect("read data/alpaca_en_zh/train.json");
     let kinds = SequenceKinds { tft: true, lc: true, et: true, en_prompt: true, sft: false, tgt_prompt: false };
-    let tokenized = tokenize(&corpus, &data, kinds, &tokenizer, special, 0).expect("tokenize");
+    let meta = dft_models::TokenizerMeta::from_model_path(&path).expect("tokenizer metadata");
+    let tokenized = tokenize(&corpus, &data, kinds, &tokenizer, special, 0, &meta).expect("tokenize");
     eprintln!("data: {} | {} ({:.1} s)", corpus.report, tokenized.report, t.elapsed().as_secs_f64());
     let config = BatchConfig { batch_size, seed: SEED, group_by_length: true, ..Default::default() };
     let batcher = Batcher::new(&tokenized, config.clone()).expect("batcher");
@@ -214,16 +215,22 @@ struct Run {
     path: LossPath,
     ckpt: bool,
     long: bool,
+    /// LoRA rank (adapters on every projection, base frozen), `None` = full fine-tuning.
+    lora: Option<usize>,
+    /// `train.precision = "bf16-mixed"` (with LoRA: the frozen base stored in bf16, as `dft train`).
+    mixed: bool,
 }
 
 impl Run {
     fn label(&self) -> String {
         format!(
-            "{}:{}{}{}",
+            "{}:{}{}{}{}{}",
             self.method.name(),
             self.path.name(),
             if self.ckpt { ":ckpt" } else { "" },
-            if self.long { ":long" } else { "" }
+            if self.long { ":long" } else { "" },
+            self.lora.map(|r| format!(":lora{r}")).unwrap_or_default(),
+            if self.mixed { ":mixed" } else { "" }
         )
     }
 }
@@ -234,20 +241,33 @@ fn parse_only(spec: &str) -> Vec<Run> {
         .map(|s| {
             let parts: Vec<&str> = s.split(':').collect();
             let method = Method::parse(parts[0]).unwrap_or_else(|| panic!("--only: unknown method {}", parts[0]));
-            let path =
-                parts.get(1).map(|p| LossPath::parse(p).unwrap_or_else(|| panic!("--only: unknown variant {p}")));
+            let path = parts.get(1).filter(|p| !p.starts_with("lora") && !["ckpt", "long", "mixed"].contains(p)).map(|p| {
+                LossPath::parse(p).unwrap_or_else(|| panic!("--only: unknown variant {p}"))
+            });
             Run {
                 method,
                 path: path.unwrap_or(LossPath::Default),
                 ckpt: parts.contains(&"ckpt"),
                 long: parts.contains(&"long"),
+                lora: parts.iter().find_map(|p| p.strip_prefix("lora")).map(|r| r.parse().expect("--only: loraR")),
+                mixed: parts.contains(&"mixed"),
             }
         })
         .collect()
 }
 
 fn plan(name: &str) -> Vec<Run> {
-    let r = |method, path, ckpt, long| Run { method, path, ckpt, long };
+    let r = |method, path, ckpt, long| Run { method, path, ckpt, long, lora: None, mixed: false };
+    let v = |method, lora, mixed| Run { method, path: LossPath::Default, ckpt: false, long: false, lora, mixed };
+    // Issue 15: LoRA r = 16 and bf16-mixed beside full f32 fine-tuning, same batch.
+    let lora = vec![
+        v(Method::Tft, None, false),
+        v(Method::Tft, Some(16), false),
+        v(Method::DftLogits, None, false),
+        v(Method::DftLogits, Some(16), false),
+        v(Method::DftLogits, None, true),
+        v(Method::DftLogits, Some(16), true),
+    ];
     let main: Vec<Run> = Method::ALL.into_iter().map(|m| r(m, LossPath::Default, false, false)).collect();
     let savings = vec![
         r(Method::DftLogits, LossPath::NoSharePrefix, false, false),
@@ -264,8 +284,9 @@ fn plan(name: &str) -> Vec<Run> {
         "main" => main,
         "savings" => main.into_iter().chain(savings).collect(),
         "checkpointing" => ckpt,
+        "lora" => lora,
         "all" => main.into_iter().chain(savings).chain(ckpt).collect(),
-        other => panic!("--plan: main, savings, checkpointing or all, not {other}"),
+        other => panic!("--plan: main, savings, checkpointing, lora or all, not {other}"),
     }
 }
 
@@ -309,6 +330,12 @@ fn driver(args: &[String]) {
             .stderr(Stdio::inherit());
         if run.ckpt {
             cmd.arg("--checkpointing");
+        }
+        if let Some(r) = run.lora {
+            cmd.args(["--lora", &r.to_string()]);
+        }
+        if run.mixed {
+            cmd.arg("--mixed");
         }
         if flag(args, "--malloc-default") {
             cmd.arg("--malloc-default");
@@ -364,7 +391,12 @@ fn table(results: &[Value]) -> String {
         results
             .iter()
             .find(|r| {
-                r["method"] == "tft" && r["path"] == "default" && r["checkpointing"] == false && r["long"] == long
+                r["method"] == "tft"
+                    && r["path"] == "default"
+                    && r["checkpointing"] == false
+                    && r["long"] == long
+                    && r["lora_rank"].is_null()
+                    && r["bf16_mixed"] != true
             })
             .and_then(|r| r["median_s"].as_f64())
     };
@@ -433,6 +465,18 @@ fn run_child<B: AutodiffBackend>(method: Method, path: LossPath, ckpt: bool, ste
     let device: B::Device = Default::default();
     let t = Instant::now();
     let mut model: CausalLm<B> = load_pretrained::<B>(&gguf(), &device).expect("load SmolLM2").model;
+    let lora: Option<usize> = arg(&std::env::args().collect::<Vec<_>>(), "--lora");
+    let mixed = std::env::args().any(|a| a == "--mixed");
+    if mixed {
+        model = model.with_precision(dft_models::Precision::Bf16Mixed);
+    }
+    if let Some(r) = lora {
+        let spec = dft_models::LoraSpec { rank: r, alpha: 2.0 * r as f64, ..Default::default() };
+        model = model.with_lora(&spec, 0).expect("LoRA");
+        if mixed {
+            model = model.with_frozen_base_dtype(burn::tensor::FloatDType::BF16);
+        }
+    }
     let load_s = t.elapsed().as_secs_f64();
     let rss_after_load = dft_step::proc_status_mib("VmRSS:");
     let hwm_after_load = dft_step::proc_status_mib("VmHWM:");
@@ -481,6 +525,7 @@ fn run_child<B: AutodiffBackend>(method: Method, path: LossPath, ckpt: bool, ste
     let totals: Vec<f64> = timed.iter().map(|r| r.total_s()).collect();
     let result = json!({
         "method": method.name(), "path": path.name(), "checkpointing": ckpt, "backend": backend_name(),
+        "lora_rank": lora, "bf16_mixed": mixed, "trainable_params": model.parameter_counts().0,
         "objective": {"lc": cfg.lc, "et": cfg.et, "lc_layer": cfg.lc_layer, "et_layer": cfg.et_layer,
                       "alpha": cfg.alpha, "beta": cfg.beta, "share_prefix": cfg.share_prefix},
         "shapes": dft_step::shapes(&batch),

@@ -10,8 +10,9 @@
 //! - **activations** saved for the backward pass, per token and block, of the decoder as dft-rs runs it
 //!   (projections, RoPE, the `[heads, seq]` attention scores and probabilities, gated MLP, residuals and
 //!   norms in f32; bf16 operand copies under bf16-mixed; LoRA's `x·A`), times the batch's tokens, plus
-//!   the DFT passes (LC to block i and ET to block j on their own sequences; the English prompt pass of
-//!   the feature form, about half a sequence, at full depth);
+//!   the DFT passes (LC to block i and ET to block j on their own sequences, which continue the main
+//!   pass's prompt keys/values and so run on their answers only — counted as half a sequence each; the
+//!   English prompt pass of the feature form, about half a sequence, at full depth);
 //! - with `gradient_checkpointing`: Burn's balanced strategy recomputes the memory-bound outputs
 //!   (norms, RoPE, softmax, activations, residual sums), keeping the products;
 //! - the chunked cross-entropy's buffers (≤ 16M logits at a time, three buffers) and, for a trainable
@@ -115,11 +116,13 @@ impl MemoryPlan {
                 crate::config::LayerChoice::Index(k) => k as f64,
                 crate::config::LayerChoice::Auto(_) => l as f64 / 2.0,
             };
+            // The LC/ET passes continue the main pass's prompt keys and values (shared prefix), so they run
+            // on their answers only: counted as half a sequence each.
             if cfg.method.lc == AuxLoss::Logits {
-                depth += layer(cfg.method.lc_layer);
+                depth += 0.5 * layer(cfg.method.lc_layer);
             }
             if cfg.method.et == AuxLoss::Logits {
-                depth += layer(cfg.method.et_layer);
+                depth += 0.5 * layer(cfg.method.et_layer);
             }
             if cfg.method.lc == AuxLoss::Feature || cfg.method.et == AuxLoss::Feature {
                 depth += 0.5 * l as f64;
@@ -259,6 +262,19 @@ mod tests {
         // More tokens, more activations; longer sequences grow the scores quadratically.
         let long = MemoryPlan::estimate(&llama7b(), &cfg(&["lora.rank=16", "data.max_len=1024"]));
         assert!(long.activations > 2 * f.activations);
+    }
+
+    #[test]
+    fn the_papers_settings() {
+        // Llama-2-7B full f32 fine-tuning needs > 100 GB: no single GPU.
+        let full = MemoryPlan::estimate(&llama7b(), &cfg(&["train.batch_size=1", "data.max_len=512"]));
+        assert!(full.total(true) > 100_000_000_000);
+        // LoRA r = 16 on a bf16 base, DFT-logits at 1 × 512 with checkpointing: under 24 GB.
+        let lora = MemoryPlan::estimate(
+            &llama7b(),
+            &cfg(&["train.batch_size=1", "data.max_len=512", "lora.rank=16", "train.precision=\"bf16-mixed\""]),
+        );
+        assert!(lora.total(true) < 24_000_000_000, "{}", lora.table());
     }
 
     #[test]
