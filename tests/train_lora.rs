@@ -299,3 +299,59 @@ fn dft_export_writes_the_adapter_or_the_merged_model() {
         .unwrap();
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no LoRA adapter"));
 }
+
+/// `dft generate --adapter` and `dft eval --adapter` use base + adapter: the same text and scores as the
+/// merged model the run exported.
+#[test]
+fn generate_and_eval_take_an_adapter() {
+    let dir = tmp("cli");
+    let model = tiny_model(&dir);
+    let out = dir.join("run");
+    let mut e = vec!["data.limit=4", "train.max_steps=2", "train.lr=0.05", "data.eval_limit=0"];
+    e.extend(LORA);
+    let s = run(&overrides(&model, &out, &e));
+    let adapter = s.adapter_dir.clone().unwrap();
+    let dft = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_dft")).args(args).output().unwrap();
+        assert!(o.status.success(), "dft {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let gen = |extra: &[&str]| {
+        let mut a = vec!["generate", "--prompt", "北京是", "--max-new-tokens", "12"];
+        a.extend(extra);
+        dft(&a)
+    };
+    let (m, a, f) = (model.to_str().unwrap(), adapter.to_str().unwrap(), s.export_dir.to_str().unwrap());
+    let with_adapter = gen(&["--model", m, "--adapter", a]);
+    assert_eq!(with_adapter, gen(&["--model", f]), "base + adapter vs merged final/");
+    assert_ne!(with_adapter, gen(&["--model", m]), "the adapter changed nothing");
+    // A broken adapter is a clear error naming the file.
+    let bad = dir.join("bad-adapter");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("adapter_config.json"), r#"{"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"], "use_dora": true}"#).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_dft"))
+        .args(["generate", "--model", m, "--adapter", bad.to_str().unwrap(), "--prompt", "x"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("use_dora") && err.contains("adapter_config.json"), "{err}");
+
+    let data = [root().join("shared/data/eval"), root().join("../shared/data/eval")].into_iter().find(|p| p.is_dir());
+    let Some(data) = data else { return };
+    let score = |model: &str, adapter: Option<&str>, outdir: &str| {
+        let o = dir.join(outdir);
+        let mut args = vec!["eval", "--model", model, "--tasks", "xcopa", "--lang", "zh", "--limit", "6", "--quiet"];
+        args.extend(["--data-dir", data.to_str().unwrap(), "--out", o.to_str().unwrap()]);
+        if let Some(a) = adapter {
+            args.extend(["--adapter", a]);
+        }
+        dft(&args);
+        dft_eval::EvalReport::load(&o.join("results.json")).unwrap().runs.remove(0)
+    };
+    let (x, y) = (score(m, Some(a), "ev-a"), score(f, None, "ev-f"));
+    assert_eq!(x.results.len(), 1);
+    let (sx, sy) = (&x.results[0], &y.results[0]);
+    assert_eq!((sx.metric.as_str(), sx.n), ("acc", 6));
+    assert_eq!(sx.score, sy.score, "scores with --adapter differ from the merged model's");
+    assert!(x.model.contains('+') && x.model.ends_with("adapter"), "the adapter is part of the model name: {}", x.model);
+}
