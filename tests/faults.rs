@@ -433,6 +433,26 @@ fn a_full_disk_is_reported_and_the_previous_checkpoint_stays_intact() {
             .unwrap();
         check_after(&out, &r, &["no space left on device while writing", ".tmp-checkpoint-000002"]);
         assert_eq!(list_checkpoints(&out).iter().map(|c| c.0).collect::<Vec<_>>(), [1]);
+        std::fs::remove_dir_all(&out).unwrap();
+    } else {
+        eprintln!("(no tmpfs could be mounted: injected ENOSPC instead)");
+    }
+    // The HF export at the end: room for the checkpoint, not for the exported weights.
+    if let Some(fs) = Tmpfs::mount(&dir.join("small2"), ckpt + (3 << 20) / 2) {
+        let one = ["train.max_steps=1", "train.keep_last=1"];
+        for (k, skip_check) in [false, true].into_iter().enumerate() {
+            let out = fs.0.join(format!("export-{k}"));
+            let mut c = dft();
+            c.args(train_args(&overrides(&model, &out, &one), &[]));
+            if skip_check {
+                c.env("DFT_SKIP_SPACE_CHECK", "1");
+            }
+            let e = check_after(&out, &c.output().unwrap(), &["no space left on device while writing", "GB free"]);
+            assert!(e.contains(&out.join("final").display().to_string()), "{e}");
+            let partial: Vec<_> = std::fs::read_dir(out.join("final")).into_iter().flatten().flatten().collect();
+            assert!(partial.iter().all(|p| !p.file_name().to_string_lossy().contains(".tmp")), "{partial:?}");
+            std::fs::remove_dir_all(&out).unwrap();
+        }
     } else {
         eprintln!("(no tmpfs could be mounted: injected ENOSPC instead)");
     }

@@ -170,7 +170,8 @@ pub struct TrainSection {
     pub keep_last: usize,
     pub out_dir: PathBuf,
     pub on_nonfinite: OnNonFinite,
-    /// Threads for the CPU backend (0 = all cores).
+    /// Threads for the CPU backend: the size of rayon's global pool, set by the `dft` binary before any
+    /// work (0 = all cores, or `RAYON_NUM_THREADS`); reported in summary.json as `threads`.
     pub threads: usize,
     /// Gradient checkpointing: the `dft` binary then trains on `Autodiff<_, BalancedCheckpointing>`,
     /// Burn's strategy that drops the outputs of memory-bound ops (element-wise, activations) after the

@@ -442,8 +442,9 @@ pub fn train<B: AutodiffBackend>(
     let eval_after =
         eval_data.as_ref().map(|e| eval_loss(&model.valid(), e, eval_bs, cfg.method.name)).transpose()?.flatten();
     let export_dir = out_dir.join("final");
-    let export_need = 4 * model.num_params() as u64 + (32 << 20);
-    crate::run_dir::check_space(&out_dir, export_need)?;
+    // f32 weights plus room for the tokenizer and config.
+    let export_need = 4 * model.num_params() as u64 + (16 << 20);
+    crate::run_dir::check_space(&export_dir, export_need)?;
     model.valid().save_pretrained(&export_dir, Some(&tokenizer)).map_err(|e| {
         let msg = e.to_string();
         crate::run_dir::explain_write_failure(&export_dir, export_need, &msg, e.into())
