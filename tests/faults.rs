@@ -646,6 +646,8 @@ fn an_unknown_override_names_the_command_line_and_suggests_a_key() {
     assert!(e.contains("--set train.lrr=0.1") && e.contains("command-line"), "{e}");
     assert!(e.contains("did you mean `train.lr`"), "{e}");
     assert!(!e.contains("base.toml"), "the file is not at fault: {e}");
+    let e = TrainConfig::load(Some(&file), &["trian.lr=0.1".into()]).unwrap_err().to_string();
+    assert!(e.contains("--set trian.lr=0.1") && e.contains("did you mean `train.lr`"), "{e}");
     // An unknown key in the file still names the file, with a suggestion.
     std::fs::write(&file, "[model]\npath = \"x\"\n[train]\nbatch_sise = 2\n").unwrap();
     let e = TrainConfig::load(Some(&file), &[]).unwrap_err().to_string();

@@ -243,6 +243,22 @@ pub fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir).into_iter().flatten().flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()
 }
 
+/// Where `--resume` continues from: the newest valid checkpoint ([`newest_valid_checkpoint`]) and its
+/// state, after checking that `cfg` differs from the checkpoint's config only in
+/// [`crate::config::RESUME_SAFE_KEYS`] (those changes are reported). `None`: no checkpoint.
+pub fn resume_point(out_dir: &Path, cfg: &TrainConfig) -> Result<Option<(PathBuf, TrainerState)>> {
+    let Some((_, dir)) = newest_valid_checkpoint(out_dir) else { return Ok(None) };
+    let saved = read_state(&dir)?;
+    let diff = crate::config::compare_for_resume(&saved.config, cfg);
+    if !diff.refused.is_empty() {
+        return Err(TrainError::ResumeConfig { checkpoint: dir, keys: diff.refused.join("; ") });
+    }
+    for k in &diff.allowed {
+        eprintln!("--resume: changed {k} (allowed)");
+    }
+    Ok(Some((dir, saved)))
+}
+
 pub fn read_state(dir: &Path) -> Result<TrainerState> {
     let path = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| TrainError::Io { path: path.clone(), source: e })?;

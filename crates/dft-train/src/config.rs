@@ -260,19 +260,21 @@ impl TrainConfig {
             }
             t.insert(parts[parts.len() - 1].to_string(), parse_value(value.trim()));
         }
-        // An unknown `--set` key is the command line's fault, not the file's.
-        let known = known_keys();
-        for o in overrides {
-            let key = o.split_once('=').map(|(k, _)| k.trim()).unwrap_or(o);
-            if !known.iter().any(|k| k == key) {
-                let hint = closest_key(key, &known).map(|k| format!("; did you mean `{k}`?")).unwrap_or_default();
-                return Err(bad(&format!("--set {o}"), format!("unknown key `{key}` (command-line override){hint}")));
-            }
-        }
         let origin = path.map(|p| p.display().to_string()).unwrap_or_else(|| "<command line>".into());
-        let cfg: TrainConfig = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| TrainError::ConfigFile { path: origin.into(), msg: with_hint(e.to_string()) })?;
+        let cfg: TrainConfig = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+            let msg = e.to_string();
+            // An unknown `--set` key is the command line's fault, not the file's.
+            let known = known_keys();
+            for o in overrides {
+                let key = o.split_once('=').map(|(k, _)| k.trim()).unwrap_or(o);
+                let named = key.split('.').any(|part| msg.contains(&format!("unknown field `{part}`")));
+                if !known.iter().any(|k| k == key) && named {
+                    let hint = closest_key(key, &known).map(|k| format!("; did you mean `{k}`?")).unwrap_or_default();
+                    return bad(&format!("--set {o}"), format!("unknown key `{key}` (command-line override){hint}"));
+                }
+            }
+            TrainError::ConfigFile { path: origin.into(), msg: with_hint(msg) }
+        })?;
         cfg.check_ranges()?;
         Ok(cfg)
     }

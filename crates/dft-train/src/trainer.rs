@@ -2,9 +2,7 @@
 //! global-norm clipping, AdamW with PyTorch's semantics and a cosine schedule; metrics, eval loss,
 //! checkpoints, interruption and non-finite losses handled on the way.
 
-use crate::checkpoint::{
-    list_checkpoints, newest_valid_checkpoint, read_state, write_checkpoint, TrainerState, MODEL_FILE, OPTIM_FILE,
-};
+use crate::checkpoint::{list_checkpoints, write_checkpoint, TrainerState, MODEL_FILE, OPTIM_FILE};
 use crate::clip::clip_global_norm;
 use crate::config::{Method, OnNonFinite, TrainConfig};
 use crate::data_prep::{kinds_for, read_corpus, special_tokens, to_loss_batch, token_counts, tokenize};
@@ -141,6 +139,8 @@ pub fn train<B: AutodiffBackend>(
         (false, false) => crate::run_dir::StartMode::Fresh,
     };
     let _lock = crate::run_dir::prepare_run_dir(&out_dir, mode)?;
+    // Before any weights are loaded: the checkpoint to resume from (the newest valid one) and its config.
+    let resume_from = if resume { crate::checkpoint::resume_point(&out_dir, cfg)? } else { None };
 
     // Model and tokenizer.
     let pre = load_pretrained::<B>(&model_path, device)?;
@@ -236,15 +236,8 @@ pub fn train<B: AutodiffBackend>(
         config: cfg.clone(),
     };
     if resume {
-        if let Some((_, dir)) = &newest_valid_checkpoint(&out_dir) {
-            let saved = read_state(dir)?;
-            let diff = crate::config::compare_for_resume(&saved.config, cfg);
-            if !diff.refused.is_empty() {
-                return Err(TrainError::ResumeConfig { checkpoint: dir.clone(), keys: diff.refused.join("; ") });
-            }
-            for k in &diff.allowed {
-                eprintln!("--resume: changed {k} (allowed)");
-            }
+        if let Some((dir, saved)) = resume_from {
+            let dir = &dir;
             let ck = |e: burn::record::RecorderError| TrainError::Checkpoint { path: dir.clone(), msg: e.to_string() };
             model = model.load_file(dir.join(MODEL_FILE), &recorder, device).map_err(ck)?;
             let rec = recorder.load(dir.join(OPTIM_FILE), device).map_err(ck)?;
