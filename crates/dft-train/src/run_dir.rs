@@ -97,6 +97,17 @@ impl RunLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Stop tracking this lock without touching the file at its path.
+    fn forget(self) {
+        {
+            let mut held = HELD.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = held.iter().position(|p| p == &self.path) {
+                held.remove(i);
+            }
+        }
+        std::mem::forget(self);
+    }
 }
 
 impl Drop for RunLock {
@@ -169,9 +180,10 @@ pub fn prepare_run_dir(dir: &Path, mode: StartMode) -> Result<RunLock> {
             let aside = aside_name(dir);
             // One rename: the old run (with our lock inside) moves away whole, or not at all.
             std::fs::rename(dir, &aside).map_err(|e| TrainError::Io { path: aside.clone(), source: e })?;
-            let new_lock = RunLock::acquire(dir, "dft train")?;
-            drop(lock); // removes the lock file that moved along
+            // The old lock's file moved along: forget it (its path now names the new lock's file).
+            lock.forget();
             std::fs::remove_file(aside.join(LOCK_FILE)).ok();
+            let new_lock = RunLock::acquire(dir, "dft train")?;
             eprintln!("--overwrite: moved the earlier run ({}) to {}", held.join(", "), aside.display());
             new_lock
         }
@@ -311,6 +323,31 @@ mod tests {
         let b = RunLock::acquire(&d, "test").unwrap();
         drop(b);
         std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn overwrite_moves_the_run_aside_and_keeps_the_directory_locked() {
+        let d = tmp("overwrite").join("run");
+        std::fs::create_dir_all(d.join("checkpoint-000003")).unwrap();
+        std::fs::write(d.join("metrics.jsonl"), "{}\n").unwrap();
+        let e = prepare_run_dir(&d, StartMode::Fresh).unwrap_err().to_string();
+        assert!(e.contains("already holds a run (1 checkpoint(s), metrics.jsonl)"), "{e}");
+        assert!(!d.join(LOCK_FILE).exists(), "the refusal releases the lock");
+        let lock = prepare_run_dir(&d, StartMode::Overwrite).unwrap();
+        assert!(lock.path().exists(), "the new directory is locked while the run goes on");
+        assert!(RunLock::acquire(&d, "other").is_err());
+        assert!(run_contents(&d).is_empty());
+        let parent = d.parent().unwrap();
+        let aside: Vec<_> = std::fs::read_dir(parent)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("run.old-"))
+            .collect();
+        assert_eq!(aside.len(), 1);
+        assert!(aside[0].path().join("checkpoint-000003").is_dir() && !aside[0].path().join(LOCK_FILE).exists());
+        drop(lock);
+        assert!(!d.join(LOCK_FILE).exists());
+        std::fs::remove_dir_all(parent).ok();
     }
 
     #[test]
