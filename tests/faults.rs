@@ -204,6 +204,23 @@ fn concurrent_runs_on_one_directory_are_refused_and_stale_locks_recovered() {
         .output()
         .unwrap();
     failed_with(&sweep, &["is in use by", &me]);
+    drop(lock);
+    // An earlier sweep is not replaced without --overwrite (then it is moved aside).
+    let sweep = |flags: &[&str]| {
+        dft()
+            .args(["sweep", "--quiet", "--layers", "2", "--steps", "1", "--no-baseline", "--out"])
+            .arg(&held)
+            .args(flags)
+            .args(overrides(&model, &dir.join("unused"), &[]).iter().flat_map(|x| ["--set".to_string(), x.clone()]))
+            .output()
+            .unwrap()
+    };
+    std::fs::write(held.join("sweep.json"), "{}").unwrap();
+    failed_with(&sweep(&[]), &["already holds a run (sweep.json)", "--overwrite"]);
+    let r = sweep(&["--overwrite"]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(held.join("sweep.json").is_file() && held.join("et-2").is_dir());
+    let lock = dft_train::run_dir::RunLock::acquire(&held, "test").unwrap();
     let data = eval_data(&dir, 3);
     let eval = dft()
         .args(["eval", "--quiet", "--tasks", "xcopa", "--lang", "zh", "--model"])

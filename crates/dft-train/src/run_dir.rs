@@ -170,8 +170,32 @@ pub enum StartMode {
 /// Lock `dir` for a training run and make it ready for `mode`; also removes the temporaries of dead
 /// processes. Returns the lock (hold it for the whole run).
 pub fn prepare_run_dir(dir: &Path, mode: StartMode) -> Result<RunLock> {
-    let lock = RunLock::acquire(dir, "dft train")?;
-    let held = run_contents(dir);
+    prepare_dir(dir, mode, "dft train", run_contents)
+}
+
+/// What in `dir` marks it as holding an earlier `dft sweep`.
+pub fn sweep_contents(dir: &Path) -> Vec<String> {
+    let mut found: Vec<String> = ["sweep.json", "sweep.md", "sweep.svg"]
+        .into_iter()
+        .filter(|f| dir.join(f).exists())
+        .map(String::from)
+        .collect();
+    let runs = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir() && !run_contents(&e.path()).is_empty())
+        .count();
+    if runs > 0 {
+        found.push(format!("{runs} run director{}", if runs == 1 { "y" } else { "ies" }));
+    }
+    found
+}
+
+/// [`prepare_run_dir`] for any command (`what`, e.g. `dft sweep`) whose earlier output `contents` lists.
+pub fn prepare_dir(dir: &Path, mode: StartMode, what: &str, contents: fn(&Path) -> Vec<String>) -> Result<RunLock> {
+    let lock = RunLock::acquire(dir, what)?;
+    let held = contents(dir);
     let lock = match mode {
         StartMode::Fresh if !held.is_empty() => {
             return Err(TrainError::RunExists { dir: dir.into(), holds: held.join(", ") });
@@ -183,7 +207,7 @@ pub fn prepare_run_dir(dir: &Path, mode: StartMode) -> Result<RunLock> {
             // The old lock's file moved along: forget it (its path now names the new lock's file).
             lock.forget();
             std::fs::remove_file(aside.join(LOCK_FILE)).ok();
-            let new_lock = RunLock::acquire(dir, "dft train")?;
+            let new_lock = RunLock::acquire(dir, what)?;
             eprintln!("--overwrite: moved the earlier run ({}) to {}", held.join(", "), aside.display());
             new_lock
         }
