@@ -505,8 +505,16 @@ fn sigkill_during_checkpoint_writes_then_resume_matches_the_uninterrupted_run() 
     for seed in 1..=3u64 {
         let out = dir.join(format!("cut-{seed}"));
         let o = overrides(&model, &out, &steps);
-        let mut child = dft().args(train_args(&o, &[])).stderr(std::process::Stdio::null()).spawn().unwrap();
-        // Kill while checkpoint `seed + 1` is being written, a seed-dependent moment into the write.
+        // Each checkpoint write pauses 150 ms after its records (before the state and the manifest), so
+        // the half-written checkpoint is seen even on a loaded machine.
+        let mut child = dft()
+            .args(train_args(&o, &[]))
+            .env("DFT_FAULT_CHECKPOINT_PAUSE_MS", "150")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Kill while checkpoint `seed + 1` is being written, a seed-dependent moment into the write:
+        // while the records are written, or after them.
         let target = format!(".tmp-checkpoint-{:06}-{}", seed + 1, child.id());
         let t0 = Instant::now();
         while !out.join(&target).exists() {
@@ -514,7 +522,7 @@ fn sigkill_during_checkpoint_writes_then_resume_matches_the_uninterrupted_run() 
             assert!(child.try_wait().unwrap().is_none(), "run ended before it could be killed");
             std::thread::sleep(Duration::from_micros(200));
         }
-        std::thread::sleep(Duration::from_micros(seed * seed * 700));
+        std::thread::sleep(Duration::from_micros([500, 40_000, 120_000][seed as usize - 1]));
         child.kill().unwrap();
         child.wait().unwrap();
         // Leave an export temporary too, as a kill during the HF export would.

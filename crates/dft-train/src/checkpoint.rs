@@ -204,6 +204,10 @@ pub fn write_checkpoint(
     let filled = (|| {
         std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
         write(&tmp)?;
+        if let Some(ms) = std::env::var("DFT_FAULT_CHECKPOINT_PAUSE_MS").ok().and_then(|s| s.parse().ok()) {
+            // Fault injection (tests): hold the half-written checkpoint open long enough to be killed in.
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
         if std::env::var("DFT_FAULT_CHECKPOINT_ENOSPC").is_ok_and(|s| s == state.step.to_string()) {
             // Fault injection (tests, where no small file system can be mounted): the disk "fills up".
             return Err(io(&tmp.join("optimizer.mpk"), std::io::Error::from_raw_os_error(libc::ENOSPC)));
