@@ -294,7 +294,8 @@ fn main() {
     };
     println!("before: {ZH_INSTRUCTION} → {before:?}");
 
-    let hooks = TrainHooks { progress: true, ..Default::default() };
+    // A rerun starts over: an earlier run in runs/finetune_gemma is moved to runs/finetune_gemma.old-<time>.
+    let hooks = TrainHooks { progress: true, overwrite: true, ..Default::default() };
     let s = train::<AB>(&cfg, false, &Default::default(), &hooks).unwrap_or_else(|e| panic!("{e}"));
     for m in dft_train::metrics::read_metrics(&s.metrics).unwrap_or_default() {
         let aux = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());

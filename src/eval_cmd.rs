@@ -12,7 +12,10 @@
 //! Every task and language is loaded (and checked) before the model, then scored with
 //! [`dft_eval::Scorer`]; `--out DIR` gets `results.json` (all runs in that folder, per-item details
 //! included) and `results.md`, the paper-style table of methods × benchmarks per language. Running
-//! again with another `--method-name` (e.g. a fine-tuned checkpoint) adds a row.
+//! again with another `--method-name` (e.g. a fine-tuned checkpoint) adds a row; results are merged
+//! per method, model, task, language and `--limit`, and a replaced result is kept under `history` in
+//! results.json. A task with no items (`--limit 0`, an empty file) is an error, never a 0.0 score; one
+//! `dft eval` at a time may write an `--out` folder (a lock file, docs/RELIABILITY.md).
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

@@ -51,8 +51,11 @@ pub struct SweepArgs {
     #[arg(long, default_value = "runs/sweep")]
     out: PathBuf,
     /// Continue a stopped sweep: finished runs are read back, an interrupted one resumes.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "overwrite")]
     resume: bool,
+    /// Start over when --out holds an earlier sweep (it is moved to <out>.old-<time>).
+    #[arg(long)]
+    overwrite: bool,
     /// Benchmarks scored after each run (dft eval task names, e.g. xcopa,xnli).
     #[arg(long, value_delimiter = ',')]
     eval_tasks: Vec<String>,
@@ -90,8 +93,14 @@ pub enum SweepCmdError {
 pub fn run(args: SweepArgs) -> Result<(), SweepCmdError> {
     let base = TrainConfig::load(args.config.as_deref(), &args.set)?;
     crate::init_threads(base.train.threads);
-    // One sweep per directory at a time.
-    let _lock = dft_train::run_dir::RunLock::acquire(&args.out, "dft sweep")?;
+    // One sweep per directory at a time, and never over an earlier one unless asked.
+    use dft_train::run_dir::{prepare_dir, sweep_contents, StartMode};
+    let mode = match (args.resume, args.overwrite) {
+        (true, _) => StartMode::Resume,
+        (false, true) => StartMode::Overwrite,
+        (false, false) => StartMode::Fresh,
+    };
+    let _lock = prepare_dir(&args.out, mode, "dft sweep", sweep_contents)?;
     let layers = match (args.every, args.layers.is_empty()) {
         (Some(0), _) => return Err(SweepCmdError::ZeroEvery),
         (Some(n), _) => {

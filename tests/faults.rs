@@ -204,6 +204,23 @@ fn concurrent_runs_on_one_directory_are_refused_and_stale_locks_recovered() {
         .output()
         .unwrap();
     failed_with(&sweep, &["is in use by", &me]);
+    drop(lock);
+    // An earlier sweep is not replaced without --overwrite (then it is moved aside).
+    let sweep = |flags: &[&str]| {
+        dft()
+            .args(["sweep", "--quiet", "--layers", "2", "--steps", "1", "--no-baseline", "--out"])
+            .arg(&held)
+            .args(flags)
+            .args(overrides(&model, &dir.join("unused"), &[]).iter().flat_map(|x| ["--set".to_string(), x.clone()]))
+            .output()
+            .unwrap()
+    };
+    std::fs::write(held.join("sweep.json"), "{}").unwrap();
+    failed_with(&sweep(&[]), &["already holds a run (sweep.json)", "--overwrite"]);
+    let r = sweep(&["--overwrite"]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(held.join("sweep.json").is_file() && held.join("et-2").is_dir());
+    let lock = dft_train::run_dir::RunLock::acquire(&held, "test").unwrap();
     let data = eval_data(&dir, 3);
     let eval = dft()
         .args(["eval", "--quiet", "--tasks", "xcopa", "--lang", "zh", "--model"])
@@ -433,6 +450,26 @@ fn a_full_disk_is_reported_and_the_previous_checkpoint_stays_intact() {
             .unwrap();
         check_after(&out, &r, &["no space left on device while writing", ".tmp-checkpoint-000002"]);
         assert_eq!(list_checkpoints(&out).iter().map(|c| c.0).collect::<Vec<_>>(), [1]);
+        std::fs::remove_dir_all(&out).unwrap();
+    } else {
+        eprintln!("(no tmpfs could be mounted: injected ENOSPC instead)");
+    }
+    // The HF export at the end: room for the checkpoint, not for the exported weights.
+    if let Some(fs) = Tmpfs::mount(&dir.join("small2"), ckpt + (3 << 20) / 2) {
+        let one = ["train.max_steps=1", "train.keep_last=1"];
+        for (k, skip_check) in [false, true].into_iter().enumerate() {
+            let out = fs.0.join(format!("export-{k}"));
+            let mut c = dft();
+            c.args(train_args(&overrides(&model, &out, &one), &[]));
+            if skip_check {
+                c.env("DFT_SKIP_SPACE_CHECK", "1");
+            }
+            let e = check_after(&out, &c.output().unwrap(), &["no space left on device while writing", "GB free"]);
+            assert!(e.contains(&out.join("final").display().to_string()), "{e}");
+            let partial: Vec<_> = std::fs::read_dir(out.join("final")).into_iter().flatten().flatten().collect();
+            assert!(partial.iter().all(|p| !p.file_name().to_string_lossy().contains(".tmp")), "{partial:?}");
+            std::fs::remove_dir_all(&out).unwrap();
+        }
     } else {
         eprintln!("(no tmpfs could be mounted: injected ENOSPC instead)");
     }
@@ -468,8 +505,16 @@ fn sigkill_during_checkpoint_writes_then_resume_matches_the_uninterrupted_run() 
     for seed in 1..=3u64 {
         let out = dir.join(format!("cut-{seed}"));
         let o = overrides(&model, &out, &steps);
-        let mut child = dft().args(train_args(&o, &[])).stderr(std::process::Stdio::null()).spawn().unwrap();
-        // Kill while checkpoint `seed + 1` is being written, a seed-dependent moment into the write.
+        // Each checkpoint write pauses 150 ms after its records (before the state and the manifest), so
+        // the half-written checkpoint is seen even on a loaded machine.
+        let mut child = dft()
+            .args(train_args(&o, &[]))
+            .env("DFT_FAULT_CHECKPOINT_PAUSE_MS", "150")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Kill while checkpoint `seed + 1` is being written, a seed-dependent moment into the write:
+        // while the records are written, or after them.
         let target = format!(".tmp-checkpoint-{:06}-{}", seed + 1, child.id());
         let t0 = Instant::now();
         while !out.join(&target).exists() {
@@ -477,7 +522,7 @@ fn sigkill_during_checkpoint_writes_then_resume_matches_the_uninterrupted_run() 
             assert!(child.try_wait().unwrap().is_none(), "run ended before it could be killed");
             std::thread::sleep(Duration::from_micros(200));
         }
-        std::thread::sleep(Duration::from_micros(seed * seed * 700));
+        std::thread::sleep(Duration::from_micros([500, 40_000, 120_000][seed as usize - 1]));
         child.kill().unwrap();
         child.wait().unwrap();
         // Leave an export temporary too, as a kill during the HF export would.
@@ -626,6 +671,8 @@ fn an_unknown_override_names_the_command_line_and_suggests_a_key() {
     assert!(e.contains("--set train.lrr=0.1") && e.contains("command-line"), "{e}");
     assert!(e.contains("did you mean `train.lr`"), "{e}");
     assert!(!e.contains("base.toml"), "the file is not at fault: {e}");
+    let e = TrainConfig::load(Some(&file), &["trian.lr=0.1".into()]).unwrap_err().to_string();
+    assert!(e.contains("--set trian.lr=0.1") && e.contains("did you mean `train.lr`"), "{e}");
     // An unknown key in the file still names the file, with a suggestion.
     std::fs::write(&file, "[model]\npath = \"x\"\n[train]\nbatch_sise = 2\n").unwrap();
     let e = TrainConfig::load(Some(&file), &[]).unwrap_err().to_string();

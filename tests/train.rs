@@ -282,6 +282,7 @@ fn sigint_writes_a_checkpoint_and_exits_cleanly() {
     assert!(st.success());
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "interrupted runs exit with 130");
+    assert!(!out.join(dft_train::run_dir::LOCK_FILE).exists(), "the run-directory lock is released on SIGINT");
     let ckpts = dft_train::checkpoint::list_checkpoints(&out);
     let (step, path) = ckpts.last().expect("a checkpoint was written on SIGINT");
     let state = dft_train::checkpoint::read_state(path).unwrap();

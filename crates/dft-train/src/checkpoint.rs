@@ -206,6 +206,10 @@ pub fn write_checkpoint(
     let filled = (|| {
         std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
         write(&tmp)?;
+        if let Some(ms) = std::env::var("DFT_FAULT_CHECKPOINT_PAUSE_MS").ok().and_then(|s| s.parse().ok()) {
+            // Fault injection (tests): hold the half-written checkpoint open long enough to be killed in.
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
         if std::env::var("DFT_FAULT_CHECKPOINT_ENOSPC").is_ok_and(|s| s == state.step.to_string()) {
             // Fault injection (tests, where no small file system can be mounted): the disk "fills up".
             return Err(io(&tmp.join("optimizer.mpk"), std::io::Error::from_raw_os_error(libc::ENOSPC)));
@@ -243,6 +247,22 @@ pub fn write_checkpoint(
 /// Total size of the files in a directory (not recursive).
 pub fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir).into_iter().flatten().flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()
+}
+
+/// Where `--resume` continues from: the newest valid checkpoint ([`newest_valid_checkpoint`]) and its
+/// state, after checking that `cfg` differs from the checkpoint's config only in
+/// [`crate::config::RESUME_SAFE_KEYS`] (those changes are reported). `None`: no checkpoint.
+pub fn resume_point(out_dir: &Path, cfg: &TrainConfig) -> Result<Option<(PathBuf, TrainerState)>> {
+    let Some((_, dir)) = newest_valid_checkpoint(out_dir) else { return Ok(None) };
+    let saved = read_state(&dir)?;
+    let diff = crate::config::compare_for_resume(&saved.config, cfg);
+    if !diff.refused.is_empty() {
+        return Err(TrainError::ResumeConfig { checkpoint: dir, keys: diff.refused.join("; ") });
+    }
+    for k in &diff.allowed {
+        eprintln!("--resume: changed {k} (allowed)");
+    }
+    Ok(Some((dir, saved)))
 }
 
 pub fn read_state(dir: &Path) -> Result<TrainerState> {

@@ -174,7 +174,8 @@ pub struct TrainSection {
     pub keep_last: usize,
     pub out_dir: PathBuf,
     pub on_nonfinite: OnNonFinite,
-    /// Threads for the CPU backend (0 = all cores).
+    /// Threads for the CPU backend: the size of rayon's global pool, set by the `dft` binary before any
+    /// work (0 = all cores, or `RAYON_NUM_THREADS`); reported in summary.json as `threads`.
     pub threads: usize,
     /// Gradient checkpointing: the `dft` binary then trains on `Autodiff<_, BalancedCheckpointing>`,
     /// Burn's strategy that drops the outputs of memory-bound ops (element-wise, activations) after the
@@ -272,19 +273,21 @@ impl TrainConfig {
             }
             t.insert(parts[parts.len() - 1].to_string(), parse_value(value.trim()));
         }
-        // An unknown `--set` key is the command line's fault, not the file's.
-        let known = known_keys();
-        for o in overrides {
-            let key = o.split_once('=').map(|(k, _)| k.trim()).unwrap_or(o);
-            if !known.iter().any(|k| k == key) {
-                let hint = closest_key(key, &known).map(|k| format!("; did you mean `{k}`?")).unwrap_or_default();
-                return Err(bad(&format!("--set {o}"), format!("unknown key `{key}` (command-line override){hint}")));
-            }
-        }
         let origin = path.map(|p| p.display().to_string()).unwrap_or_else(|| "<command line>".into());
-        let cfg: TrainConfig = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| TrainError::ConfigFile { path: origin.into(), msg: with_hint(e.to_string()) })?;
+        let cfg: TrainConfig = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+            let msg = e.to_string();
+            // An unknown `--set` key is the command line's fault, not the file's.
+            let known = known_keys();
+            for o in overrides {
+                let key = o.split_once('=').map(|(k, _)| k.trim()).unwrap_or(o);
+                let named = key.split('.').any(|part| msg.contains(&format!("unknown field `{part}`")));
+                if !known.iter().any(|k| k == key) && named {
+                    let hint = closest_key(key, &known).map(|k| format!("; did you mean `{k}`?")).unwrap_or_default();
+                    return bad(&format!("--set {o}"), format!("unknown key `{key}` (command-line override){hint}"));
+                }
+            }
+            TrainError::ConfigFile { path: origin.into(), msg: with_hint(msg) }
+        })?;
         cfg.check_ranges()?;
         Ok(cfg)
     }

@@ -23,7 +23,7 @@ pub enum TrainError {
     Checkpoint { path: PathBuf, msg: String },
     #[error("{dir} is in use by {holder} (lock file {lock}); wait for it to finish, or remove the lock file if that process is not running")]
     Locked { dir: PathBuf, holder: String, lock: PathBuf },
-    #[error("{dir} already holds a run ({holds}); continue it with --resume, start over with --overwrite (moves the old run to {dir}.old-<time>), or pick another train.out_dir")]
+    #[error("{dir} already holds a run ({holds}); continue it with --resume, start over with --overwrite (moves the old run to {dir}.old-<time>), or pick another output directory")]
     RunExists { dir: PathBuf, holds: String },
     #[error("no space left on device while writing {path} (needs ≈ {}, {} free)", crate::run_dir::gb(*need), crate::run_dir::gb(*free))]
     NoSpace { path: PathBuf, need: u64, free: u64 },

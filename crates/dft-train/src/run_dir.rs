@@ -97,6 +97,17 @@ impl RunLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Stop tracking this lock without touching the file at its path.
+    fn forget(self) {
+        {
+            let mut held = HELD.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = held.iter().position(|p| p == &self.path) {
+                held.remove(i);
+            }
+        }
+        std::mem::forget(self);
+    }
 }
 
 impl Drop for RunLock {
@@ -159,8 +170,32 @@ pub enum StartMode {
 /// Lock `dir` for a training run and make it ready for `mode`; also removes the temporaries of dead
 /// processes. Returns the lock (hold it for the whole run).
 pub fn prepare_run_dir(dir: &Path, mode: StartMode) -> Result<RunLock> {
-    let lock = RunLock::acquire(dir, "dft train")?;
-    let held = run_contents(dir);
+    prepare_dir(dir, mode, "dft train", run_contents)
+}
+
+/// What in `dir` marks it as holding an earlier `dft sweep`.
+pub fn sweep_contents(dir: &Path) -> Vec<String> {
+    let mut found: Vec<String> = ["sweep.json", "sweep.md", "sweep.svg"]
+        .into_iter()
+        .filter(|f| dir.join(f).exists())
+        .map(String::from)
+        .collect();
+    let runs = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir() && !run_contents(&e.path()).is_empty())
+        .count();
+    if runs > 0 {
+        found.push(format!("{runs} run director{}", if runs == 1 { "y" } else { "ies" }));
+    }
+    found
+}
+
+/// [`prepare_run_dir`] for any command (`what`, e.g. `dft sweep`) whose earlier output `contents` lists.
+pub fn prepare_dir(dir: &Path, mode: StartMode, what: &str, contents: fn(&Path) -> Vec<String>) -> Result<RunLock> {
+    let lock = RunLock::acquire(dir, what)?;
+    let held = contents(dir);
     let lock = match mode {
         StartMode::Fresh if !held.is_empty() => {
             return Err(TrainError::RunExists { dir: dir.into(), holds: held.join(", ") });
@@ -169,9 +204,10 @@ pub fn prepare_run_dir(dir: &Path, mode: StartMode) -> Result<RunLock> {
             let aside = aside_name(dir);
             // One rename: the old run (with our lock inside) moves away whole, or not at all.
             std::fs::rename(dir, &aside).map_err(|e| TrainError::Io { path: aside.clone(), source: e })?;
-            let new_lock = RunLock::acquire(dir, "dft train")?;
-            drop(lock); // removes the lock file that moved along
+            // The old lock's file moved along: forget it (its path now names the new lock's file).
+            lock.forget();
             std::fs::remove_file(aside.join(LOCK_FILE)).ok();
+            let new_lock = RunLock::acquire(dir, what)?;
             eprintln!("--overwrite: moved the earlier run ({}) to {}", held.join(", "), aside.display());
             new_lock
         }
@@ -311,6 +347,31 @@ mod tests {
         let b = RunLock::acquire(&d, "test").unwrap();
         drop(b);
         std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn overwrite_moves_the_run_aside_and_keeps_the_directory_locked() {
+        let d = tmp("overwrite").join("run");
+        std::fs::create_dir_all(d.join("checkpoint-000003")).unwrap();
+        std::fs::write(d.join("metrics.jsonl"), "{}\n").unwrap();
+        let e = prepare_run_dir(&d, StartMode::Fresh).unwrap_err().to_string();
+        assert!(e.contains("already holds a run (1 checkpoint(s), metrics.jsonl)"), "{e}");
+        assert!(!d.join(LOCK_FILE).exists(), "the refusal releases the lock");
+        let lock = prepare_run_dir(&d, StartMode::Overwrite).unwrap();
+        assert!(lock.path().exists(), "the new directory is locked while the run goes on");
+        assert!(RunLock::acquire(&d, "other").is_err());
+        assert!(run_contents(&d).is_empty());
+        let parent = d.parent().unwrap();
+        let aside: Vec<_> = std::fs::read_dir(parent)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("run.old-"))
+            .collect();
+        assert_eq!(aside.len(), 1);
+        assert!(aside[0].path().join("checkpoint-000003").is_dir() && !aside[0].path().join(LOCK_FILE).exists());
+        drop(lock);
+        assert!(!d.join(LOCK_FILE).exists());
+        std::fs::remove_dir_all(parent).ok();
     }
 
     #[test]

@@ -2,10 +2,7 @@
 //! global-norm clipping, AdamW with PyTorch's semantics and a cosine schedule; metrics, eval loss,
 //! checkpoints, interruption and non-finite losses handled on the way.
 
-use crate::checkpoint::{
-    list_checkpoints, newest_valid_checkpoint, read_state, write_checkpoint, TrainerState, LORA_FILE, MODEL_FILE,
-    OPTIM_FILE,
-};
+use crate::checkpoint::{list_checkpoints, write_checkpoint, TrainerState, LORA_FILE, MODEL_FILE, OPTIM_FILE};
 use crate::clip::clip_global_norm;
 use crate::config::{Method, OnNonFinite, TrainConfig};
 use crate::data_prep::{kinds_for, read_corpus, special_tokens, to_loss_batch, token_counts, tokenize};
@@ -149,6 +146,8 @@ pub fn train<B: AutodiffBackend>(
         (false, false) => crate::run_dir::StartMode::Fresh,
     };
     let _lock = crate::run_dir::prepare_run_dir(&out_dir, mode)?;
+    // Before any weights are loaded: the checkpoint to resume from (the newest valid one) and its config.
+    let resume_from = if resume { crate::checkpoint::resume_point(&out_dir, cfg)? } else { None };
 
     // Model and tokenizer.
     let pre = load_pretrained::<B>(&model_path, device)?;
@@ -262,15 +261,8 @@ pub fn train<B: AutodiffBackend>(
         config: cfg.clone(),
     };
     if resume {
-        if let Some((_, dir)) = &newest_valid_checkpoint(&out_dir) {
-            let saved = read_state(dir)?;
-            let diff = crate::config::compare_for_resume(&saved.config, cfg);
-            if !diff.refused.is_empty() {
-                return Err(TrainError::ResumeConfig { checkpoint: dir.clone(), keys: diff.refused.join("; ") });
-            }
-            for k in &diff.allowed {
-                eprintln!("--resume: changed {k} (allowed)");
-            }
+        if let Some((dir, saved)) = resume_from {
+            let dir = &dir;
             let ck = |e: burn::record::RecorderError| TrainError::Checkpoint { path: dir.clone(), msg: e.to_string() };
             model = match model.lora_parts() {
                 // LoRA runs checkpoint only what trains (adapters, modules to save).
@@ -483,8 +475,9 @@ pub fn train<B: AutodiffBackend>(
     let eval_after =
         eval_data.as_ref().map(|e| eval_loss(&model.valid(), e, eval_bs, cfg.method.name)).transpose()?.flatten();
     let export_dir = out_dir.join("final");
-    let export_need = 4 * model.num_params() as u64 + (32 << 20);
-    crate::run_dir::check_space(&out_dir, export_need)?;
+    // f32 weights plus room for the tokenizer and config.
+    let export_need = 4 * model.num_params() as u64 + (16 << 20);
+    crate::run_dir::check_space(&export_dir, export_need)?;
     let explain = |e: dft_models::ModelError| {
         let msg = e.to_string();
         crate::run_dir::explain_write_failure(&export_dir, export_need, &msg, e.into())
