@@ -260,7 +260,7 @@ fn plan(config: Option<PathBuf>, set: &[String], limit: Option<&str>, json: bool
                 gb(limit)
             );
             std::process::exit(2);
-        } else if plan.total(false) > limit {
+        } else if plan.total(false) > limit && !cfg.train.gradient_checkpointing {
             println!("\nfits the {:.1} GB limit only with train.gradient_checkpointing = true", gb(limit));
         } else {
             println!("\nfits the {:.1} GB limit", gb(limit));

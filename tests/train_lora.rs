@@ -355,3 +355,35 @@ fn generate_and_eval_take_an_adapter() {
     assert_eq!(sx.score, sy.score, "scores with --adapter differ from the merged model's");
     assert!(x.model.contains('+') && x.model.ends_with("adapter"), "the adapter is part of the model name: {}", x.model);
 }
+
+/// `dft plan` sizes a run from the model's config alone and refuses one that cannot fit the limit.
+#[test]
+fn plan_refuses_runs_that_cannot_fit() {
+    let cfg = root().join("configs/models/llama-2-7b.json");
+    let plan = |extra: &[&str]| {
+        let mut args = vec!["plan".to_string(), "--set".into(), format!("model.path={:?}", cfg.display().to_string())];
+        for e in ["train.batch_size=1", "data.max_len=512"].iter().chain(extra) {
+            args.extend(["--set".to_string(), e.to_string()]);
+        }
+        std::process::Command::new(env!("CARGO_BIN_EXE_dft")).args(&args).output().unwrap()
+    };
+    let o = plan(&[]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && text.contains("6738415616 total"), "{text}");
+    let mut a = vec!["lora.rank=16", "train.precision=\"bf16-mixed\""];
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_dft"))
+        .args(["plan", "--set", &format!("model.path={:?}", cfg.display().to_string()), "--memory-limit", "24GB"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "full f32 7B must be refused on 24 GB: {err}");
+    assert!(err.contains("24.0 GB limit"), "{err}");
+    a.push("train.gradient_checkpointing=true");
+    let mut args = vec!["plan".to_string(), "--memory-limit".into(), "24GB".into(), "--set".into(), format!("model.path={:?}", cfg.display().to_string())];
+    for e in ["train.batch_size=1", "data.max_len=512"].iter().chain(a.iter()) {
+        args.extend(["--set".to_string(), e.to_string()]);
+    }
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_dft")).args(&args).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && out.contains("fits the 24.0 GB limit"), "{out}{}", String::from_utf8_lossy(&o.stderr));
+}
