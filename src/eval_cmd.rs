@@ -27,7 +27,7 @@ use dft_train::resolve_model_path;
 /// Arguments of `dft eval`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct EvalArgs {
-    /// HF checkpoint directory, .gguf file, or `smollm2` (the embedded default).
+    /// HF checkpoint directory, .gguf file, `smollm2` (the embedded default) or `gemma3` (fetched on first use).
     #[arg(long, default_value = "smollm2")]
     pub model: String,
     /// Comma-separated tasks: xquad, mlqa, mkqa, truthfulqa, xnli, xcopa, xstorycloze, mmlu, or `all`

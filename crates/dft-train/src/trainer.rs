@@ -18,7 +18,7 @@ use burn::tensor::ElementConversion;
 use dft_data::{BatchConfig, Batcher, SequenceKinds, TokenizedCorpus};
 use dft_losses::{dft_loss, dft_loss_eval, ObjectiveConfig};
 use dft_models::{load_pretrained, CausalLm};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -46,30 +46,10 @@ pub struct TrainSummary {
     pub skipped_batches: usize,
 }
 
-/// Resolve `smollm2` to the fetched GGUF (scripts/fetch-smollm2.sh); other paths are used as given.
+/// Resolve `smollm2` / `gemma3` to the fetched GGUF (fetched on first use, see [`crate::fetch`]); other
+/// paths are used as given.
 pub fn resolve_model_path(path: &str) -> Result<PathBuf> {
-    if path != "smollm2" {
-        return Ok(PathBuf::from(path));
-    }
-    let candidates = [
-        PathBuf::from("scripts/fetch-smollm2.sh"),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch-smollm2.sh"),
-    ];
-    let script = candidates.iter().find(|p| p.is_file()).ok_or_else(|| TrainError::Config {
-        key: "model.path".into(),
-        msg: "`smollm2` needs scripts/fetch-smollm2.sh (run from the repository root)".into(),
-    })?;
-    let out = std::process::Command::new("bash")
-        .arg(script)
-        .output()
-        .map_err(|e| TrainError::Io { path: script.clone(), source: e })?;
-    if !out.status.success() {
-        return Err(TrainError::Config {
-            key: "model.path".into(),
-            msg: format!("fetching SmolLM2 failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
-        });
-    }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    crate::fetch::resolve_model_path(path)
 }
 
 /// Token-weighted mean TFT cross-entropy of `model` on a tokenized held-out corpus.
@@ -125,6 +105,7 @@ pub fn train<B: AutodiffBackend>(
     let layer_plan = cfg.resolve_layers(header.num_hidden_layers)?;
     let out_dir = cfg.train.out_dir.clone();
     std::fs::create_dir_all(&out_dir).map_err(|e| TrainError::Io { path: out_dir.clone(), source: e })?;
+    let mut run_info = crate::run_info::RunInfo::start::<B>(cfg, &out_dir, resume)?;
 
     // Model and tokenizer.
     let pre = load_pretrained::<B>(&model_path, device)?;
@@ -435,5 +416,6 @@ pub fn train<B: AutodiffBackend>(
     };
     std::fs::write(out_dir.join("summary.json"), serde_json::to_string_pretty(&summary).expect("json"))
         .map_err(|e| TrainError::Io { path: out_dir.join("summary.json"), source: e })?;
+    run_info.finish(summary.steps, summary.wall_s, &summary.metrics)?;
     Ok(summary)
 }
