@@ -165,7 +165,16 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("dft-run-info-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let cfg = TrainConfig::load(None, &["model.path=\"x.gguf\"".to_string()]).unwrap();
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/alpaca_en_zh");
+        let cfg = TrainConfig::load(
+            None,
+            &[
+                "model.path=\"smollm2\"".to_string(),
+                format!("data.train={:?}", data.join("train.json").display().to_string()),
+                format!("data.eval={:?}", data.join("heldout.json").display().to_string()),
+            ],
+        )
+        .unwrap();
         let mut a = RunInfo::start::<u8>(&cfg, &dir, false).unwrap();
         let line = r#"{"step":1,"epoch":0,"lr":0.001,"loss":2.5,"main":2.0,"lc":0.5,"et":null,"grad_norm":1.0,"tokens":10,"tokens_per_s":5.0,"padding_fraction":0.1,"elapsed_s":2.0,"eval_loss":null}"#;
         std::fs::write(dir.join("metrics.jsonl"), format!("{line}\n")).unwrap();
@@ -177,7 +186,7 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert_eq!(s[0]["steps"], 1);
         assert!(s[0]["end"].is_string() && s[1]["end"].is_null());
-        assert_eq!(s[1]["config"]["model"]["path"], "x.gguf");
+        assert_eq!(s[1]["config"]["model"]["path"], "smollm2");
         let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
         assert_eq!(csv.lines().nth(1).unwrap(), "1,0,0.001,2.5,2,0.5,,1,10,5,0.1,2,");
         let again = TrainConfig::load(Some(&dir.join("config.resolved.toml")), &[]).unwrap();
