@@ -60,7 +60,7 @@ enum Cmd {
     },
     /// Train as configured by a TOML file (keys overridable with --set key=value).
     Train {
-        /// The run config (TOML; dft-rs keys or Hugging Face TrainingArguments names, see docs/TRAINING.md).
+        /// The run config (TOML; dft-rs keys or Hugging Face TrainingArguments names, see docs/ECOSYSTEM.md).
         #[arg(long)]
         config: Option<PathBuf>,
         /// Override a config key, e.g. --set train.lr=1e-4 or --set learning_rate=1e-4 (repeatable).

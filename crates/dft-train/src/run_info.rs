@@ -5,7 +5,7 @@
 //!   from, the Burn backend, the machine (OS, CPU cores, memory, GPUs from `nvidia-smi` when present),
 //!   start and end times (UTC) and, at the end, steps and wall time.
 //! * `metrics.csv`: `metrics.jsonl` as CSV at the end of the run (one row per optimiser step; empty
-//!   cells where a value was not computed), for spreadsheets, pandas, TensorBoard or W&B (docs/TRAINING.md).
+//!   cells where a value was not computed), for spreadsheets, pandas, TensorBoard or W&B (docs/ECOSYSTEM.md).
 
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
