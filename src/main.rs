@@ -235,11 +235,8 @@ fn main() {
             let device = Default::default();
             let pre = load_pretrained::<Inner>(&path, &device).unwrap_or_else(|e| fail(e));
             let tok = pre.tokenizer.unwrap_or_else(|| fail(format!("{}: no tokenizer", path.display())));
-            let sampling = if temperature > 0.0 {
-                Sampling::Sample { temperature, top_k, top_p, seed }
-            } else {
-                Sampling::Greedy
-            };
+            let sampling =
+                if temperature > 0.0 { Sampling::Sample { temperature, top_k, top_p, seed } } else { Sampling::Greedy };
             let text = if chat {
                 let template = pre.meta.chat_template().unwrap_or_else(|e| fail(e));
                 let mut messages: Vec<ChatMessage> = system.into_iter().map(ChatMessage::system).collect();

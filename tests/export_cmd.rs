@@ -100,7 +100,8 @@ fn checkpoints_export_to_hf_and_gguf_with_their_weights() {
     ];
     let cfg = TrainConfig::load(None, &overrides).unwrap();
     assert_eq!((cfg.train.lr, cfg.train.batch_size, cfg.train.checkpoint_every, cfg.train.keep_last), (0.003, 2, 1, 5));
-    let summary = train::<burn::backend::Autodiff<Flex>>(&cfg, false, &Default::default(), &TrainHooks::default()).unwrap();
+    let summary =
+        train::<burn::backend::Autodiff<Flex>>(&cfg, false, &Default::default(), &TrainHooks::default()).unwrap();
     assert_eq!(summary.steps, 2);
 
     // run records
@@ -119,7 +120,14 @@ fn checkpoints_export_to_hf_and_gguf_with_their_weights() {
 
     // final/ is complete
     let fin = out.join("final");
-    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"] {
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "generation_config.json",
+    ] {
         assert!(fin.join(f).is_file(), "final/{f}");
     }
     let final_pre = load_pretrained::<Flex>(&fin, &Default::default()).unwrap();
@@ -141,7 +149,17 @@ fn checkpoints_export_to_hf_and_gguf_with_their_weights() {
     // the run directory → its newest checkpoint (step 2) = final/, as HF (bf16 too) and GGUF
     let hf2 = dir.join("hf2");
     let gg = dir.join("m.gguf");
-    dft(&["export", "--checkpoint", out.to_str().unwrap(), "--out", hf2.to_str().unwrap(), "--gguf", gg.to_str().unwrap(), "--type", "f32"]);
+    dft(&[
+        "export",
+        "--checkpoint",
+        out.to_str().unwrap(),
+        "--out",
+        hf2.to_str().unwrap(),
+        "--gguf",
+        gg.to_str().unwrap(),
+        "--type",
+        "f32",
+    ]);
     let exp2 = load_pretrained::<Flex>(&hf2, &Default::default()).unwrap();
     assert_eq!(tensors(&exp2.model), tensors(&final_pre.model));
     let g = GgufModel::open(&gg).unwrap();
@@ -156,7 +174,10 @@ fn checkpoints_export_to_hf_and_gguf_with_their_weights() {
     }
 
     // errors name what is wrong
-    let bad = Command::new(env!("CARGO_BIN_EXE_dft")).args(["export", "--checkpoint", dir.join("nope").to_str().unwrap(), "--out", "x"]).output().unwrap();
+    let bad = Command::new(env!("CARGO_BIN_EXE_dft"))
+        .args(["export", "--checkpoint", dir.join("nope").to_str().unwrap(), "--out", "x"])
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("nope"));
     std::fs::remove_dir_all(&dir).unwrap();

@@ -27,7 +27,10 @@ fn hashes(path: &Path) -> serde_json::Value {
         .map(|p| {
             let mut h = Sha256::new();
             std::io::copy(&mut std::fs::File::open(p).unwrap(), &mut h).unwrap();
-            (p.file_name().unwrap().to_string_lossy().to_string(), serde_json::Value::String(format!("{:x}", h.finalize())))
+            (
+                p.file_name().unwrap().to_string_lossy().to_string(),
+                serde_json::Value::String(format!("{:x}", h.finalize())),
+            )
         })
         .collect::<serde_json::Map<_, _>>()
         .into()
@@ -49,7 +52,8 @@ fn compare(name: &str, (got, v): &(Vec<f32>, usize), want: &serde_json::Value) {
         for (j, x) in row.as_array().unwrap().iter().enumerate() {
             worst = worst.max((r[j * stride] as f64 - x.as_f64().unwrap()).abs());
         }
-        let (am, mx) = r.iter().enumerate().fold((0, f32::MIN), |(bi, bx), (i, &x)| if x > bx { (i, x) } else { (bi, bx) });
+        let (am, mx) =
+            r.iter().enumerate().fold((0, f32::MIN), |(bi, bx), (i, &x)| if x > bx { (i, x) } else { (bi, bx) });
         worst = worst.max((mx as f64 - want["max"][t].as_f64().unwrap()).abs());
         assert_eq!(am as u64, want["argmax"][t].as_u64().unwrap(), "{name}: argmax at position {t}");
     }
@@ -94,9 +98,14 @@ fn run(name: &str, gguf: &Path) {
     drop(pre);
     assert_eq!(hashes(&hf), want["hf_files"], "{name}: HF export differs from what transformers loaded");
     let g = hashes(&gg);
-    assert_eq!(g.as_object().unwrap().values().collect::<Vec<_>>(), want["gguf_files"].as_object().unwrap().values().collect::<Vec<_>>());
+    assert_eq!(
+        g.as_object().unwrap().values().collect::<Vec<_>>(),
+        want["gguf_files"].as_object().unwrap().values().collect::<Vec<_>>()
+    );
 
-    for (what, path, key, tok_key) in [("HF", &hf, "hf_logits", "hf_tokenizer"), ("GGUF", &gg, "gguf_logits", "gguf_tokenizer")] {
+    for (what, path, key, tok_key) in
+        [("HF", &hf, "hf_logits", "hf_tokenizer"), ("GGUF", &gg, "gguf_logits", "gguf_tokenizer")]
+    {
         let back = load_pretrained::<B>(path, &device).unwrap();
         let l = logits(&back, &ids);
         compare(&format!("{name} {what} export"), &l, &want[key]);

@@ -55,7 +55,10 @@ fn convert(hf: &str, v: toml::Value, where_: &str) -> Result<toml::Value> {
     Ok(match (hf, v) {
         ("num_train_epochs", toml::Value::Float(f)) if f.fract() == 0.0 && f >= 0.0 => toml::Value::Integer(f as i64),
         ("num_train_epochs", toml::Value::Float(f)) => {
-            return Err(bad(where_, format!("{f} epochs: dft-rs trains whole epochs (use max_steps for a partial one)")))
+            return Err(bad(
+                where_,
+                format!("{f} epochs: dft-rs trains whole epochs (use max_steps for a partial one)"),
+            ))
         }
         ("max_steps", toml::Value::Integer(-1)) => toml::Value::Integer(0),
         (_, v) => v,
@@ -64,11 +67,15 @@ fn convert(hf: &str, v: toml::Value, where_: &str) -> Result<toml::Value> {
 
 /// Rewrite TrainingArguments names in `table` (top level or `[train]`) to dft-rs's keys.
 pub fn apply(table: &mut toml::Table) -> Result<()> {
-    if let Some(v) = table.remove("logging_steps").or_else(|| {
-        table.get_mut("train").and_then(|t| t.as_table_mut()).and_then(|t| t.remove("logging_steps"))
-    }) {
+    if let Some(v) = table
+        .remove("logging_steps")
+        .or_else(|| table.get_mut("train").and_then(|t| t.as_table_mut()).and_then(|t| t.remove("logging_steps")))
+    {
         if v.as_integer() != Some(1) {
-            return Err(bad("logging_steps", format!("{v}: dft-rs logs metrics every step (metrics.jsonl / metrics.csv); only 1 is accepted")));
+            return Err(bad(
+                "logging_steps",
+                format!("{v}: dft-rs logs metrics every step (metrics.jsonl / metrics.csv); only 1 is accepted"),
+            ));
         }
     }
     for (hf, ours) in ALIASES {
@@ -91,7 +98,10 @@ pub fn apply(table: &mut toml::Table) -> Result<()> {
             .as_table_mut()
             .ok_or_else(|| bad("train", "is not a section"))?;
         if train.contains_key(*ours) {
-            return Err(bad(&format!("train.{ours}"), format!("given twice (also as the TrainingArguments name `{where_}`)")));
+            return Err(bad(
+                &format!("train.{ours}"),
+                format!("given twice (also as the TrainingArguments name `{where_}`)"),
+            ));
         }
         train.insert(ours.to_string(), convert(hf, v, &where_)?);
     }

@@ -343,7 +343,10 @@ impl TrainConfig {
         if !crate::fetch::named_models().contains(&self.model.path.as_str()) && !Path::new(&self.model.path).exists() {
             return Err(bad(
                 "model.path",
-                format!("{} does not exist (use a checkpoint directory, a .gguf file, `smollm2` or `gemma3`)", self.model.path),
+                format!(
+                    "{} does not exist (use a checkpoint directory, a .gguf file, `smollm2` or `gemma3`)",
+                    self.model.path
+                ),
             ));
         }
         Ok(())

@@ -132,7 +132,8 @@ mod tests {
     use dft_models::ChatMessage;
 
     fn meta(model: &str) -> TokenizerMeta {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../dft-models/tests/fixtures/chat/{model}.json"));
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../dft-models/tests/fixtures/chat/{model}.json"));
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let s = |k: &str| v["special_tokens"][k].as_str().map(String::from);
         TokenizerMeta {
@@ -155,7 +156,8 @@ mod tests {
             let special = SpecialTokens { bos, eos: 1, pad: 0 };
             let t = prompt_template(&data, &m, special).unwrap();
             let r = t.render(&q);
-            let want = m.chat_template().unwrap().render(&[ChatMessage::user("用一句话介绍北京。\n\n简短")], true).unwrap();
+            let want =
+                m.chat_template().unwrap().render(&[ChatMessage::user("用一句话介绍北京。\n\n简短")], true).unwrap();
             let want = match (bos, &m.bos_token) {
                 (Some(_), Some(b)) => want.strip_prefix(b.as_str()).unwrap().to_string(),
                 _ => want,
@@ -164,7 +166,8 @@ mod tests {
             assert_eq!(&r.text[r.instruction.clone()], "用一句话介绍北京。");
             assert_eq!(&r.text[r.input.clone().unwrap()], "简短");
         }
-        let e = prompt_template(&data, &TokenizerMeta::default(), SpecialTokens { bos: None, eos: 1, pad: 0 }).unwrap_err();
+        let e =
+            prompt_template(&data, &TokenizerMeta::default(), SpecialTokens { bos: None, eos: 1, pad: 0 }).unwrap_err();
         assert!(e.to_string().contains("no chat template"), "{e}");
     }
 }

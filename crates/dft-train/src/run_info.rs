@@ -64,7 +64,9 @@ pub fn machine() -> serde_json::Value {
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout).lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect()
+        })
         .unwrap_or_default();
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).ok();
     serde_json::json!({
@@ -100,7 +102,8 @@ impl RunInfo {
             "config": config,
         });
         doc["sessions"].as_array_mut().expect("array").push(session);
-        let toml = toml::to_string_pretty(cfg).map_err(|e| TrainError::Config { key: "<config>".into(), msg: e.to_string() })?;
+        let toml = toml::to_string_pretty(cfg)
+            .map_err(|e| TrainError::Config { key: "<config>".into(), msg: e.to_string() })?;
         write_atomic(&out_dir.join("config.resolved.toml"), &toml)?;
         write_atomic(&path, &(serde_json::to_string_pretty(&doc).expect("json") + "\n"))?;
         Ok(RunInfo { path, doc })
@@ -125,7 +128,9 @@ impl RunInfo {
 pub fn write_csv(jsonl: &Path, csv: &Path) -> Result<()> {
     let rows = read_metrics(jsonl)?;
     let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
-    let mut out = String::from("step,epoch,lr,loss,main,lc,et,grad_norm,tokens,tokens_per_s,padding_fraction,elapsed_s,eval_loss\n");
+    let mut out = String::from(
+        "step,epoch,lr,loss,main,lc,et,grad_norm,tokens,tokens_per_s,padding_fraction,elapsed_s,eval_loss\n",
+    );
     for m in rows {
         out += &format!(
             "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",

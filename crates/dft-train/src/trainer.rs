@@ -150,9 +150,15 @@ pub fn train<B: AutodiffBackend>(
         SequenceKinds { tft: true, lc: false, et: false, sft: false, en_prompt: false, tgt_prompt: false }
     };
     let eval_data = match &cfg.data.eval {
-        Some(p) if cfg.data.eval_limit > 0 => {
-            Some(tokenize(&read_corpus(p, &cfg.data)?, &cfg.data, eval_kind, &tokenizer, special, cfg.data.eval_limit, &meta)?)
-        }
+        Some(p) if cfg.data.eval_limit > 0 => Some(tokenize(
+            &read_corpus(p, &cfg.data)?,
+            &cfg.data,
+            eval_kind,
+            &tokenizer,
+            special,
+            cfg.data.eval_limit,
+            &meta,
+        )?),
         _ => None,
     };
     let batcher = Batcher::new(

@@ -791,12 +791,22 @@ mod tests {
         .unwrap();
         let plain = Scorer::new(&model, &tok).unwrap();
         let chat = Scorer::new(&model, &tok).unwrap().with_chat_template(&template);
-        let item = MultipleChoiceItem { id: "i".into(), context: "Q: a b".into(), choices: vec!["x".into(), "y".into()], gold: 0 };
+        let item = MultipleChoiceItem {
+            id: "i".into(),
+            context: "Q: a b".into(),
+            choices: vec!["x".into(), "y".into()],
+            gold: 0,
+        };
         let got = chat.encode_items(std::slice::from_ref(&item)).unwrap();
         let want = encode_request_with(&tok, chat.prefix_token(), "i", "<user>Q: a b\n<bot>", " x", false).unwrap();
         assert_eq!(got[0], want);
         assert_ne!(got[0], plain.encode_items(std::slice::from_ref(&item)).unwrap()[0]);
-        let empty = MultipleChoiceItem { id: "e".into(), context: String::new(), choices: vec!["x".into(), "y".into()], gold: 0 };
+        let empty = MultipleChoiceItem {
+            id: "e".into(),
+            context: String::new(),
+            choices: vec!["x".into(), "y".into()],
+            gold: 0,
+        };
         assert_eq!(chat.encode_items(std::slice::from_ref(&empty)).unwrap(), plain.encode_items(&[empty]).unwrap());
         let g = chat.generate_until("q", "Question?", 0).unwrap();
         assert_eq!(g.prompt_tokens, encode(&tok, "<user>Question?\n<bot>", false).unwrap().len());
