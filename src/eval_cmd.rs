@@ -62,7 +62,8 @@ pub struct EvalArgs {
     /// Output folder for results.json and results.md (merged with earlier runs there).
     #[arg(long, default_value = "runs/eval")]
     pub out: PathBuf,
-    /// Row label in the table (default: `base` for smollm2, else the model's file or folder name).
+    /// Row label in the table (default: `base` for smollm2, else the model's file or folder name; `(chat)`
+    /// appended with --apply-chat-template).
     #[arg(long)]
     pub method_name: Option<String>,
     /// Render every prompt as a user turn of the model's own chat template (GGUF
@@ -274,7 +275,10 @@ pub fn run<B: Backend>(args: &EvalArgs) -> Result<(), EvalCmdError> {
     std::fs::create_dir_all(&args.out).map_err(|e| EvalCmdError::Io { path: args.out.clone(), source: e })?;
     let json = args.out.join("results.json");
     let mut report = EvalReport::load(&json)?;
-    let method = args.method_name.clone().unwrap_or_else(|| default_method_name(&args.model));
+    let method = args.method_name.clone().unwrap_or_else(|| {
+        // runs with and without the chat template are different rows
+        default_method_name(&args.model) + if args.apply_chat_template { " (chat)" } else { "" }
+    });
     report.merge(EvalRun { method, model: args.model.clone(), options: opts, results });
     report.save(&json)?;
     let table = report.markdown();

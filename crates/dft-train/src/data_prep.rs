@@ -71,7 +71,21 @@ pub fn prompt_template(data: &DataSection, meta: &TokenizerMeta, special: Specia
     })
 }
 
+/// [`tokenize_with`] without the model's tokenizer metadata (`data.template = "model"` is then an
+/// error: there is no chat template to render).
 pub fn tokenize(
+    corpus: &ParallelCorpus,
+    data: &DataSection,
+    kinds: SequenceKinds,
+    tokenizer: &tokenizers::Tokenizer,
+    special: SpecialTokens,
+    limit: usize,
+) -> Result<TokenizedCorpus> {
+    tokenize_with(corpus, data, kinds, tokenizer, special, limit, &TokenizerMeta::default())
+}
+
+/// Tokenize a corpus with the template `data.template` names; `meta` supplies the model's chat template.
+pub fn tokenize_with(
     corpus: &ParallelCorpus,
     data: &DataSection,
     kinds: SequenceKinds,

@@ -5,7 +5,7 @@
 use crate::checkpoint::{list_checkpoints, read_state, write_checkpoint, TrainerState, MODEL_FILE, OPTIM_FILE};
 use crate::clip::clip_global_norm;
 use crate::config::{Method, OnNonFinite, TrainConfig};
-use crate::data_prep::{kinds_for, read_corpus, special_tokens, to_loss_batch, token_counts, tokenize};
+use crate::data_prep::{kinds_for, read_corpus, special_tokens, to_loss_batch, token_counts, tokenize_with};
 use crate::error::{Result, TrainError};
 use crate::metrics::{plot_losses, read_metrics, MetricsWriter, StepMetrics};
 use crate::optim::FusedAdamW;
@@ -120,7 +120,7 @@ pub fn train<B: AutodiffBackend>(
     // Data.
     let kinds = kinds_for(&cfg.method);
     let corpus = read_corpus(&cfg.data.train, &cfg.data)?;
-    let train_data = tokenize(&corpus, &cfg.data, kinds, &tokenizer, special, cfg.data.limit, &meta)?;
+    let train_data = tokenize_with(&corpus, &cfg.data, kinds, &tokenizer, special, cfg.data.limit, &meta)?;
     eprintln!("data: {} | {}", corpus.report, train_data.report);
     let (lc_layer, et_layer) = if layer_plan.0.is_none() || layer_plan.1.is_none() {
         let report = match crate::auto_layers::saved_layers(&out_dir, model.num_layers())? {
@@ -150,7 +150,7 @@ pub fn train<B: AutodiffBackend>(
         SequenceKinds { tft: true, lc: false, et: false, sft: false, en_prompt: false, tgt_prompt: false }
     };
     let eval_data = match &cfg.data.eval {
-        Some(p) if cfg.data.eval_limit > 0 => Some(tokenize(
+        Some(p) if cfg.data.eval_limit > 0 => Some(tokenize_with(
             &read_corpus(p, &cfg.data)?,
             &cfg.data,
             eval_kind,
