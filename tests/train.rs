@@ -192,8 +192,11 @@ fn config_errors_name_the_key_before_loading_weights() {
             Err(e) => e.to_string(),
         }
     };
+    let e = err(&["train.learnin_rate=0.1"]);
+    assert!(e.contains("unknown field `learnin_rate`"), "{e}");
+    // `learning_rate` is the TrainingArguments name of train.lr: giving both is an error naming both
     let e = err(&["train.learning_rate=0.1"]);
-    assert!(e.contains("unknown field `learning_rate`"), "{e}");
+    assert!(e.contains("train.lr") && e.contains("learning_rate"), "{e}");
     let e = err(&["train.lr=-1"]);
     assert!(e.contains("train.lr"), "{e}");
     let e = err(&["train.warmup_ratio=1.5"]);
