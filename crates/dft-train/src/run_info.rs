@@ -4,8 +4,8 @@
 //!   `config.resolved.toml`, usable as `--config`), the dft-rs version and the git revision it was built
 //!   from, the Burn backend, the machine (OS, CPU cores, memory, GPUs from `nvidia-smi` when present),
 //!   start and end times (UTC) and, at the end, steps and wall time.
-//! * `metrics.csv`: `metrics.jsonl` as CSV at the end of the run (one row per optimiser step; empty
-//!   cells where a value was not computed), for spreadsheets, pandas, TensorBoard or W&B (docs/ECOSYSTEM.md).
+//! * `metrics.csv`: `metrics.jsonl` as CSV, rewritten at every checkpoint (an interrupted run has it too)
+//!   and at the end (one row per optimiser step; empty cells where a value was not computed), for spreadsheets, pandas, TensorBoard or W&B (docs/ECOSYSTEM.md).
 
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};

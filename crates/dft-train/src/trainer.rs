@@ -392,6 +392,7 @@ pub fn train<B: AutodiffBackend>(
         let periodic = cfg.train.checkpoint_every > 0 && state.step % cfg.train.checkpoint_every == 0;
         if periodic || interrupted {
             let path = write_ckpt(&model, optim.to_record(), &state)?;
+            crate::run_info::write_csv(&metrics_path, &metrics_path.with_extension("csv"))?;
             if interrupted {
                 bar.abandon();
                 return Err(TrainError::Interrupted { step: state.step, path });
