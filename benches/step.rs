@@ -142,8 +142,7 @@ fn prepare(max_len: usize, batch_size: usize, batch_index: Option<usize>) -> Pre
     let data = DataSection { train: root().join("data/alpaca_en_zh/train.json"), max_len, ..Default::default() };
     let corpus = read_corpus(&data.train, &data).expect("read data/alpaca_en_zh/train.json");
     let kinds = SequenceKinds { tft: true, lc: true, et: true, en_prompt: true, sft: false, tgt_prompt: false };
-    let meta = dft_models::TokenizerMeta::from_model_path(&path).expect("tokenizer metadata");
-    let tokenized = tokenize(&corpus, &data, kinds, &tokenizer, special, 0, &meta).expect("tokenize");
+    let tokenized = tokenize(&corpus, &data, kinds, &tokenizer, special, 0).expect("tokenize");
     eprintln!("data: {} | {} ({:.1} s)", corpus.report, tokenized.report, t.elapsed().as_secs_f64());
     let config = BatchConfig { batch_size, seed: SEED, group_by_length: true, ..Default::default() };
     let batcher = Batcher::new(&tokenized, config.clone()).expect("batcher");

@@ -172,12 +172,12 @@ fn measure(what: &str, path: &Path, cfg: &TrainConfig, (lc, et): (usize, usize))
         }
         "chunked" | "naive" => {
             let pre = load_pretrained::<AB>(path, &device).unwrap_or_else(|e| panic!("{e}"));
-            let (model, tok, meta) = (pre.model, pre.tokenizer.expect("tokenizer"), pre.meta);
+            let (model, tok) = (pre.model, pre.tokenizer.expect("tokenizer"));
             let special = dft_train::data_prep::special_tokens(&model.config, &tok);
             let corpus =
                 dft_train::data_prep::read_corpus(&cfg.data.train, &cfg.data).unwrap_or_else(|e| panic!("{e}"));
             let kinds = dft_train::data_prep::kinds_for(&cfg.method);
-            let data = dft_train::data_prep::tokenize(&corpus, &cfg.data, kinds, &tok, special, 64, &meta)
+            let data = dft_train::data_prep::tokenize(&corpus, &cfg.data, kinds, &tok, special, 64)
                 .unwrap_or_else(|e| panic!("{e}"));
             let bc = dft_data::BatchConfig { batch_size: cfg.train.batch_size, seed: 1, ..Default::default() };
             let batcher = dft_data::Batcher::new(&data, bc).unwrap_or_else(|e| panic!("{e}"));

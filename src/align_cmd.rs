@@ -23,7 +23,7 @@ use dft_train::resolve_model_path;
 /// Arguments of `dft align`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct AlignArgs {
-    /// HF checkpoint directory, .gguf file, or `smollm2` (the embedded default).
+    /// HF checkpoint directory, .gguf file, `smollm2` (the embedded default) or `gemma3` (fetched on first use).
     #[arg(long, default_value = "smollm2")]
     pub model: String,
     /// Folder with FLORES-200 files: the eval data folder (with `flores200/`) or the FLORES folder

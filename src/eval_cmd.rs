@@ -30,7 +30,7 @@ use dft_train::resolve_model_path;
 /// Arguments of `dft eval`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct EvalArgs {
-    /// HF checkpoint directory, .gguf file, or `smollm2` (the embedded default).
+    /// HF checkpoint directory, .gguf file, `smollm2` (the embedded default) or `gemma3` (fetched on first use).
     #[arg(long, default_value = "smollm2")]
     pub model: String,
     /// A LoRA adapter directory (PEFT format, from `dft train` with [lora] or from PEFT) applied on top
@@ -69,7 +69,8 @@ pub struct EvalArgs {
     /// Output folder for results.json and results.md (merged with earlier runs there).
     #[arg(long, default_value = "runs/eval")]
     pub out: PathBuf,
-    /// Row label in the table (default: `base` for smollm2, else the model's file or folder name).
+    /// Row label in the table (default: `base` for smollm2, else the model's file or folder name; `(chat)`
+    /// appended with --apply-chat-template).
     #[arg(long)]
     pub method_name: Option<String>,
     /// Render every prompt as a user turn of the model's own chat template (GGUF
@@ -310,13 +311,15 @@ pub fn run<B: Backend>(args: &EvalArgs) -> Result<(), EvalCmdError> {
     std::fs::create_dir_all(&args.out).map_err(|e| EvalCmdError::Io { path: args.out.clone(), source: e })?;
     let json = args.out.join("results.json");
     let mut report = EvalReport::load(&json)?;
+    let chat = if args.apply_chat_template { " (chat)" } else { "" };
     let (method, model) = match &args.adapter {
         // The adapter is part of the model's identity: `base+adapter` in results.json, and the run's name.
         Some(a) => (
-            args.method_name.clone().unwrap_or_else(|| adapter_method_name(a)),
+            args.method_name.clone().unwrap_or_else(|| adapter_method_name(a) + chat),
             format!("{}+{}", args.model, a.display()),
         ),
-        None => (args.method_name.clone().unwrap_or_else(|| default_method_name(&args.model)), args.model.clone()),
+        // runs with and without the chat template are different rows
+        None => (args.method_name.clone().unwrap_or_else(|| default_method_name(&args.model) + chat), args.model.clone()),
     };
     report.merge(EvalRun { method, model, options: opts, results });
     report.save(&json)?;

@@ -90,9 +90,8 @@ pub fn load<B: Backend>(checkpoint: &Path, device: &B::Device) -> Result<Loaded<
     if !checkpoint.exists() {
         return Err(ExportError::Usage(format!("{}: no such file or directory", checkpoint.display())));
     }
-    let name = |p: &Path| {
-        p.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "dft-rs model".into())
-    };
+    let name =
+        |p: &Path| p.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "dft-rs model".into());
     let Some(ckpt) = checkpoint_dir(checkpoint).filter(|_| !checkpoint.join("config.json").is_file()) else {
         if checkpoint.is_dir() && !checkpoint.join("config.json").is_file() {
             return Err(ExportError::Usage(format!(
@@ -142,8 +141,8 @@ pub fn run<B: Backend>(args: &ExportArgs) -> Result<(), ExportError> {
     let device = B::Device::default();
     let mut loaded = load::<B>(&args.checkpoint, &device)?;
     if let Some(p) = &args.chat_template {
-        let text = std::fs::read_to_string(p)
-            .map_err(|source| dft_models::ModelError::Io { path: p.clone(), source })?;
+        let text =
+            std::fs::read_to_string(p).map_err(|source| dft_models::ModelError::Io { path: p.clone(), source })?;
         // compile it now, so a broken template is reported before anything is written
         dft_models::ChatTemplate::new(text.clone(), loaded.pre.meta.special_strings(), p)?;
         loaded.pre.meta.chat_template = Some(text);

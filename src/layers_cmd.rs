@@ -17,12 +17,12 @@ use crate::Inner;
 
 #[derive(clap::Args, Debug)]
 pub struct LayersArgs {
-    /// HF checkpoint directory, .gguf file, or `smollm2`.
+    /// HF checkpoint directory, .gguf file, `smollm2` or `gemma3` (fetched on first use).
     #[arg(long, default_value = "smollm2")]
     model: String,
     /// A directory of line-aligned files (FLORES: `zho_Hans.devtest`, `eng_Latn.devtest`, …) or the files
-    /// themselves: TARGET [ENGLISH].
-    #[arg(long, num_args = 1..=2, required_unless_present = "from_json")]
+    /// themselves: TARGET [ENGLISH]. (`--data` is accepted as an alias.)
+    #[arg(long = "data-dir", alias = "data", num_args = 1..=2, required_unless_present = "from_json")]
     data: Vec<PathBuf>,
     /// Re-run only the detection and the outputs on a saved `layers.json` (no model run), e.g. with
     /// other detector settings or --i/--j.

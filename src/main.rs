@@ -4,7 +4,7 @@
 //!   Chinese with the bundled Alpaca slice, held-out perplexity and a generation before and after.
 //! * `dft train --config run.toml [--set key=value]... [--resume]` — a configured run.
 //! * `dft generate --model PATH|smollm2 --prompt TEXT` — load a model and generate (KV cache).
-//! * `dft layers --model PATH|smollm2 --data DIR --lang zh` — logit-lens entropy per layer, critical (i, j).
+//! * `dft layers --model PATH|smollm2 --data-dir DIR --lang zh` — logit-lens entropy per layer, critical (i, j).
 //! * `dft sweep --config run.toml --every 5 --steps 40` — layer sweep: ET (or LC) at several blocks vs TFT.
 //! * `dft eval --model PATH|smollm2 --tasks xquad,xnli,... --lang zh --data-dir DIR` — zero-shot benchmarks.
 //! * `dft export --checkpoint DIR --out DIR | --gguf OUT.gguf --type q8_0` — HF directory or GGUF file.
@@ -63,8 +63,10 @@ enum Cmd {
     },
     /// Train as configured by a TOML file (keys overridable with --set key=value).
     Train {
+        /// The run config (TOML; dft-rs keys or Hugging Face TrainingArguments names, see docs/ECOSYSTEM.md).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Override a config key, e.g. --set train.lr=1e-4 or --set learning_rate=1e-4 (repeatable).
         #[arg(long = "set")]
         set: Vec<String>,
         /// Continue from the newest checkpoint in train.out_dir.
@@ -81,7 +83,7 @@ enum Cmd {
     Eval(eval_cmd::EvalArgs),
     /// Generate a continuation with the KV cache.
     Generate {
-        /// HF checkpoint directory, .gguf file, or `smollm2`.
+        /// HF checkpoint directory, .gguf file, `smollm2` or `gemma3` (fetched on first use).
         #[arg(long, default_value = "smollm2")]
         model: String,
         /// A LoRA adapter directory (PEFT format: adapter_config.json + adapter_model.safetensors,
@@ -329,11 +331,8 @@ fn main() {
                 pre.model = pre.model.load_adapter(dir).unwrap_or_else(|e| fail(e)).merge_lora();
             }
             let tok = pre.tokenizer.unwrap_or_else(|| fail(format!("{}: no tokenizer", path.display())));
-            let sampling = if temperature > 0.0 {
-                Sampling::Sample { temperature, top_k, top_p, seed }
-            } else {
-                Sampling::Greedy
-            };
+            let sampling =
+                if temperature > 0.0 { Sampling::Sample { temperature, top_k, top_p, seed } } else { Sampling::Greedy };
             let text = if chat {
                 let template = pre.meta.chat_template().unwrap_or_else(|e| fail(e));
                 let mut messages: Vec<ChatMessage> = system.into_iter().map(ChatMessage::system).collect();
@@ -349,5 +348,41 @@ fn main() {
         Cmd::Layers(args) => layers_cmd::run(args).unwrap_or_else(|e| fail(e)),
         Cmd::Align(args) => align_cmd::run::<Inner>(&args).unwrap_or_else(|e| fail(e)),
         Cmd::Sweep(args) => sweep_cmd::run(args).unwrap_or_else(|e| fail(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every flag of every subcommand says what it does (`dft <cmd> --help`).
+    #[test]
+    fn every_flag_has_help_text() {
+        let cli = Cli::command();
+        let mut missing = Vec::new();
+        for sub in cli.get_subcommands() {
+            if sub.get_about().is_none() {
+                missing.push(format!("dft {}", sub.get_name()));
+            }
+            for arg in sub.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("dft {} --{}", sub.get_name(), arg.get_long().unwrap_or(id)));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "flags without help text: {missing:?}");
+    }
+
+    /// One flag name per concept: the benchmark / parallel-text folder is `--data-dir` everywhere.
+    #[test]
+    fn data_folders_are_data_dir() {
+        let cli = Cli::command();
+        for sub in cli.get_subcommands() {
+            for arg in sub.get_arguments() {
+                assert_ne!(arg.get_long(), Some("data"), "dft {} --data", sub.get_name());
+            }
+        }
     }
 }

@@ -18,6 +18,7 @@ knows transformers/gguf loaded exactly the bytes it writes, and compares dft-rs'
 re-imported export with the ones recorded here. Run from the repository root:
 
     cargo build --release && /work/oracle-venv/bin/python tools/oracle/export_fixtures.py
+    /work/oracle-venv/bin/python tools/oracle/export_fixtures.py --real   # SmolLM2 + Gemma-3-270M (see below)
 
 Writes crates/dft-models/tests/fixtures/export/export.json (small).
 """
@@ -150,6 +151,63 @@ def main() -> None:
     print("wrote", OUT, OUT.stat().st_size, "bytes")
 
 
-if __name__ == "__main__":
-    np.set_printoptions(precision=7)
+if __name__ == "__main__" and "--real" not in __import__("sys").argv:
     main()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Real models (`--real`): SmolLM2-135M-Instruct and Gemma-3-270M GGUFs (env DFT_SMOLLM2_GGUF /
+# DFT_GEMMA3_GGUF) exported by `dft export` to an f32 HF directory and an f32 GGUF; transformers loads
+# both. Writes crates/dft-models/tests/fixtures/export/real.json: sha256 of every file, transformers'
+# logits of a prompt at every position for a strided sample of vocabulary ids (every 509th, plus the
+# argmax), the argmax, token ids of a few strings and, where the model has a chat template,
+# apply_chat_template text and ids.
+REAL_PROMPT = "The capital of France is Paris, and the capital of China is"
+VOCAB_STRIDE = 509
+
+
+def sampled_logits(model, ids: list[int]) -> dict:
+    with torch.no_grad():
+        full = model(torch.tensor([ids])).logits[0].float().numpy()
+    return {
+        "stride": VOCAB_STRIDE,
+        "strided": full[:, ::VOCAB_STRIDE].astype(float).round(6).tolist(),
+        "argmax": [int(i) for i in full.argmax(axis=1)],
+        "max": full.max(axis=1).astype(float).round(6).tolist(),
+    }
+
+
+def real(name: str, gguf_path: Path, out_json: dict) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        hf, gg = tmp / "hf", tmp / f"{name}.f32.gguf"
+        dft_export(["--checkpoint", str(gguf_path), "--out", str(hf), "--gguf", str(gg), "--type", "f32"])
+        tok = AutoTokenizer.from_pretrained(str(hf))
+        ids = tok(REAL_PROMPT)["input_ids"]
+        entry = {"hf_files": sha256s(hf), "gguf_files": sha256s(gg), "prompt_ids": ids}
+        model = AutoModelForCausalLM.from_pretrained(str(hf), dtype=torch.float32, attn_implementation="eager")
+        entry["hf_logits"] = sampled_logits(model, ids)
+        entry["hf_tokenizer"] = tokenizer_part(tok)
+        del model
+        model = AutoModelForCausalLM.from_pretrained(
+            str(tmp), gguf_file=gg.name, dtype=torch.float32, attn_implementation="eager"
+        )
+        entry["gguf_logits"] = sampled_logits(model, ids)
+        entry["gguf_tokenizer"] = tokenizer_part(AutoTokenizer.from_pretrained(str(tmp), gguf_file=gg.name))
+        out_json[name] = entry
+        print(name, "done")
+
+
+def main_real() -> None:
+    import os
+
+    out: dict = {"prompt": REAL_PROMPT, "texts": TEXTS}
+    real("smollm2", Path(os.environ["DFT_SMOLLM2_GGUF"]), out)
+    real("gemma3", Path(os.environ["DFT_GEMMA3_GGUF"]), out)
+    path = FIX / "export" / "real.json"
+    path.write_text(json.dumps(out, ensure_ascii=False) + "\n")
+    print("wrote", path, path.stat().st_size, "bytes")
+
+
+if __name__ == "__main__" and "--real" in __import__("sys").argv:
+    main_real()

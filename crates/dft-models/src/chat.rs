@@ -99,8 +99,20 @@ fn strftime_now(fmt: String) -> std::result::Result<String, JinjaError> {
     let days = (secs / 86_400) as i64;
     let (y, m, d) = civil_from_days(days);
     let (hh, mm, ss) = ((secs % 86_400) / 3600, (secs % 3600) / 60, secs % 60);
-    const MONTHS: [&str; 12] =
-        ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
     let mut out = String::new();
     let mut chars = fmt.chars();
     while let Some(c) = chars.next() {
@@ -287,7 +299,12 @@ impl ChatTemplate {
         ctx.insert("tools".into(), Value::from(()));
         ctx.insert("documents".into(), Value::from(()));
         let s = &self.special;
-        for (k, v) in [("bos_token", &s.bos_token), ("eos_token", &s.eos_token), ("unk_token", &s.unk_token), ("pad_token", &s.pad_token)] {
+        for (k, v) in [
+            ("bos_token", &s.bos_token),
+            ("eos_token", &s.eos_token),
+            ("unk_token", &s.unk_token),
+            ("pad_token", &s.pad_token),
+        ] {
             if let Some(v) = v {
                 ctx.insert(k.into(), Value::from(v.as_str()));
             }
@@ -370,7 +387,10 @@ mod tests {
         // Jinja2 with trim_blocks + lstrip_blocks drops the newline after a block tag and the
         // indentation before it.
         let t = tmpl("{{ bos_token }}\n{% for m in messages %}\n    {{ m.role }}:{{ m.content }}\n{% endfor %}\n");
-        assert_eq!(t.render(&[ChatMessage::user("a"), ChatMessage::assistant("b")], false).unwrap(), "<s>\n    user:a\n    assistant:b\n");
+        assert_eq!(
+            t.render(&[ChatMessage::user("a"), ChatMessage::assistant("b")], false).unwrap(),
+            "<s>\n    user:a\n    assistant:b\n"
+        );
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
         u => return Err(format!("`{s}`: unknown unit `{u}` (B, KB, MB, GB, KiB, MiB, GiB)")),
     };
     let bytes = (n * mult).round();
-    if !(bytes >= 1.0) {
+    if bytes.is_nan() || bytes < 1.0 {
         return Err(format!("`{s}`: the shard size must be at least one byte"));
     }
     Ok(bytes as u64)

@@ -164,9 +164,14 @@ impl TokenizerMeta {
     }
 
     fn named(&self) -> Vec<(&'static str, String)> {
-        [("bos_token", &self.bos_token), ("eos_token", &self.eos_token), ("unk_token", &self.unk_token), ("pad_token", &self.pad_token)]
-            .into_iter()
-            .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
-            .collect()
+        [
+            ("bos_token", &self.bos_token),
+            ("eos_token", &self.eos_token),
+            ("unk_token", &self.unk_token),
+            ("pad_token", &self.pad_token),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
+        .collect()
     }
 }

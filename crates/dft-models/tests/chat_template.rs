@@ -31,8 +31,12 @@ fn load(name: &str) -> Fixture {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture(&format!("chat/{name}.json"))).unwrap()).unwrap();
     let s = |k: &str| v["special_tokens"][k].as_str().map(String::from);
-    let special =
-        SpecialTokenStrings { bos_token: s("bos_token"), eos_token: s("eos_token"), unk_token: s("unk_token"), pad_token: s("pad_token") };
+    let special = SpecialTokenStrings {
+        bos_token: s("bos_token"),
+        eos_token: s("eos_token"),
+        unk_token: s("unk_token"),
+        pad_token: s("pad_token"),
+    };
     let cases = v["cases"]
         .as_array()
         .unwrap()

@@ -48,7 +48,12 @@ fn check_hashes(name: &str, path: &Path, want: &serde_json::Value) {
     };
     let got: BTreeMap<String, String> = files
         .iter()
-        .map(|p| (p.file_name().unwrap().to_string_lossy().to_string(), format!("{:x}", Sha256::digest(std::fs::read(p).unwrap()))))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().to_string(),
+                format!("{:x}", Sha256::digest(std::fs::read(p).unwrap())),
+            )
+        })
         .collect();
     let want: BTreeMap<String, String> = serde_json::from_value(want.clone()).unwrap();
     let want_names: Vec<&String> = want.keys().collect();
@@ -67,7 +72,8 @@ fn logits(pre: &Pretrained<B>, ids: &[Vec<i64>]) -> Vec<f32> {
 }
 
 fn max_diff(a: &[f32], b: &serde_json::Value) -> f64 {
-    let b: Vec<f64> = b.as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap())).collect();
+    let b: Vec<f64> =
+        b.as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap())).collect();
     assert_eq!(a.len(), b.len());
     a.iter().zip(&b).map(|(x, y)| (*x as f64 - y).abs()).fold(0.0, f64::max)
 }
@@ -181,7 +187,8 @@ fn gguf_exports_read_by_gguf_and_transformers_with_equal_logits() {
                 let (a, b) = (pre.model.to_hf_tensors(), back.model.to_hf_tensors());
                 assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
                 for (k, t) in &a {
-                    let tol = if k.contains("norm") && pre.model.config.arch.is_gemma() { 2.0 * f32::EPSILON } else { 0.0 };
+                    let tol =
+                        if k.contains("norm") && pre.model.config.arch.is_gemma() { 2.0 * f32::EPSILON } else { 0.0 };
                     let worst = t.data.iter().zip(&b[k].data).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
                     assert!(worst <= tol, "{name}: {k} re-imports off by {worst:e}");
                 }

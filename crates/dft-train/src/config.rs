@@ -69,7 +69,7 @@ pub enum OnNonFinite {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
-    /// An HF checkpoint directory, a `.gguf` file, or `smollm2` (fetched by scripts/fetch-smollm2.sh).
+    /// An HF checkpoint directory, a `.gguf` file, `smollm2` or `gemma3` (fetched on first use by scripts/fetch-*.sh, compiled into the binary).
     pub path: String,
 }
 
@@ -273,6 +273,7 @@ impl TrainConfig {
             }
             t.insert(parts[parts.len() - 1].to_string(), parse_value(value.trim()));
         }
+        crate::aliases::apply(&mut table)?;
         let origin = path.map(|p| p.display().to_string()).unwrap_or_else(|| "<command line>".into());
         let cfg: TrainConfig = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
             let msg = e.to_string();
@@ -364,10 +365,13 @@ impl TrainConfig {
                 return Err(bad("data.eval", format!("{} does not exist", e.display())));
             }
         }
-        if self.model.path != "smollm2" && !Path::new(&self.model.path).exists() {
+        if !crate::fetch::named_models().contains(&self.model.path.as_str()) && !Path::new(&self.model.path).exists() {
             return Err(bad(
                 "model.path",
-                format!("{} does not exist (use a checkpoint directory, a .gguf file or `smollm2`)", self.model.path),
+                format!(
+                    "{} does not exist (use a checkpoint directory, a .gguf file, `smollm2` or `gemma3`)",
+                    self.model.path
+                ),
             ));
         }
         Ok(())

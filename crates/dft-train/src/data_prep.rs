@@ -71,7 +71,21 @@ pub fn prompt_template(data: &DataSection, meta: &TokenizerMeta, special: Specia
     })
 }
 
+/// [`tokenize_with`] without the model's tokenizer metadata (`data.template = "model"` is then an
+/// error: there is no chat template to render).
 pub fn tokenize(
+    corpus: &ParallelCorpus,
+    data: &DataSection,
+    kinds: SequenceKinds,
+    tokenizer: &tokenizers::Tokenizer,
+    special: SpecialTokens,
+    limit: usize,
+) -> Result<TokenizedCorpus> {
+    tokenize_with(corpus, data, kinds, tokenizer, special, limit, &TokenizerMeta::default())
+}
+
+/// Tokenize a corpus with the template `data.template` names; `meta` supplies the model's chat template.
+pub fn tokenize_with(
     corpus: &ParallelCorpus,
     data: &DataSection,
     kinds: SequenceKinds,
@@ -197,4 +211,51 @@ pub fn report_data(
         return Err(TrainError::Config { key: "data.train".into(), msg });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dft_data::Query;
+    use dft_models::ChatMessage;
+
+    fn meta(model: &str) -> TokenizerMeta {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../dft-models/tests/fixtures/chat/{model}.json"));
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let s = |k: &str| v["special_tokens"][k].as_str().map(String::from);
+        TokenizerMeta {
+            bos_token: s("bos_token"),
+            eos_token: s("eos_token"),
+            chat_template: v["template"].as_str().map(String::from),
+            ..Default::default()
+        }
+    }
+
+    /// `data.template = "model"` renders a query exactly as the model's template renders one user turn
+    /// (transformers' apply_chat_template output is the oracle of the template itself, tests/chat_template.rs
+    /// in dft-models), minus the template's BOS text when the pipeline adds BOS as a token.
+    #[test]
+    fn model_template_is_the_chat_template_around_the_query() {
+        let data = DataSection { template: TemplateChoice::Model, ..Default::default() };
+        let q = Query { instruction: "用一句话介绍北京。".into(), input: "简短".into() };
+        for (model, bos) in [("smollm2", None), ("gemma3", Some(2)), ("gemma3", None)] {
+            let m = meta(model);
+            let special = SpecialTokens { bos, eos: 1, pad: 0 };
+            let t = prompt_template(&data, &m, special).unwrap();
+            let r = t.render(&q);
+            let want =
+                m.chat_template().unwrap().render(&[ChatMessage::user("用一句话介绍北京。\n\n简短")], true).unwrap();
+            let want = match (bos, &m.bos_token) {
+                (Some(_), Some(b)) => want.strip_prefix(b.as_str()).unwrap().to_string(),
+                _ => want,
+            };
+            assert_eq!(r.text, want, "{model} bos={bos:?}");
+            assert_eq!(&r.text[r.instruction.clone()], "用一句话介绍北京。");
+            assert_eq!(&r.text[r.input.clone().unwrap()], "简短");
+        }
+        let e =
+            prompt_template(&data, &TokenizerMeta::default(), SpecialTokens { bos: None, eos: 1, pad: 0 }).unwrap_err();
+        assert!(e.to_string().contains("no chat template"), "{e}");
+    }
 }

@@ -9,6 +9,7 @@
 //! One step from the CLI to the loss: `dft train` → [`trainer::train`] → [`data_prep::to_loss_batch`]
 //! → `dft_losses::dft_loss`.
 
+pub mod aliases;
 pub mod alloc;
 pub mod auto_layers;
 pub mod checkpoint;
@@ -16,10 +17,12 @@ pub mod clip;
 pub mod config;
 pub mod data_prep;
 pub mod error;
+pub mod fetch;
 pub mod metrics;
 pub mod optim;
 pub mod plan;
 pub mod run_dir;
+pub mod run_info;
 pub mod schedule;
 pub mod sweep;
 pub mod trainer;

@@ -5,7 +5,7 @@
 use crate::checkpoint::{list_checkpoints, write_checkpoint, TrainerState, LORA_FILE, MODEL_FILE, OPTIM_FILE};
 use crate::clip::clip_global_norm;
 use crate::config::{Method, OnNonFinite, TrainConfig};
-use crate::data_prep::{kinds_for, read_corpus, special_tokens, to_loss_batch, token_counts, tokenize};
+use crate::data_prep::{kinds_for, read_corpus, special_tokens, to_loss_batch, token_counts, tokenize_with};
 use crate::error::{Result, TrainError};
 use crate::metrics::{plot_losses, read_metrics, MetricsWriter, StepMetrics};
 use crate::optim::FusedAdamW;
@@ -18,7 +18,7 @@ use burn::tensor::ElementConversion;
 use dft_data::{BatchConfig, Batcher, SequenceKinds, TokenizedCorpus};
 use dft_losses::{dft_loss, dft_loss_eval, ObjectiveConfig};
 use dft_models::{load_pretrained, CausalLm};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -59,30 +59,10 @@ pub struct TrainSummary {
     pub threads: usize,
 }
 
-/// Resolve `smollm2` to the fetched GGUF (scripts/fetch-smollm2.sh); other paths are used as given.
+/// Resolve `smollm2` / `gemma3` to the fetched GGUF (fetched on first use, see [`crate::fetch`]); other
+/// paths are used as given.
 pub fn resolve_model_path(path: &str) -> Result<PathBuf> {
-    if path != "smollm2" {
-        return Ok(PathBuf::from(path));
-    }
-    let candidates = [
-        PathBuf::from("scripts/fetch-smollm2.sh"),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch-smollm2.sh"),
-    ];
-    let script = candidates.iter().find(|p| p.is_file()).ok_or_else(|| TrainError::Config {
-        key: "model.path".into(),
-        msg: "`smollm2` needs scripts/fetch-smollm2.sh (run from the repository root)".into(),
-    })?;
-    let out = std::process::Command::new("bash")
-        .arg(script)
-        .output()
-        .map_err(|e| TrainError::Io { path: script.clone(), source: e })?;
-    if !out.status.success() {
-        return Err(TrainError::Config {
-            key: "model.path".into(),
-            msg: format!("fetching SmolLM2 failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
-        });
-    }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    crate::fetch::resolve_model_path(path)
 }
 
 /// Token-weighted mean TFT cross-entropy of `model` on a tokenized held-out corpus.
@@ -148,6 +128,7 @@ pub fn train<B: AutodiffBackend>(
     let _lock = crate::run_dir::prepare_run_dir(&out_dir, mode)?;
     // Before any weights are loaded: the checkpoint to resume from (the newest valid one) and its config.
     let resume_from = if resume { crate::checkpoint::resume_point(&out_dir, cfg)? } else { None };
+    let mut run_info = crate::run_info::RunInfo::start::<B>(cfg, &out_dir, resume)?;
 
     // Model and tokenizer.
     let pre = load_pretrained::<B>(&model_path, device)?;
@@ -179,7 +160,7 @@ pub fn train<B: AutodiffBackend>(
     // Data.
     let kinds = kinds_for(&cfg.method);
     let corpus = read_corpus(&cfg.data.train, &cfg.data)?;
-    let train_data = tokenize(&corpus, &cfg.data, kinds, &tokenizer, special, cfg.data.limit, &meta)?;
+    let train_data = tokenize_with(&corpus, &cfg.data, kinds, &tokenizer, special, cfg.data.limit, &meta)?;
     crate::data_prep::report_data(&cfg.data.train, &cfg.data, &corpus, &train_data, &out_dir)?;
     let (lc_layer, et_layer) = if layer_plan.0.is_none() || layer_plan.1.is_none() {
         let report = match crate::auto_layers::saved_layers(&out_dir, model.num_layers())? {
@@ -209,9 +190,15 @@ pub fn train<B: AutodiffBackend>(
         SequenceKinds { tft: true, lc: false, et: false, sft: false, en_prompt: false, tgt_prompt: false }
     };
     let eval_data = match &cfg.data.eval {
-        Some(p) if cfg.data.eval_limit > 0 => {
-            Some(tokenize(&read_corpus(p, &cfg.data)?, &cfg.data, eval_kind, &tokenizer, special, cfg.data.eval_limit, &meta)?)
-        }
+        Some(p) if cfg.data.eval_limit > 0 => Some(tokenize_with(
+            &read_corpus(p, &cfg.data)?,
+            &cfg.data,
+            eval_kind,
+            &tokenizer,
+            special,
+            cfg.data.eval_limit,
+            &meta,
+        )?),
         _ => None,
     };
     let batcher = Batcher::new(
@@ -462,6 +449,7 @@ pub fn train<B: AutodiffBackend>(
         let periodic = cfg.train.checkpoint_every > 0 && state.step % cfg.train.checkpoint_every == 0;
         if periodic || interrupted {
             let path = write_ckpt(&model, optim.to_record(), &state)?;
+            crate::run_info::write_csv(&metrics_path, &metrics_path.with_extension("csv"))?;
             if interrupted {
                 bar.abandon();
                 return Err(TrainError::Interrupted { step: state.step, path });
@@ -512,5 +500,6 @@ pub fn train<B: AutodiffBackend>(
     };
     std::fs::write(out_dir.join("summary.json"), serde_json::to_string_pretty(&summary).expect("json"))
         .map_err(|e| TrainError::Io { path: out_dir.join("summary.json"), source: e })?;
+    run_info.finish(summary.steps, summary.wall_s, &summary.metrics)?;
     Ok(summary)
 }

@@ -786,6 +786,41 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
+    /// `--apply-chat-template`: contexts and generation prompts are the template's rendering of one user
+    /// turn (generation prompt on), encoded without special tokens; empty contexts are left alone.
+    #[test]
+    fn chat_template_wraps_contexts_and_prompts() {
+        let tok = byte_tokenizer();
+        let model = tiny_model(tok.get_vocab_size(true));
+        let template = dft_models::ChatTemplate::new(
+            "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<bot>{% endif %}",
+            Default::default(),
+            std::path::Path::new("<test>"),
+        )
+        .unwrap();
+        let plain = Scorer::new(&model, &tok).unwrap();
+        let chat = Scorer::new(&model, &tok).unwrap().with_chat_template(&template);
+        let item = MultipleChoiceItem {
+            id: "i".into(),
+            context: "Q: a b".into(),
+            choices: vec!["x".into(), "y".into()],
+            gold: 0,
+        };
+        let got = chat.encode_items(std::slice::from_ref(&item)).unwrap();
+        let want = encode_request_with(&tok, chat.prefix_token(), "i", "<user>Q: a b\n<bot>", " x", false).unwrap();
+        assert_eq!(got[0], want);
+        assert_ne!(got[0], plain.encode_items(std::slice::from_ref(&item)).unwrap()[0]);
+        let empty = MultipleChoiceItem {
+            id: "e".into(),
+            context: String::new(),
+            choices: vec!["x".into(), "y".into()],
+            gold: 0,
+        };
+        assert_eq!(chat.encode_items(std::slice::from_ref(&empty)).unwrap(), plain.encode_items(&[empty]).unwrap());
+        let g = chat.generate_until("q", "Question?", 0).unwrap();
+        assert_eq!(g.prompt_tokens, encode(&tok, "<user>Question?\n<bot>", false).unwrap().len());
+    }
+
     #[test]
     fn blocked_logsumexp_matches_f64_for_any_width() {
         for v in [7usize, 256, 1000, 49152] {

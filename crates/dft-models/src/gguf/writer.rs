@@ -444,7 +444,9 @@ pub fn export_gguf<B: Backend>(
                 .expect("object")
                 .iter()
                 .filter(|(k, v)| a.get(k.as_str()) != Some(v))
-                .map(|(k, v)| format!("{k} = {v} (GGUF gives {})", a.get(k.as_str()).unwrap_or(&serde_json::Value::Null)))
+                .map(|(k, v)| {
+                    format!("{k} = {v} (GGUF gives {})", a.get(k.as_str()).unwrap_or(&serde_json::Value::Null))
+                })
                 .collect();
             return Err(ModelError::Gguf(GgufError::Unsupported {
                 path: path.into(),
@@ -491,8 +493,14 @@ mod tests {
                 assert_eq!(super::super::gguf_to_hf_name(arch, &g).as_deref(), Some(hf), "{arch:?} {hf}");
             }
         }
-        assert_eq!(hf_to_gguf_name(Arch::Gemma3, "model.layers.2.self_attn.k_norm.weight").unwrap(), "blk.2.attn_k_norm.weight");
-        assert_eq!(hf_to_gguf_name(Arch::Gemma2, "model.layers.2.pre_feedforward_layernorm.weight").unwrap(), "blk.2.ffn_norm.weight");
+        assert_eq!(
+            hf_to_gguf_name(Arch::Gemma3, "model.layers.2.self_attn.k_norm.weight").unwrap(),
+            "blk.2.attn_k_norm.weight"
+        );
+        assert_eq!(
+            hf_to_gguf_name(Arch::Gemma2, "model.layers.2.pre_feedforward_layernorm.weight").unwrap(),
+            "blk.2.ffn_norm.weight"
+        );
     }
 
     #[test]
