@@ -121,8 +121,10 @@ enum Cmd {
     /// The memory a training run needs (weights, gradients, AdamW state, activations with and without
     /// gradient checkpointing), from the run config and the model's config alone — nothing is loaded.
     Plan {
+        /// The run config (TOML), as for `dft train`; `model.path` may be a config.json file.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Config overrides, e.g. --set lora.rank=16 --set 'train.precision="bf16-mixed"'.
         #[arg(long = "set")]
         set: Vec<String>,
         /// Refuse (exit 2) when even the checkpointed estimate exceeds this much memory (e.g. 24GB, 80GiB).
