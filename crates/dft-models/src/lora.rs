@@ -544,6 +544,10 @@ impl<B: Backend> CausalLm<B> {
             fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
                 if D == 2 && !param.is_require_grad() {
                     let dtype = self.0;
+                    if dtype == burn::tensor::FloatDType::BF16 && !dft_losses::precision::has_bf16::<B>(&param.device()) {
+                        // No bf16 storage on this backend (ndarray): bf16-rounded values kept in f32.
+                        return param.map(|t| dft_losses::precision::round_bf16(t).set_require_grad(false));
+                    }
                     param.map(|t| t.cast(dtype).set_require_grad(false))
                 } else {
                     param

@@ -117,18 +117,6 @@ pub fn train<B: AutodiffBackend>(
     let header = dft_models::peek_config(&model_path)?;
     let layer_plan = cfg.resolve_layers(header.num_hidden_layers)?;
     let out_dir = cfg.train.out_dir.clone();
-    if cfg.train.precision == dft_losses::Precision::Bf16Mixed
-        && B::dtype_usage(device, burn::tensor::DType::BF16).is_empty()
-    {
-        return Err(TrainError::Config {
-            key: "train.precision".into(),
-            msg: format!(
-                "\"bf16-mixed\" needs a backend with bf16 tensors (the default flex, or cuda); {} has none — use \
-                 train.precision = \"f32\" or another backend",
-                B::name(device)
-            ),
-        });
-    }
     for w in cfg.check_against_model(header.max_position_embeddings, layer_plan.0, layer_plan.1)? {
         eprintln!("{w}");
     }
