@@ -193,7 +193,7 @@ fn config_errors_name_the_key_before_loading_weights() {
         }
     };
     let e = err(&["train.learnin_rate=0.1"]);
-    assert!(e.contains("unknown field `learnin_rate`"), "{e}");
+    assert!(e.contains("unknown key `train.learnin_rate` (command-line override)"), "{e}");
     // `learning_rate` is the TrainingArguments name of train.lr: giving both is an error naming both
     let e = err(&["train.learning_rate=0.1"]);
     assert!(e.contains("train.lr") && e.contains("learning_rate"), "{e}");
