@@ -240,9 +240,10 @@ fn parse_only(spec: &str) -> Vec<Run> {
         .map(|s| {
             let parts: Vec<&str> = s.split(':').collect();
             let method = Method::parse(parts[0]).unwrap_or_else(|| panic!("--only: unknown method {}", parts[0]));
-            let path = parts.get(1).filter(|p| !p.starts_with("lora") && !["ckpt", "long", "mixed"].contains(p)).map(|p| {
-                LossPath::parse(p).unwrap_or_else(|| panic!("--only: unknown variant {p}"))
-            });
+            let path = parts
+                .get(1)
+                .filter(|p| !p.starts_with("lora") && !["ckpt", "long", "mixed"].contains(p))
+                .map(|p| LossPath::parse(p).unwrap_or_else(|| panic!("--only: unknown variant {p}")));
             Run {
                 method,
                 path: path.unwrap_or(LossPath::Default),

@@ -418,7 +418,11 @@ fn step<B: AutodiffBackend>(args: &[String], precision: Precision) -> bool {
     let l = config.num_hidden_layers;
     // LC / ET at the paper's LLaMA-2 blocks (2 and 15 of 32) scaled to the depth: SmolLM2 (30) → 2, 15
     // (METHOD.md §8); Gemma-2-2B (26) → 2, 12 (as examples/finetune_gemma.rs).
-    let (i, j) = if which == "smollm2" || which == "llama2-7b" { (2, 15) } else { ((2 * l).div_ceil(32).max(1), (15 * l / 32).max(2)) };
+    let (i, j) = if which == "smollm2" || which == "llama2-7b" {
+        (2, 15)
+    } else {
+        ((2 * l).div_ceil(32).max(1), (15 * l / 32).max(2))
+    };
     let w = if method == Method::DftFeature { 1.0 } else { 0.1 };
     let cfg = method.objective(i, j, w, w);
     let pad = config.pad_token_id.unwrap_or(0);

@@ -319,7 +319,9 @@ pub fn run<B: Backend>(args: &EvalArgs) -> Result<(), EvalCmdError> {
             format!("{}+{}", args.model, a.display()),
         ),
         // runs with and without the chat template are different rows
-        None => (args.method_name.clone().unwrap_or_else(|| default_method_name(&args.model) + chat), args.model.clone()),
+        None => {
+            (args.method_name.clone().unwrap_or_else(|| default_method_name(&args.model) + chat), args.model.clone())
+        }
     };
     report.merge(EvalRun { method, model, options: opts, results });
     report.save(&json)?;

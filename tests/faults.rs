@@ -138,7 +138,17 @@ fn a_fresh_run_over_an_earlier_run_is_refused_and_overwrite_moves_it_aside() {
     // Same directory, no --resume: refused with the directory and what it holds; nothing touched.
     let o2 = overrides(&model, &out, &["train.max_steps=1", "train.lr=0.01"]);
     let r = dft().args(train_args(&o2, &[])).output().unwrap();
-    failed_with(&r, &[&out.display().to_string(), "already holds a run", "3 checkpoint(s)", "metrics.jsonl", "--resume", "--overwrite"]);
+    failed_with(
+        &r,
+        &[
+            &out.display().to_string(),
+            "already holds a run",
+            "3 checkpoint(s)",
+            "metrics.jsonl",
+            "--resume",
+            "--overwrite",
+        ],
+    );
     assert_eq!(std::fs::read(out.join("metrics.jsonl")).unwrap(), metrics_before);
     assert_eq!(list_checkpoints(&out).len(), 3);
 
@@ -306,7 +316,8 @@ fn resume_with_a_changed_config_is_refused_with_the_keys() {
     let model = tiny_model(&dir);
     let out = dir.join("out");
     lib_run(&overrides(&model, &out, &["train.max_steps=2"]), false, false).unwrap();
-    let changed = overrides(&model, &out, &["train.max_steps=3", "train.batch_size=4", "data.max_len=48", "train.seed=7"]);
+    let changed =
+        overrides(&model, &out, &["train.max_steps=3", "train.batch_size=4", "data.max_len=48", "train.seed=7"]);
     let e = lib_run(&changed, true, false).unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, TrainError::ResumeConfig { .. }), "{msg}");
@@ -334,14 +345,19 @@ fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_with_identical_final_w
     let steps = ["train.max_steps=6", "train.checkpoint_every=2", "train.keep_last=3"];
     lib_run(&overrides(&model, &full, &steps), false, false).unwrap();
 
-    for (k, damage) in ["truncate optimizer.mpk", "flip a byte of model.mpk", "delete trainer_state.json"].iter().enumerate()
+    for (k, damage) in
+        ["truncate optimizer.mpk", "flip a byte of model.mpk", "delete trainer_state.json"].iter().enumerate()
     {
         // The run as it was when killed after checkpoint 4 (same config, so the same schedule).
         let cut = dir.join(format!("cut-{k}"));
         assert!(Command::new("cp").arg("-a").arg(&full).arg(&cut).status().unwrap().success());
         for gone in ["checkpoint-000006", "final", "summary.json"] {
             let p = cut.join(gone);
-            if p.is_dir() { std::fs::remove_dir_all(p).unwrap() } else { std::fs::remove_file(p).unwrap() }
+            if p.is_dir() {
+                std::fs::remove_dir_all(p).unwrap()
+            } else {
+                std::fs::remove_file(p).unwrap()
+            }
         }
         let newest = cut.join("checkpoint-000004");
         assert!(validate_checkpoint(&newest).is_ok());
@@ -588,7 +604,17 @@ fn generate_validates_its_inputs_instead_of_panicking() {
     // dft eval: a QA generation budget beyond the context is refused (no "capacity overflow").
     let data = eval_data(&dir, 2);
     let r = dft()
-        .args(["eval", "--quiet", "--tasks", "xcopa", "--lang", "zh", "--max-new-tokens", "18446744073709551615", "--model"])
+        .args([
+            "eval",
+            "--quiet",
+            "--tasks",
+            "xcopa",
+            "--lang",
+            "zh",
+            "--max-new-tokens",
+            "18446744073709551615",
+            "--model",
+        ])
         .arg(&model)
         .arg("--data-dir")
         .arg(&data)
@@ -643,11 +669,8 @@ fn train_checks_context_honours_threads_warns_on_layer_order_and_counts_truncati
     assert!(e.contains("data.max_len") && e.contains("512"), "{e}");
     assert!(!out.join("metrics.jsonl").exists());
 
-    let o = overrides(
-        &model,
-        &out,
-        &["train.max_steps=1", "train.threads=1", "method.lc_layer=2", "method.et_layer=1"],
-    );
+    let o =
+        overrides(&model, &out, &["train.max_steps=1", "train.threads=1", "method.lc_layer=2", "method.et_layer=1"]);
     let r = dft().args(train_args(&o, &[])).env_remove("RAYON_NUM_THREADS").output().unwrap();
     let e = stderr(&r);
     assert!(r.status.success(), "{e}");
@@ -715,7 +738,13 @@ fn skipped_records_are_shown_and_listed_and_an_empty_corpus_explains_itself() {
     let r = dft().args(train_args(&o, &[])).output().unwrap();
     failed_with(
         &r,
-        &["train.json", "paired_jsonl", "invalid_json_line", "looks like a JSON array", "data.format = \"paired_json\""],
+        &[
+            "train.json",
+            "paired_jsonl",
+            "invalid_json_line",
+            "looks like a JSON array",
+            "data.format = \"paired_json\"",
+        ],
     );
 }
 

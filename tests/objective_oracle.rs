@@ -281,7 +281,8 @@ fn bf16_mixed_objective_tracks_f32_and_pytorch_autocast() {
             let got = &out.components;
             for (what, ours) in [("main", Some(got.main)), ("lc", got.lc), ("et", got.et), ("total", Some(got.total))] {
                 let Some(a) = ours else { continue };
-                for (oracle, w) in [("f32 PyTorch", &want), ("PyTorch autocast(bf16)", &autocast[&case]["components"])] {
+                for (oracle, w) in [("f32 PyTorch", &want), ("PyTorch autocast(bf16)", &autocast[&case]["components"])]
+                {
                     let b = w[what].as_f64().unwrap();
                     let e = (a - b).abs() / b.abs().max(1.0);
                     worst = worst.max(e);
@@ -296,7 +297,11 @@ fn bf16_mixed_objective_tracks_f32_and_pytorch_autocast() {
             let grads = out.loss.backward();
             let f32_grads = dft_loss(&f32_model, &batch, &cfg, &device).unwrap().loss.backward();
             for (name, p32, p16) in [
-                ("q_proj", f32_model.layers[0].self_attn.q_proj.weight.val(), model.layers[0].self_attn.q_proj.weight.val()),
+                (
+                    "q_proj",
+                    f32_model.layers[0].self_attn.q_proj.weight.val(),
+                    model.layers[0].self_attn.q_proj.weight.val(),
+                ),
                 ("embed", f32_model.embed_tokens.val(), model.embed_tokens.val()),
             ] {
                 let (Some(g32), Some(g16)) = (p32.grad(&f32_grads), p16.grad(&grads)) else { continue };
@@ -326,7 +331,9 @@ fn lora_runs_every_dft_case_and_equals_the_merged_model() {
         let mut model = base.with_lora(&LoraSpec { rank: 4, alpha: 8.0, ..Default::default() }, 1).unwrap();
         // Non-zero B so that the adapters change the outputs.
         for blk in model.layers.iter_mut() {
-            for p in [&mut blk.self_attn.q_proj, &mut blk.self_attn.v_proj, &mut blk.mlp.down_proj, &mut blk.mlp.gate_proj] {
+            for p in
+                [&mut blk.self_attn.q_proj, &mut blk.self_attn.v_proj, &mut blk.mlp.down_proj, &mut blk.mlp.gate_proj]
+            {
                 let ad = p.lora.as_mut().unwrap();
                 let b = Tensor::<AB, 2>::random(ad.b.dims(), burn::tensor::Distribution::Normal(0.0, 0.05), &device);
                 ad.b = Param::from_tensor(b);

@@ -252,8 +252,7 @@ fn exported_checkpoint_reloads_to_the_trained_model() {
     let kinds =
         dft_data::SequenceKinds { tft: true, lc: false, et: false, sft: false, en_prompt: false, tgt_prompt: false };
     let heldout =
-        dft_train::data_prep::tokenize(&corpus, &cfg.data, kinds, &tok, special, cfg.data.eval_limit)
-            .unwrap();
+        dft_train::data_prep::tokenize(&corpus, &cfg.data, kinds, &tok, special, cfg.data.eval_limit).unwrap();
     let l = dft_train::eval_loss(&pre.model, &heldout, 4, dft_train::Method::Dft).unwrap().unwrap();
     let want = s.eval_loss_after.unwrap();
     assert!((l - want).abs() <= 1e-6 * want.abs(), "reloaded eval loss {l} vs in-memory {want}");

@@ -147,7 +147,8 @@ fn lora_loss_decreases_for_each_method_and_only_adapters_train() {
 fn lora_with_dropout_and_bf16_resumes_exactly() {
     let dir = tmp("resume");
     let model = tiny_model(&dir);
-    let extra = ["data.limit=8", "train.max_steps=4", "train.lr=0.02", "lora.dropout=0.2", "train.precision=\"bf16-mixed\""];
+    let extra =
+        ["data.limit=8", "train.max_steps=4", "train.lr=0.02", "lora.dropout=0.2", "train.precision=\"bf16-mixed\""];
     let mut e = extra.to_vec();
     e.extend(LORA);
     let straight = run(&overrides(&model, &dir.join("straight"), &e));
@@ -251,7 +252,10 @@ fn real_smollm2_lora_dft_lowers_heldout_loss() {
     ];
     let s = run(&o);
     let (before, after) = (s.eval_loss_before.unwrap(), s.eval_loss_after.unwrap());
-    eprintln!("SmolLM2 LoRA DFT: held-out zh loss {before:.4} -> {after:.4}; {} of {} parameters trained", s.trainable_params, s.total_params);
+    eprintln!(
+        "SmolLM2 LoRA DFT: held-out zh loss {before:.4} -> {after:.4}; {} of {} parameters trained",
+        s.trainable_params, s.total_params
+    );
     assert!(after < before - 0.03, "held-out loss did not drop: {before} -> {after}");
     assert!(s.trainable_params < s.total_params / 20);
 }
@@ -280,8 +284,14 @@ fn dft_export_writes_the_adapter_or_the_merged_model() {
     dft(&["export", "--checkpoint", ck.to_str().unwrap(), "--out", merged_out.to_str().unwrap(), "--merge"]);
     let adapter = s.adapter_dir.unwrap();
     dft(&[
-        "export", "--checkpoint", model.to_str().unwrap(), "--adapter", adapter.to_str().unwrap(), "--merge",
-        "--out", via_adapter.to_str().unwrap(),
+        "export",
+        "--checkpoint",
+        model.to_str().unwrap(),
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--merge",
+        "--out",
+        via_adapter.to_str().unwrap(),
     ]);
     let want = load_pretrained::<Flex>(&s.export_dir, &Default::default()).unwrap().model.to_hf_tensors();
     for d in [&merged_out, &via_adapter] {
@@ -328,7 +338,11 @@ fn generate_and_eval_take_an_adapter() {
     // A broken adapter is a clear error naming the file.
     let bad = dir.join("bad-adapter");
     std::fs::create_dir_all(&bad).unwrap();
-    std::fs::write(bad.join("adapter_config.json"), r#"{"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"], "use_dora": true}"#).unwrap();
+    std::fs::write(
+        bad.join("adapter_config.json"),
+        r#"{"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"], "use_dora": true}"#,
+    )
+    .unwrap();
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_dft"))
         .args(["generate", "--model", m, "--adapter", bad.to_str().unwrap(), "--prompt", "x"])
         .output()
@@ -353,7 +367,11 @@ fn generate_and_eval_take_an_adapter() {
     let (sx, sy) = (&x.results[0], &y.results[0]);
     assert_eq!((sx.metric.as_str(), sx.n), ("acc", 6));
     assert_eq!(sx.score, sy.score, "scores with --adapter differ from the merged model's");
-    assert!(x.model.contains('+') && x.model.ends_with("adapter"), "the adapter is part of the model name: {}", x.model);
+    assert!(
+        x.model.contains('+') && x.model.ends_with("adapter"),
+        "the adapter is part of the model name: {}",
+        x.model
+    );
 }
 
 /// `dft plan` sizes a run from the model's config alone and refuses one that cannot fit the limit.
@@ -379,11 +397,21 @@ fn plan_refuses_runs_that_cannot_fit() {
     assert_eq!(o.status.code(), Some(2), "full f32 7B must be refused on 24 GB: {err}");
     assert!(err.contains("24.0 GB limit"), "{err}");
     a.push("train.gradient_checkpointing=true");
-    let mut args = vec!["plan".to_string(), "--memory-limit".into(), "24GB".into(), "--set".into(), format!("model.path={:?}", cfg.display().to_string())];
+    let mut args = vec![
+        "plan".to_string(),
+        "--memory-limit".into(),
+        "24GB".into(),
+        "--set".into(),
+        format!("model.path={:?}", cfg.display().to_string()),
+    ];
     for e in ["train.batch_size=1", "data.max_len=512"].iter().chain(a.iter()) {
         args.extend(["--set".to_string(), e.to_string()]);
     }
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_dft")).args(&args).output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success() && out.contains("fits the 24.0 GB limit"), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success() && out.contains("fits the 24.0 GB limit"),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

@@ -273,7 +273,8 @@ mod tests {
             let x = Tensor::<AB, 2>::from_inner(x0.clone()).require_grad();
             let e = Tensor::<AB, 2>::from_inner(e0.clone()).require_grad();
             let w = e.clone().transpose();
-            let opts = ChunkOptions { max_chunk_logits: 10 * v, min_rows: 1, head_vocab_major: true, ..Default::default() };
+            let opts =
+                ChunkOptions { max_chunk_logits: 10 * v, min_rows: 1, head_vocab_major: true, ..Default::default() };
             let loss = if chunked {
                 chunked_ce_sum(x.clone(), w, &targets, Some(3.0), opts, true)
             } else {

@@ -73,8 +73,8 @@ pub use batch::{DftBatch, Sequences, IGNORE_INDEX};
 pub use cross_entropy::{chunked_ce_sum, chunked_ce_sum_forward, naive_ce_sum, ChunkOptions};
 pub use error::{LossError, Result};
 pub use model::{DeepSupervisionModel, PrefixKv};
-pub use precision::Precision;
 pub use objective::{
     cosine_loss, dft_loss, dft_loss_eval, dft_loss_naive, AuxLoss, LossComponents, ObjectiveConfig, ObjectiveOutput,
     Pooling,
 };
+pub use precision::Precision;

@@ -160,7 +160,8 @@ fn lm_loss<B: Backend, M: DeepSupervisionModel<B>>(
     let idx: Tensor<B, 1, Int> = Tensor::from_data(TensorData::new(pos, [targets.len()]), &device);
     let rows = h.reshape([r * t, hd]).select(0, idx);
     let x = model.final_norm(rows, detached);
-    let chunk = ChunkOptions { head_vocab_major: model.lm_head_is_vocab_major(), precision: model.precision(), ..chunk };
+    let chunk =
+        ChunkOptions { head_vocab_major: model.lm_head_is_vocab_major(), precision: model.precision(), ..chunk };
     // A frozen head (LoRA, possibly stored in bf16) is passed detached: no head gradient is computed.
     let head_grad = !detached && model.lm_head_trainable();
     let sum = ce(x, model.lm_head(!head_grad), &targets, model.final_logit_softcap(), chunk, head_grad);

@@ -164,11 +164,22 @@ impl ModelConfig {
         let num_hidden_layers = usize_field("num_hidden_layers")?;
         // Sizes are bounded before anything is allocated from them (the weights are checked against
         // them later, tensor by tensor).
-        for k in ["num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size", "vocab_size", "max_position_embeddings"] {
+        for k in [
+            "num_hidden_layers",
+            "hidden_size",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "head_dim",
+            "intermediate_size",
+            "vocab_size",
+            "max_position_embeddings",
+        ] {
             if let Some(x) = get(&v, k).and_then(|x| x.as_u64()) {
                 let limit = size_limit(k);
                 if x > limit {
-                    return Err(err(format!("field `{k}` is {x}, beyond any real model (at most {limit}); the file is corrupt")));
+                    return Err(err(format!(
+                        "field `{k}` is {x}, beyond any real model (at most {limit}); the file is corrupt"
+                    )));
                 }
             }
         }

@@ -19,10 +19,10 @@ pub mod tokenizer_meta;
 
 pub use chat::{ChatMessage, ChatTemplate, SpecialTokenStrings};
 pub use config::{gemma3_layer_types, Activation, Arch, LayerType, ModelConfig};
+pub use dft_losses::Precision;
 pub use error::{ModelError, Result};
 pub use export::{ExportDtype, HfExportOptions};
 pub use loading::{load_gguf, load_pretrained, peek_config, HostTensors, Pretrained};
-pub use dft_losses::Precision;
 pub use lora::{LoraSpec, LoraTarget, SavedModule};
 pub use model::{CausalLm, ForwardSpec, HiddenStates, KvCache, Lengths};
 pub use safetensors_io::SafetensorsCheckpoint;

@@ -58,8 +58,15 @@ pub enum LoraTarget {
 }
 
 impl LoraTarget {
-    pub const ALL: [LoraTarget; 7] =
-        [LoraTarget::Q, LoraTarget::K, LoraTarget::V, LoraTarget::O, LoraTarget::Gate, LoraTarget::Up, LoraTarget::Down];
+    pub const ALL: [LoraTarget; 7] = [
+        LoraTarget::Q,
+        LoraTarget::K,
+        LoraTarget::V,
+        LoraTarget::O,
+        LoraTarget::Gate,
+        LoraTarget::Up,
+        LoraTarget::Down,
+    ];
 
     /// The module name in HF / PEFT (`q_proj`, …).
     pub fn hf_name(self) -> &'static str {
@@ -215,10 +222,12 @@ impl LoraSpec {
             Some("LORA") => {}
             other => return Err(bad(format!("peft_type is {other:?}; only LORA adapters are supported"))),
         }
-        let rank = get("r").and_then(|x| x.as_u64()).ok_or_else(|| bad("`r` (rank) missing or not an integer".into()))?
-            as usize;
-        let alpha =
-            get("lora_alpha").and_then(|x| x.as_f64()).ok_or_else(|| bad("`lora_alpha` missing or not a number".into()))?;
+        let rank = get("r")
+            .and_then(|x| x.as_u64())
+            .ok_or_else(|| bad("`r` (rank) missing or not an integer".into()))? as usize;
+        let alpha = get("lora_alpha")
+            .and_then(|x| x.as_f64())
+            .ok_or_else(|| bad("`lora_alpha` missing or not a number".into()))?;
         let dropout = get("lora_dropout").and_then(|x| x.as_f64()).unwrap_or(0.0);
         let use_rslora = get("use_rslora").and_then(|x| x.as_bool()).unwrap_or(false);
         for (key, ok) in [
@@ -393,7 +402,8 @@ impl<B: Backend> CausalLm<B> {
                 let proj = model.proj_mut(layer, target);
                 let [fan_in, fan_out] = proj.weight.dims();
                 let bound = 1.0 / (fan_in as f64).sqrt();
-                let a: Vec<f32> = (0..fan_in * spec.rank).map(|_| ((rng.uniform() * 2.0 - 1.0) * bound) as f32).collect();
+                let a: Vec<f32> =
+                    (0..fan_in * spec.rank).map(|_| ((rng.uniform() * 2.0 - 1.0) * bound) as f32).collect();
                 let a = Tensor::<B, 2>::from_data(TensorData::new(a, [fan_in, spec.rank]), &device);
                 proj.lora = Some(LoraAdapter {
                     a: Param::from_tensor(a),
@@ -409,7 +419,8 @@ impl<B: Backend> CausalLm<B> {
 
     /// The adapter's tensors with PEFT's names and layout (what `adapter_model.safetensors` holds).
     pub fn adapter_tensors(&self) -> Result<BTreeMap<String, HostTensor>> {
-        let spec = self.lora.as_ref().ok_or_else(|| ModelError::InvalidArgument("the model has no LoRA adapters".into()))?;
+        let spec =
+            self.lora.as_ref().ok_or_else(|| ModelError::InvalidArgument("the model has no LoRA adapters".into()))?;
         let mut out = BTreeMap::new();
         for layer in 0..self.num_layers() {
             for target in spec.targets_sorted() {
@@ -432,7 +443,8 @@ impl<B: Backend> CausalLm<B> {
     /// Write `dir/adapter_config.json` and `dir/adapter_model.safetensors` as PEFT does (atomically).
     /// `base_model` goes into `base_model_name_or_path`.
     pub fn save_adapter(&self, dir: &Path, base_model: &str) -> Result<()> {
-        let spec = self.lora.as_ref().ok_or_else(|| ModelError::InvalidArgument("the model has no LoRA adapters".into()))?;
+        let spec =
+            self.lora.as_ref().ok_or_else(|| ModelError::InvalidArgument("the model has no LoRA adapters".into()))?;
         std::fs::create_dir_all(dir).map_err(|source| ModelError::Io { path: dir.into(), source })?;
         write_safetensors(&dir.join("adapter_model.safetensors"), &self.adapter_tensors()?)?;
         let cfg = serde_json::to_string_pretty(&spec.to_peft_config(base_model)).expect("json");
@@ -447,7 +459,11 @@ impl<B: Backend> CausalLm<B> {
         let file = dir.join("adapter_model.safetensors");
         if !file.is_file() {
             let bin = dir.join("adapter_model.bin");
-            let hint = if bin.is_file() { " (adapter_model.bin is a pickle; re-save it with safe_serialization=True)" } else { "" };
+            let hint = if bin.is_file() {
+                " (adapter_model.bin is a pickle; re-save it with safe_serialization=True)"
+            } else {
+                ""
+            };
             return Err(ModelError::Io {
                 path: file,
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("adapter weights not found{hint}")),
@@ -544,7 +560,8 @@ impl<B: Backend> CausalLm<B> {
             fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
                 if D == 2 && !param.is_require_grad() {
                     let dtype = self.0;
-                    if dtype == burn::tensor::FloatDType::BF16 && !dft_losses::precision::has_bf16::<B>(&param.device()) {
+                    if dtype == burn::tensor::FloatDType::BF16 && !dft_losses::precision::has_bf16::<B>(&param.device())
+                    {
                         // No bf16 storage on this backend (ndarray): bf16-rounded values kept in f32.
                         return param.map(|t| dft_losses::precision::round_bf16(t).set_require_grad(false));
                     }
@@ -576,7 +593,8 @@ impl<B: Backend> CausalLm<B> {
 
     /// Put parts from [`lora_parts`](Self::lora_parts) (e.g. loaded from a checkpoint) back in place.
     pub fn with_lora_parts(mut self, parts: LoraParts<B>) -> Result<Self> {
-        let spec = self.lora.clone().ok_or_else(|| ModelError::InvalidArgument("the model has no LoRA adapters".into()))?;
+        let spec =
+            self.lora.clone().ok_or_else(|| ModelError::InvalidArgument("the model has no LoRA adapters".into()))?;
         let want = self.num_layers() * spec.targets_sorted().len();
         if parts.adapters.len() != want {
             return Err(ModelError::InvalidArgument(format!(

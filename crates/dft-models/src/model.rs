@@ -11,10 +11,10 @@
 //! Linear weights are stored in Burn's `[in, out]` layout (HF stores `[out, in]`; loaders transpose).
 
 use crate::config::{Activation, LayerType, ModelConfig};
+use crate::lora::{LoraAdapter, LoraSpec};
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use crate::lora::{LoraAdapter, LoraSpec};
 use dft_kernels::{GateAct, SoftmaxSpec};
 use dft_losses::Precision;
 

@@ -160,9 +160,12 @@ fn saved_adapter_is_pefts_adapter_tensor_for_tensor() {
             assert_eq!(x.data, y.data, "{case}: {n} values");
         }
         // The config keys PEFT reads, with PEFT's values.
-        let read = |p: PathBuf| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap() };
+        let read =
+            |p: PathBuf| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap() };
         let (ours, theirs) = (read(out.join("adapter_config.json")), read(peft_dir.join("adapter_config.json")));
-        for key in ["peft_type", "task_type", "r", "use_rslora", "bias", "fan_in_fan_out", "use_dora", "modules_to_save"] {
+        for key in
+            ["peft_type", "task_type", "r", "use_rslora", "bias", "fan_in_fan_out", "use_dora", "modules_to_save"]
+        {
             assert_eq!(ours[key], theirs[key], "{case}: adapter_config.json `{key}`");
         }
         assert_eq!(ours["lora_alpha"].as_f64(), theirs["lora_alpha"].as_f64(), "{case}: lora_alpha");
@@ -196,7 +199,8 @@ fn peft_loads_a_dft_rs_adapter_with_dft_rs_logits() {
         dft_models::safetensors_io::write_safetensors(&dir.join("logits.safetensors"), &t).unwrap();
         let i64s: Vec<u8> = ids.ids().iter().flat_map(|x| x.to_le_bytes()).collect();
         let view = safetensors::tensor::TensorView::new(safetensors::Dtype::I64, ids.shape.clone(), &i64s).unwrap();
-        std::fs::write(dir.join("input_ids.safetensors"), safetensors::serialize([("input_ids", view)], None).unwrap()).unwrap();
+        std::fs::write(dir.join("input_ids.safetensors"), safetensors::serialize([("input_ids", view)], None).unwrap())
+            .unwrap();
         return;
     }
     let report: serde_json::Value =

@@ -536,7 +536,12 @@ impl TrainConfig {
     /// Checks that need the model's header (read before the weights): `data.max_len` against the context
     /// length. Returns warnings to print (an LC layer at or after the ET layer, which METHOD.md does not
     /// intend: i < j).
-    pub fn check_against_model(&self, context_length: usize, lc: Option<usize>, et: Option<usize>) -> Result<Vec<String>> {
+    pub fn check_against_model(
+        &self,
+        context_length: usize,
+        lc: Option<usize>,
+        et: Option<usize>,
+    ) -> Result<Vec<String>> {
         if self.data.max_len > context_length {
             return Err(bad(
                 "data.max_len",

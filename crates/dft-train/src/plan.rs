@@ -52,7 +52,8 @@ const GB: f64 = 1e9;
 impl MemoryPlan {
     /// See the module docs.
     pub fn estimate(m: &ModelConfig, cfg: &TrainConfig) -> Self {
-        let (h, i, l, v) = (m.hidden_size as u64, m.intermediate_size as u64, m.num_hidden_layers as u64, m.vocab_size as u64);
+        let (h, i, l, v) =
+            (m.hidden_size as u64, m.intermediate_size as u64, m.num_hidden_layers as u64, m.vocab_size as u64);
         let (nh, nkv, d) = (m.num_attention_heads as u64, m.num_key_value_heads as u64, m.head_dim as u64);
         let gemma = m.arch.is_gemma();
         let qk_norm = m.arch.has_qk_norm();

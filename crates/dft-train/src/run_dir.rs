@@ -91,7 +91,11 @@ impl RunLock {
                 Err(e) => return Err(TrainError::Io { path, source: e }),
             }
         }
-        Err(TrainError::Locked { dir: dir.into(), holder: "another process (the lock keeps coming back)".into(), lock: path })
+        Err(TrainError::Locked {
+            dir: dir.into(),
+            holder: "another process (the lock keeps coming back)".into(),
+            lock: path,
+        })
     }
 
     pub fn path(&self) -> &Path {

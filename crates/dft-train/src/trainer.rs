@@ -474,7 +474,11 @@ pub fn train<B: AutodiffBackend>(
         // The adapter in PEFT's format, and `final/` = the merged model (a plain HF checkpoint).
         let dir = out_dir.join("adapter");
         model.valid().save_adapter(&dir, &cfg.model.path).map_err(explain)?;
-        model.valid().merge_lora().export_hf(&export_dir, Some(&tokenizer), Some(&meta), &Default::default()).map_err(explain)?;
+        model
+            .valid()
+            .merge_lora()
+            .export_hf(&export_dir, Some(&tokenizer), Some(&meta), &Default::default())
+            .map_err(explain)?;
         Some(dir)
     } else {
         model.valid().export_hf(&export_dir, Some(&tokenizer), Some(&meta), &Default::default()).map_err(explain)?;

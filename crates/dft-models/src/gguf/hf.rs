@@ -246,7 +246,10 @@ fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig, GgufError> {
         return Err(GgufError::BadValue {
             path: path.into(),
             key: k("block_count"),
-            msg: format!("declares {num_hidden_layers} blocks, the tensor table has {blocks_in_file} (blk.0 … blk.{})", blocks_in_file.saturating_sub(1)),
+            msg: format!(
+                "declares {num_hidden_layers} blocks, the tensor table has {blocks_in_file} (blk.0 … blk.{})",
+                blocks_in_file.saturating_sub(1)
+            ),
         });
     }
     let hidden_size = file.get_usize(&k("embedding_length"))?;
