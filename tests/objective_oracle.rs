@@ -93,40 +93,14 @@ fn our_grad(
 
 #[test]
 fn objective_matches_pytorch_autograd() {
-    let seqs: Value = serde_json::from_str(&std::fs::read_to_string(dir().join("sequences.json")).unwrap()).unwrap();
     for model_name in ["llama", "gemma2"] {
         let device = Default::default();
         let model = load_pretrained::<AB>(&dir().join(model_name), &device).unwrap().model;
-        let expected: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir().join(model_name).join("expected.json")).unwrap())
-                .unwrap();
         let ref_grads = read_grads(&dir().join(model_name).join("grads.safetensors"));
-        for (case, exp) in expected.as_object().unwrap() {
-            let c = &exp["config"];
-            let cfg = ObjectiveConfig {
-                lc: aux(c["lc"].as_str().unwrap()),
-                et: aux(c["et"].as_str().unwrap()),
-                lc_layer: c["lc_layer"].as_u64().unwrap() as usize,
-                et_layer: c["et_layer"].as_u64().unwrap() as usize,
-                alpha: c["alpha"].as_f64().unwrap(),
-                beta: c["beta"].as_f64().unwrap(),
-                pooling: serde_json::from_value::<Pooling>(c["pooling"].clone()).unwrap(),
-                english_stop_grad: c["english_stop_grad"].as_bool().unwrap(),
-                ..Default::default()
-            };
-            let mut main = sequences(&seqs[c["main"].as_str().unwrap()]);
-            if !c["main_labelled"].as_bool().unwrap() {
-                main.labels.iter_mut().for_each(|l| *l = -100);
-            }
-            let batch = DftBatch {
-                main,
-                lc: Some(sequences(&seqs["lc"])),
-                et: Some(sequences(&seqs["et"])),
-                en_prompt: Some(sequences(&seqs["en_prompt"])),
-            };
+        for (case, cfg, batch, want) in cases(model_name) {
+            let case = case.as_str();
             let out = dft_loss(&model, &batch, &cfg, &device).unwrap();
             let got = &out.components;
-            let want = &exp["components"];
             let close = |a: f64, b: &Value, what: &str| {
                 let b = b.as_f64().unwrap();
                 assert!((a - b).abs() <= TOL, "{model_name}/{case}: {what} = {a}, PyTorch {b}");
