@@ -4,52 +4,20 @@
 //! the checkpoint holds; the run directory has run_info.json, config.resolved.toml and metrics.csv; final/
 //! is a complete HF export (tokenizer_config.json with the chat template, special tokens, generation
 //! config).
+mod common;
 use burn::backend::Flex;
 use burn::module::Module;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use common::*;
 use dft_models::gguf::GgufModel;
-use dft_models::{load_pretrained, Arch, CausalLm, LayerType, ModelConfig};
+use dft_models::{load_pretrained, CausalLm};
 use dft_train::{train, TrainConfig, TrainHooks};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn tiny_model(dir: &Path) -> PathBuf {
-    let tok =
-        tokenizers::Tokenizer::from_file(root().join("crates/dft-data/tests/fixtures/smollm2-tokenizer.json")).unwrap();
-    let cfg = ModelConfig {
-        arch: Arch::Llama,
-        vocab_size: 49152,
-        hidden_size: 16,
-        intermediate_size: 32,
-        num_hidden_layers: 3,
-        num_attention_heads: 2,
-        num_key_value_heads: 1,
-        head_dim: 8,
-        rms_norm_eps: 1e-5,
-        rope_theta: 10000.0,
-        rope_local_base_freq: None,
-        max_position_embeddings: 512,
-        tie_word_embeddings: true,
-        hidden_act: dft_models::Activation::Silu,
-        attention_bias: false,
-        mlp_bias: false,
-        bos_token_id: Some(1),
-        eos_token_ids: vec![2],
-        pad_token_id: Some(2),
-        query_pre_attn_scalar: None,
-        attn_logit_softcapping: None,
-        final_logit_softcapping: None,
-        sliding_window: None,
-        layer_types: vec![LayerType::Full; 3],
-    };
-    let model = CausalLm::<Flex>::random(cfg, 5, &Default::default()).unwrap();
-    let path = dir.join("model");
-    model.save_pretrained(&path, Some(&tok)).unwrap();
+    let path = save_tiny_model(dir, 3, true);
     let chat: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(root().join("crates/dft-models/tests/fixtures/chat/smollm2.json")).unwrap(),
     )

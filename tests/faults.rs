@@ -3,7 +3,9 @@
 //! fallback, full disks, stale temporaries), no input panics (generate, eval, model headers), and
 //! every error says what happened. The runs use a tiny random Llama with SmolLM2's tokenizer and drive
 //! the real `dft` binary where the behaviour is the command line's.
-use dft_models::{Arch, CausalLm, LayerType, ModelConfig};
+mod common;
+use common::*;
+use dft_models::{CausalLm, ModelConfig};
 use dft_train::checkpoint::{list_checkpoints, validate_checkpoint};
 use dft_train::metrics::read_metrics;
 use dft_train::{train, TrainConfig, TrainError, TrainHooks};
@@ -13,10 +15,6 @@ use std::time::{Duration, Instant};
 
 type AB = burn::backend::Autodiff<burn::backend::Flex>;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn tmp(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("dft-faults-{}-{tag}", std::process::id()));
     std::fs::remove_dir_all(&d).ok();
@@ -25,42 +23,12 @@ fn tmp(tag: &str) -> PathBuf {
 }
 
 fn model_config(layers: usize) -> ModelConfig {
-    ModelConfig {
-        arch: Arch::Llama,
-        vocab_size: 49152,
-        hidden_size: 16,
-        intermediate_size: 32,
-        num_hidden_layers: layers,
-        num_attention_heads: 2,
-        num_key_value_heads: 1,
-        head_dim: 8,
-        rms_norm_eps: 1e-5,
-        rope_theta: 10000.0,
-        rope_local_base_freq: None,
-        max_position_embeddings: 512,
-        tie_word_embeddings: true,
-        hidden_act: dft_models::Activation::Silu,
-        attention_bias: false,
-        mlp_bias: false,
-        bos_token_id: Some(1),
-        eos_token_ids: vec![2],
-        pad_token_id: Some(2),
-        query_pre_attn_scalar: None,
-        attn_logit_softcapping: None,
-        final_logit_softcapping: None,
-        sliding_window: None,
-        layer_types: vec![LayerType::Full; layers],
-    }
+    tiny_config(layers, true)
 }
 
 /// A tiny random Llama (3 blocks) with SmolLM2's vocabulary and tokenizer, saved as an HF directory.
 fn tiny_model(dir: &Path) -> PathBuf {
-    let tok =
-        tokenizers::Tokenizer::from_file(root().join("crates/dft-data/tests/fixtures/smollm2-tokenizer.json")).unwrap();
-    let model = CausalLm::<burn::backend::Flex>::random(model_config(3), 5, &Default::default()).unwrap();
-    let path = dir.join("model");
-    model.save_pretrained(&path, Some(&tok)).unwrap();
-    path
+    save_tiny_model(dir, 3, true)
 }
 
 fn overrides(model: &Path, out: &Path, extra: &[&str]) -> Vec<String> {

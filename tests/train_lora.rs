@@ -3,18 +3,16 @@
 //! adapters train, the run writes a PEFT adapter and a merged `final/`, checkpoints hold only what trains
 //! and resume exactly (dropout included), gradient checkpointing changes nothing, bf16-mixed tracks f32.
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+mod common;
 use burn::backend::{Autodiff, Flex};
-use dft_models::{load_pretrained, Arch, CausalLm, LayerType, ModelConfig};
+use common::*;
+use dft_models::load_pretrained;
 use dft_train::metrics::read_metrics;
 use dft_train::{train, TrainConfig, TrainError, TrainHooks};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 type AB = Autodiff<Flex>;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn tmp(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("dft-lora-test-{}-{tag}", std::process::id()));
@@ -25,39 +23,7 @@ fn tmp(tag: &str) -> PathBuf {
 
 /// A tiny random Llama (untied head) with SmolLM2's vocabulary and tokenizer, saved as an HF directory.
 fn tiny_model(dir: &Path) -> PathBuf {
-    let tok =
-        tokenizers::Tokenizer::from_file(root().join("crates/dft-data/tests/fixtures/smollm2-tokenizer.json")).unwrap();
-    let layers = 3;
-    let cfg = ModelConfig {
-        arch: Arch::Llama,
-        vocab_size: 49152,
-        hidden_size: 16,
-        intermediate_size: 32,
-        num_hidden_layers: layers,
-        num_attention_heads: 2,
-        num_key_value_heads: 1,
-        head_dim: 8,
-        rms_norm_eps: 1e-5,
-        rope_theta: 10000.0,
-        rope_local_base_freq: None,
-        max_position_embeddings: 512,
-        tie_word_embeddings: false,
-        hidden_act: dft_models::Activation::Silu,
-        attention_bias: false,
-        mlp_bias: false,
-        bos_token_id: Some(1),
-        eos_token_ids: vec![2],
-        pad_token_id: Some(2),
-        query_pre_attn_scalar: None,
-        attn_logit_softcapping: None,
-        final_logit_softcapping: None,
-        sliding_window: None,
-        layer_types: vec![LayerType::Full; layers],
-    };
-    let model = CausalLm::<Flex>::random(cfg, 5, &Default::default()).unwrap();
-    let path = dir.join("model");
-    model.save_pretrained(&path, Some(&tok)).unwrap();
-    path
+    save_tiny_model(dir, 3, false)
 }
 
 fn overrides(model: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
