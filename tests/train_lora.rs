@@ -268,6 +268,14 @@ fn dft_export_writes_the_adapter_or_the_merged_model() {
             assert!(diff <= 1e-6, "{}: {k} differs from final/ by {diff}", d.display());
         }
     }
+    // An adapter export never writes into a folder holding something else.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_dft"))
+        .args(["export", "--checkpoint", ck.to_str().unwrap(), "--out", merged_out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("not writing a LoRA adapter"), "{err}");
+    assert!(merged_out.join("config.json").is_file(), "the merged export was left intact");
     // --merge without an adapter is an error, not a silent copy.
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_dft"))
         .args(["export", "--checkpoint", model.to_str().unwrap(), "--merge", "--out", dir.join("z").to_str().unwrap()])

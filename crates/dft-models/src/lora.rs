@@ -445,6 +445,19 @@ impl<B: Backend> CausalLm<B> {
     pub fn save_adapter(&self, dir: &Path, base_model: &str) -> Result<()> {
         let spec =
             self.lora.as_ref().ok_or_else(|| ModelError::InvalidArgument("the model has no LoRA adapters".into()))?;
+        // Never write into a folder that holds something else: only an earlier adapter is replaced.
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            let ours = ["adapter_config.json", "adapter_model.safetensors", "README.md"];
+            let is_ours = |n: &std::ffi::OsString| ours.contains(&n.to_string_lossy().as_ref());
+            if let Some(other) = entries.flatten().map(|e| e.file_name()).find(|n| !is_ours(n)) {
+                return Err(ModelError::InvalidArgument(format!(
+                    "{}: not writing a LoRA adapter into a folder that holds `{}` (only an earlier adapter's files \
+                     are replaced); choose an empty or new folder",
+                    dir.display(),
+                    other.to_string_lossy()
+                )));
+            }
+        }
         std::fs::create_dir_all(dir).map_err(|source| ModelError::Io { path: dir.into(), source })?;
         write_safetensors(&dir.join("adapter_model.safetensors"), &self.adapter_tensors()?)?;
         let cfg = serde_json::to_string_pretty(&spec.to_peft_config(base_model)).expect("json");
