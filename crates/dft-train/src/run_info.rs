@@ -18,6 +18,13 @@ pub const GIT_REVISION: &str = match option_env!("DFT_GIT_REVISION") {
     None => "unknown",
 };
 
+/// Whether tracked files of the source tree differed from [`GIT_REVISION`] at build time (build.rs):
+/// `Some(true)` for a build with uncommitted changes, `None` outside a checkout.
+pub const GIT_DIRTY: Option<bool> = match option_env!("DFT_GIT_DIRTY") {
+    Some(d) => Some(d.len() == 4), // "true" / "false"
+    None => None,
+};
+
 /// An open run-info record; [`RunInfo::finish`] completes it.
 pub struct RunInfo {
     path: PathBuf,
@@ -96,6 +103,7 @@ impl RunInfo {
             "resume": resume,
             "dft_rs_version": env!("CARGO_PKG_VERSION"),
             "git_revision": GIT_REVISION,
+            "git_dirty": GIT_DIRTY,
             "backend": std::any::type_name::<B>(),
             "machine": machine(),
             "command_line": std::env::args().collect::<Vec<_>>(),
@@ -192,10 +200,34 @@ mod tests {
         assert_eq!(s[0]["steps"], 1);
         assert!(s[0]["end"].is_string() && s[1]["end"].is_null());
         assert_eq!(s[1]["config"]["model"]["path"], "smollm2");
+        assert_eq!(s[0]["git_revision"], GIT_REVISION);
+        assert_eq!(s[0]["git_dirty"], serde_json::json!(GIT_DIRTY));
         let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
         assert_eq!(csv.lines().nth(1).unwrap(), "1,0,0.001,2.5,2,0.5,,1,10,5,0.1,2,");
         let again = TrainConfig::load(Some(&dir.join("config.resolved.toml")), &[]).unwrap();
         assert_eq!(again, cfg);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The build-time revision and dirty flag describe this checkout (the test binary is built from it;
+    /// skipped outside a git checkout).
+    #[test]
+    fn git_revision_and_dirty_flag_match_the_checkout() {
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .args(args)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        };
+        let Some(head) = git(&["rev-parse", "HEAD"]) else {
+            assert_eq!(GIT_REVISION, "unknown");
+            return;
+        };
+        assert_eq!(GIT_REVISION, head);
+        let dirty = !git(&["status", "--porcelain", "--untracked-files=no"]).unwrap().is_empty();
+        assert_eq!(GIT_DIRTY, Some(dirty), "rebuild after editing: the flag is fixed at build time");
     }
 }
