@@ -16,7 +16,7 @@ use burn::module::Module;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::Backend;
 use dft_models::export::parse_size;
-use dft_models::gguf::{export_gguf, GgufExportType, GgufFile};
+use dft_models::gguf::{export_gguf_with_tokenizer, GgufExportType, GgufFile, GgufTokenizerSource};
 use dft_models::{load_pretrained, ExportDtype, HfExportOptions, Pretrained};
 use dft_train::checkpoint::{list_checkpoints, read_state, LORA_FILE, MODEL_FILE, STATE_FILE};
 use dft_train::resolve_model_path;
@@ -173,16 +173,16 @@ pub fn run<B: Backend>(args: &ExportArgs) -> Result<(), ExportError> {
         eprintln!("wrote {} ({}, HF format)", out.display(), args.dtype.torch_name());
     }
     if let Some(out) = &args.gguf {
-        let base = if loaded.base_path.extension().is_some_and(|e| e == "gguf") {
+        let base_gguf = if loaded.base_path.extension().is_some_and(|e| e == "gguf") {
             Some(GgufFile::open(&loaded.base_path).map_err(dft_models::ModelError::from)?)
         } else {
-            eprintln!(
-                "warning: the base model {} is not a GGUF, so the GGUF gets no tokenizer (llama.cpp needs one)",
-                loaded.base_path.display()
-            );
             None
         };
-        export_gguf(&pre.model, out, args.gguf_type, base.as_ref(), Some(&pre.meta), &loaded.name)?;
+        let source = match &base_gguf {
+            Some(f) => GgufTokenizerSource::Gguf(f),
+            None => GgufTokenizerSource::HfDir(&loaded.base_path),
+        };
+        export_gguf_with_tokenizer(&pre.model, out, args.gguf_type, source, Some(&pre.meta), &loaded.name)?;
         eprintln!("wrote {} ({:?})", out.display(), args.gguf_type);
     }
     Ok(())

@@ -133,6 +133,13 @@ fn checkpoints_export_to_hf_and_gguf_with_their_weights() {
     let g = GgufModel::open(&gg).unwrap();
     let from_gguf = CausalLm::<Flex>::from_source(g.config().clone(), &g, &Default::default()).unwrap();
     assert_eq!(tensors(&from_gguf), tensors(&final_pre.model));
+    // the base is an HF directory: the GGUF's tokenizer comes from its tokenizer.json
+    let gguf_pre = load_pretrained::<Flex>(&gg, &Default::default()).unwrap();
+    let text = "Translate: 你好, world! 12345";
+    assert_eq!(
+        gguf_pre.tokenizer.as_ref().expect("GGUF has a tokenizer").encode(text, true).unwrap().get_ids(),
+        smollm2_tokenizer().encode(text, true).unwrap().get_ids()
+    );
     let bf = dir.join("bf16");
     dft(&["export", "--checkpoint", out.to_str().unwrap(), "--out", bf.to_str().unwrap(), "--dtype", "bf16"]);
     let exp_bf = load_pretrained::<Flex>(&bf, &Default::default()).unwrap();

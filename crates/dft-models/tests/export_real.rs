@@ -7,7 +7,8 @@
 mod common;
 use burn::tensor::{Int, Tensor, TensorData};
 use common::*;
-use dft_models::gguf::{export_gguf, GgufExportType, GgufFile};
+use dft_models::gguf::hf_vocab::hf_tokenizer_metadata;
+use dft_models::gguf::{export_gguf, export_gguf_with_tokenizer, GgufExportType, GgufFile, GgufTokenizerSource, MetaValue};
 use dft_models::{load_pretrained, ChatMessage, HfExportOptions, Pretrained};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -127,4 +128,74 @@ fn smollm2_exports_load_in_transformers_and_round_trip() {
 fn gemma3_exports_load_in_transformers_and_round_trip() {
     let Some(p) = gemma3_gguf() else { return };
     run("gemma3", &p);
+}
+
+/// A model whose base is an HF directory exports a GGUF with a tokenizer: the real SmolLM2's HF export
+/// (tokenizer.json, tokenizer_config.json) converted to `tokenizer.ggml.*` gives exactly the tokens,
+/// token types, merges, special ids and add_bos of the GGUF llama.cpp's converter wrote from SmolLM2's
+/// original files. `pre` is `gpt-2`: the tokenizer rebuilt from a GGUF splits as transformers builds it
+/// (GPT-2's regex; transformers knows no `smollm` split). The GGUF tokenizes the texts as the first
+/// import does. The real Gemma-3's HF export (byte-fallback tokenizer.json, no tokenizer.model) is
+/// refused with an error naming the missing file.
+#[test]
+fn gguf_from_an_hf_directory_carries_the_tokenizer() {
+    let device = Default::default();
+    let tmp = std::env::temp_dir().join(format!("dft-export-hfvocab-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let texts: Vec<String> = serde_json::from_value(
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(fixture("export/real.json")).unwrap())
+            .unwrap()["texts"]
+            .clone(),
+    )
+    .unwrap();
+    if let Some(p) = smollm2_gguf() {
+        let pre = load_pretrained::<B>(&p, &device).unwrap();
+        let hf = tmp.join("smollm2-hf");
+        pre.model.export_hf(&hf, pre.tokenizer.as_ref(), Some(&pre.meta), &HfExportOptions::default()).unwrap();
+        let kv = hf_tokenizer_metadata(&hf, pre.model.config.vocab_size).unwrap().unwrap();
+        let base = GgufFile::open(&p).unwrap();
+        for key in [
+            "tokenizer.ggml.model",
+            "tokenizer.ggml.tokens",
+            "tokenizer.ggml.token_type",
+            "tokenizer.ggml.merges",
+            "tokenizer.ggml.bos_token_id",
+            "tokenizer.ggml.eos_token_id",
+            "tokenizer.ggml.unknown_token_id",
+            "tokenizer.ggml.padding_token_id",
+            "tokenizer.ggml.add_bos_token",
+        ] {
+            let ours = kv.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+            let theirs = base.get(key);
+            // llama.cpp writes ids as u32 and token types as i32, as we do
+            assert!(ours.is_some() && ours == theirs, "{key}: ours {:?} vs llama.cpp's {:?}", ours.map(short), theirs.map(short));
+        }
+        let pre_name = kv.iter().find(|(k, _)| k == "tokenizer.ggml.pre").map(|(_, v)| v.clone());
+        assert_eq!(pre_name, Some(MetaValue::String("gpt-2".into())));
+
+        let gg = tmp.join("smollm2-from-hf.gguf");
+        let from_hf = load_pretrained::<B>(&hf, &device).unwrap();
+        export_gguf_with_tokenizer(&from_hf.model, &gg, GgufExportType::F32, GgufTokenizerSource::HfDir(&hf), Some(&from_hf.meta), "smollm2")
+            .unwrap();
+        let back = load_pretrained::<B>(&gg, &device).unwrap();
+        let (a, b) = (pre.tokenizer.as_ref().unwrap(), back.tokenizer.as_ref().unwrap());
+        for t in &texts {
+            assert_eq!(a.encode(t.as_str(), true).unwrap().get_ids(), b.encode(t.as_str(), true).unwrap().get_ids(), "{t}");
+        }
+        let ids = a.encode(texts[0].as_str(), true).unwrap().get_ids().to_vec();
+        assert_eq!(logits(&pre, &ids).0, logits(&back, &ids).0, "weights round trip through HF then GGUF");
+    }
+    if let Some(p) = gemma3_gguf() {
+        let pre = load_pretrained::<B>(&p, &device).unwrap();
+        let hf = tmp.join("gemma3-hf");
+        pre.model.export_hf(&hf, pre.tokenizer.as_ref(), Some(&pre.meta), &HfExportOptions::default()).unwrap();
+        let e = hf_tokenizer_metadata(&hf, pre.model.config.vocab_size).unwrap_err().to_string();
+        assert!(e.contains("tokenizer.json") && e.contains("tokenizer.model"), "{e}");
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+fn short(v: &MetaValue) -> String {
+    let s = format!("{v:?}");
+    s.chars().take(120).collect()
 }

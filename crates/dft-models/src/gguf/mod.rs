@@ -18,6 +18,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 mod hf;
+pub mod hf_vocab;
 pub mod quant;
 mod tokenizer;
 pub mod writer;
@@ -25,7 +26,7 @@ pub mod writer;
 pub use hf::{gguf_to_hf_name, load_gguf, GgufModel};
 pub use quant::{GgmlType, QuantError};
 pub use tokenizer::TokenizerKind;
-pub use writer::{export_gguf, GgufExportType, GgufWriter};
+pub use writer::{export_gguf, export_gguf_with_tokenizer, GgufExportType, GgufTokenizerSource, GgufWriter};
 
 use crate::tensor_source::HostTensor;
 

@@ -8,7 +8,8 @@
 //!   permuted per head for llama (interleaved RoPE pairs), Gemma RMSNorm weights stored as `w + 1`,
 //!   1-D tensors in F32 and matrices in the requested type (Q8_0 falls back to F16 for rows not a
 //!   multiple of 32), `general.file_type`, the `{arch}.*` hyper-parameters and the tokenizer
-//!   (`tokenizer.ggml.*` copied from the base model's GGUF, the chat template from the checkpoint).
+//!   (`tokenizer.ggml.*` copied from the base model's GGUF, or converted from the base HF directory's
+//!   `tokenizer.model` / `tokenizer.json` by [`super::hf_vocab`]; the chat template from the checkpoint).
 //!   Q8_0 quantises as gguf-py's `quants.Q8_0` (scale `max|x| / 127` stored as f16, values
 //!   `round(x / scale)` half away from zero).
 //!
@@ -358,19 +359,50 @@ fn model_metadata(w: &mut GgufWriter, cfg: &ModelConfig, name: &str, ty: GgufExp
     }
 }
 
-/// Tokenizer metadata: the base GGUF's `tokenizer.*` keys, the chat template of `meta` (if any), and
-/// the special ids of the model config where the base has none.
-fn tokenizer_metadata(w: &mut GgufWriter, base: Option<&GgufFile>, meta: Option<&TokenizerMeta>) {
-    if let Some(f) = base {
-        for (k, v) in f.metadata() {
-            if k.starts_with("tokenizer.") {
-                w.set(k, v.clone());
+/// Where an exported GGUF's tokenizer comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum GgufTokenizerSource<'a> {
+    /// The base model's GGUF: its `tokenizer.*` keys are copied.
+    Gguf(&'a GgufFile),
+    /// The base model's Hugging Face directory: `tokenizer.model` / `tokenizer.json` converted as
+    /// llama.cpp's converter does ([`super::hf_vocab`]).
+    HfDir(&'a Path),
+    /// No tokenizer (llama.cpp cannot run such a file; for tests and weight-only exchange).
+    None,
+}
+
+/// Tokenizer metadata: the source's `tokenizer.*` keys and the chat template of `meta` (if any).
+fn tokenizer_metadata(
+    w: &mut GgufWriter,
+    source: GgufTokenizerSource<'_>,
+    meta: Option<&TokenizerMeta>,
+    vocab_size: usize,
+) -> Result<()> {
+    match source {
+        GgufTokenizerSource::Gguf(f) => {
+            for (k, v) in f.metadata() {
+                if k.starts_with("tokenizer.") {
+                    w.set(k, v.clone());
+                }
             }
         }
+        GgufTokenizerSource::HfDir(dir) => {
+            let kv = super::hf_vocab::hf_tokenizer_metadata(dir, vocab_size)?.ok_or_else(|| {
+                ModelError::InvalidArgument(format!(
+                    "{} has neither tokenizer.model nor tokenizer.json, so a GGUF of it would have no tokenizer",
+                    dir.display()
+                ))
+            })?;
+            for (k, v) in kv {
+                w.set(&k, v);
+            }
+        }
+        GgufTokenizerSource::None => {}
     }
     if let Some(t) = meta.and_then(|m| m.chat_template.as_ref()) {
         w.set("tokenizer.chat_template", MetaValue::String(t.clone()));
     }
+    Ok(())
 }
 
 /// Export `model` as GGUF (see the module docs). `base` is the GGUF the model was loaded or trained
@@ -383,10 +415,23 @@ pub fn export_gguf<B: Backend>(
     meta: Option<&TokenizerMeta>,
     name: &str,
 ) -> Result<()> {
+    let source = base.map_or(GgufTokenizerSource::None, GgufTokenizerSource::Gguf);
+    export_gguf_with_tokenizer(model, path, ty, source, meta, name)
+}
+
+/// [`export_gguf`] with the tokenizer taken from `source` (a base GGUF or an HF directory).
+pub fn export_gguf_with_tokenizer<B: Backend>(
+    model: &CausalLm<B>,
+    path: &Path,
+    ty: GgufExportType,
+    source: GgufTokenizerSource<'_>,
+    meta: Option<&TokenizerMeta>,
+    name: &str,
+) -> Result<()> {
     let cfg = &model.config;
     let mut w = GgufWriter::new();
     model_metadata(&mut w, cfg, name, ty);
-    tokenizer_metadata(&mut w, base, meta);
+    tokenizer_metadata(&mut w, source, meta, cfg.vocab_size)?;
     let gemma = cfg.arch.is_gemma();
     // llama.cpp's tensor order: embeddings, blocks, output norm, output.
     let mut hf: Vec<(String, HostTensor)> = model.to_hf_tensors().into_iter().collect();
