@@ -261,12 +261,7 @@ fn table_args() -> TableArgs {
 }
 
 fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
+    dft_test_support::sys::loadavg().iter().map(f64::to_string).collect::<Vec<_>>().join(" ")
 }
 
 fn table() {

@@ -9,28 +9,8 @@ use dft_losses::{dft_loss, DftBatch, ObjectiveConfig, Sequences};
 use dft_models::load_pretrained;
 use std::time::Instant;
 
-#[cfg(feature = "cuda")]
-type Inner = burn::backend::Cuda;
-#[cfg(all(feature = "ndarray", not(feature = "cuda")))]
-type Inner = burn::backend::NdArray;
-#[cfg(not(any(feature = "cuda", feature = "ndarray")))]
-type Inner = burn::backend::Flex;
-type AB = burn::backend::Autodiff<Inner>;
-
-fn backend_name() -> &'static str {
-    if cfg!(feature = "cuda") {
-        "cuda"
-    } else if cfg!(feature = "ndarray") {
-        "ndarray"
-    } else {
-        "flex"
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+use dft_rs::backend::{name as backend_name, Inner, Train as AB};
+use dft_test_support::sys::median;
 
 fn main() {
     let path = std::env::var_os("DFT_SMOLLM2_GGUF").map(std::path::PathBuf::from).unwrap_or_else(|| {

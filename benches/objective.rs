@@ -35,24 +35,8 @@ const BATCH: usize = 4;
 const LC_LAYER: usize = 2;
 const ET_LAYER: usize = 15;
 
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `mean - spread ..= mean + spread`.
-    fn around(&mut self, mean: usize, spread: usize) -> usize {
-        mean - spread + (self.next() % (2 * spread as u64 + 1)) as usize
-    }
-    fn ids(&mut self, n: usize, vocab: usize) -> Vec<u32> {
-        (0..n).map(|_| 3 + (self.next() % (vocab as u64 - 3)) as u32).collect()
-    }
-}
+use dft_test_support::rng::SplitMix;
+use dft_test_support::sys::median;
 
 /// Right-padded rows `prompt ⊕ continuation`, labels on the continuation only. `query[r]` is the query
 /// content span of row r's prompt.
@@ -141,16 +125,6 @@ fn step(model: &CausalLm<AB>, batch: &DftBatch, cfg: &ObjectiveConfig) -> Step {
     drop(grads);
     let peak_bytes = common::peak() - base;
     Step { fwd_s, bwd_s, peak_bytes, loss: out.loss.into_scalar().elem::<f64>() }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
 }
 
 fn main() {

@@ -29,8 +29,7 @@
 //! Needs the GGUF (`scripts/fetch-smollm2.sh` or `DFT_SMOLLM2_GGUF`).
 
 mod common;
-#[path = "common/dft_step.rs"]
-mod dft_step;
+use dft_test_support::step as dft_step;
 
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::Autodiff;
@@ -50,24 +49,7 @@ use std::time::Instant;
 #[global_allocator]
 static ALLOC: common::CountingAlloc = common::CountingAlloc;
 
-#[cfg(feature = "cuda")]
-type Inner = burn::backend::Cuda;
-#[cfg(all(feature = "ndarray", not(feature = "cuda")))]
-type Inner = burn::backend::NdArray;
-#[cfg(not(any(feature = "cuda", feature = "ndarray")))]
-type Inner = burn::backend::Flex;
-
-fn backend_name() -> &'static str {
-    if cfg!(feature = "cuda") {
-        "cuda"
-    } else if cfg!(feature = "openblas") {
-        "ndarray-openblas"
-    } else if cfg!(feature = "ndarray") {
-        "ndarray"
-    } else {
-        "flex"
-    }
-}
+use dft_rs::backend::{name as backend_name, Inner};
 
 /// LC at block 2, ET at block 15 of 30 (configs/quickstart.toml, METHOD.md §8).
 const LC_LAYER: usize = 2;
@@ -437,13 +419,7 @@ fn table(results: &[Value]) -> String {
 // ---------------------------------------------------------------------------------------------------
 // Child: one method / variant, warm-up + K timed steps, result as one JSON line.
 
-/// Minor page faults of this process so far (`/proc/self/stat`, field 10).
-fn minor_faults() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which is in parentheses and may contain spaces).
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(7)?.parse().ok()
-}
+use dft_test_support::sys::minor_faults;
 
 fn child(args: &[String]) {
     let method = Method::parse(&arg::<String>(args, "--method").expect("--method")).expect("method");

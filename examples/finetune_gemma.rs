@@ -28,13 +28,8 @@ use dft_train::{train, TrainConfig, TrainHooks};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-#[cfg(feature = "cuda")]
-type Inner = burn::backend::Cuda;
-#[cfg(all(feature = "ndarray", not(feature = "cuda")))]
-type Inner = burn::backend::NdArray;
-#[cfg(not(any(feature = "cuda", feature = "ndarray")))]
-type Inner = burn::backend::Flex;
-type AB = burn::backend::Autodiff<Inner>;
+use dft_rs::backend::{Inner, Train as AB};
+
 
 /// The Chinese instruction generated from before and after fine-tuning (Alpaca prompt, as in training).
 const ZH_INSTRUCTION: &str = "用一句话介绍北京。";
@@ -116,16 +111,7 @@ fn load(path: &Path) -> (CausalLm<Inner>, tokenizers::Tokenizer) {
     (pre.model, tok)
 }
 
-/// `VmRSS` / `VmHWM` of this process in MiB (Linux), and a reset of the high-water mark.
-fn proc_status_mib(key: &str) -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with(key))?;
-    line.split_whitespace().nth(1)?.parse::<f64>().ok().map(|kb| kb / 1024.0)
-}
-
-fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
+use dft_test_support::sys::{proc_status_mib, reset_peak_rss};
 
 /// `--measure`: the numbers of docs/PERFORMANCE.md for the model at `path`.
 fn measure(what: &str, path: &Path, cfg: &TrainConfig, (lc, et): (usize, usize)) {

@@ -28,8 +28,7 @@
 //! of an H100/H200 SXM (dense: bf16 989.4 TFLOP/s, TF32 494.7, FP32 66.9 — the H200 has the H100's
 //! compute), and one `RESULT {json}` line.
 
-#[path = "../benches/common/dft_step.rs"]
-mod dft_step;
+use dft_test_support::step as dft_step;
 
 use burn::module::Module;
 use burn::optim::AdamWConfig;
@@ -38,33 +37,14 @@ use burn::tensor::{Int, Tensor, TensorData};
 use dft_losses::{dft_loss, AuxLoss, DftBatch, ObjectiveConfig, Pooling};
 use dft_models::{load_pretrained, CausalLm, ModelConfig};
 use dft_step::{LossPath, Method};
+use dft_test_support::refs::{diffs, read_refs, to_f32};
 use safetensors::tensor::{Dtype, SafeTensors};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-#[cfg(feature = "cuda")]
-type Inner = burn::backend::Cuda;
-#[cfg(feature = "cuda")]
-type InnerBf16 = burn::backend::Cuda<burn::tensor::bf16>;
-#[cfg(all(feature = "ndarray", not(feature = "cuda")))]
-type Inner = burn::backend::NdArray;
-#[cfg(not(any(feature = "cuda", feature = "ndarray")))]
-type Inner = burn::backend::Flex;
-/// On the CPU backends bf16 is the same backend with bf16 as the device's default float type.
-#[cfg(not(feature = "cuda"))]
-type InnerBf16 = Inner;
-
-fn backend_name() -> &'static str {
-    if cfg!(feature = "cuda") {
-        "cuda"
-    } else if cfg!(feature = "ndarray") {
-        "ndarray"
-    } else {
-        "flex"
-    }
-}
+use dft_rs::backend::{name as backend_name, Inner, InnerBf16};
 
 /// Peak dense throughput of an H100 SXM (and H200, same compute), FLOP/s.
 const PEAK_BF16: f64 = 989.4e12;
@@ -132,50 +112,6 @@ fn bf16_default<B: Backend>() {
 
 // ---------------------------------------------------------------------------------------------------
 // Parity.
-
-struct Ref {
-    shape: Vec<usize>,
-    data: Vec<f64>,
-}
-
-fn read_refs(path: &Path) -> HashMap<String, Ref> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| fail(format!("{}: {e}", path.display())));
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .map(|(name, v)| {
-            let data: Vec<f64> = match v.dtype() {
-                Dtype::F32 => {
-                    v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect()
-                }
-                Dtype::I64 => {
-                    v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect()
-                }
-                other => panic!("unsupported dtype {other:?}"),
-            };
-            (name, Ref { shape: v.shape().to_vec(), data })
-        })
-        .collect()
-}
-
-fn to_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 data")
-}
-
-/// (max |a − b|, ‖a − b‖₂ / ‖b‖₂) over the positions where `valid` holds.
-fn diffs(a: &[f32], b: &[f64], valid: impl Fn(usize) -> bool) -> (f64, f64) {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    let (mut max, mut num, mut den) = (0f64, 0f64, 0f64);
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        if valid(i) {
-            let d = *x as f64 - y;
-            max = max.max(d.abs());
-            num += d * d;
-            den += y * y;
-        }
-    }
-    (max, (num / den.max(1e-30)).sqrt())
-}
 
 fn parity<B: Backend>(precision: Precision) -> bool {
     let device: B::Device = Default::default();

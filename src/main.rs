@@ -26,16 +26,7 @@ use dft_train::{resolve_model_path, train, TrainConfig, TrainError, TrainHooks};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
-#[cfg(feature = "cuda")]
-type Inner = burn::backend::Cuda;
-#[cfg(all(feature = "ndarray", not(feature = "cuda")))]
-type Inner = burn::backend::NdArray;
-#[cfg(not(any(feature = "cuda", feature = "ndarray")))]
-type Inner = burn::backend::Flex;
-type Train = burn::backend::Autodiff<Inner>;
-/// `train.gradient_checkpointing = true`: Burn's balanced checkpointing (recompute memory-bound ops).
-type TrainCheckpointed =
-    burn::backend::Autodiff<Inner, burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing>;
+use dft_rs::backend::{Inner, Train, TrainCheckpointed};
 
 #[derive(Parser)]
 #[command(name = "dft", version, about = "Deep supervision Fine-Tuning (DFT) for multilingual LLMs")]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[test]
 fn gguf_tokenizer_equals_transformers_tokenizer_on_bundled_data() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let Some(gguf) = dft_models::embedded::smollm2_gguf_for_tests() else { return };
+    let Some(gguf) = dft_test_support::models::smollm2_gguf() else { return };
     let ours = dft_models::gguf::GgufFile::open(&gguf).unwrap().tokenizer().unwrap();
     let hf =
         tokenizers::Tokenizer::from_file(root.join("crates/dft-data/tests/fixtures/smollm2-tokenizer.json")).unwrap();

@@ -199,7 +199,7 @@ fn bad_lora_settings_are_named() {
 /// Real SmolLM2-135M-Instruct (GGUF from PyPI): a short LoRA DFT run lowers the held-out zh loss.
 #[test]
 fn real_smollm2_lora_dft_lowers_heldout_loss() {
-    let Some(gguf) = dft_models::embedded::smollm2_gguf_for_tests() else { return };
+    let Some(gguf) = dft_test_support::models::smollm2_gguf() else { return };
     let dir = tmp("smollm2");
     let o = vec![
         format!("model.path={:?}", gguf.display().to_string()),

@@ -15,16 +15,7 @@ use std::time::Instant;
 
 use dft_data::*;
 
-/// CPU seconds (user + system) this process has used, from `/proc/self/stat` (Linux; 0 elsewhere).
-/// Reported beside wall time because the machine may be shared.
-fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
-    ticks / 100.0 // USER_HZ is 100 on Linux
-}
+use dft_test_support::sys::cpu_seconds;
 
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

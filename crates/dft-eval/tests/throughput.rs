@@ -20,13 +20,7 @@ use dft_eval::{load_task, Scorer};
 
 type B = burn::backend::Flex;
 
-/// User + system CPU seconds of this process (Linux `/proc/self/stat`).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
+use dft_test_support::sys::cpu_seconds;
 
 #[test]
 #[ignore = "measures throughput on the real model; run with --ignored --nocapture"]

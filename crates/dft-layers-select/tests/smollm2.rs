@@ -8,9 +8,9 @@ use std::path::PathBuf;
 
 type B = burn::backend::Flex;
 
-/// See `dft_models::embedded::smollm2_gguf_for_tests`.
+/// See `dft_test_support::models::smollm2_gguf`.
 fn smollm2_gguf() -> Option<PathBuf> {
-    dft_models::embedded::smollm2_gguf_for_tests()
+    dft_test_support::models::smollm2_gguf()
 }
 
 fn floats(v: &Value) -> Vec<f64> {

@@ -1,7 +1,9 @@
 //! The small interface a model must offer to be trained with the DFT objective.
 //!
-//! `dft-models` implements it for its Llama / Gemma-2 decoders; any other Burn model can implement it
-//! (five methods) and get the whole objective. See the crate docs for a compiling example.
+//! `dft-models` implements it for its Llama / SmolLM2 / Gemma-2 / Gemma-3 decoders; any other Burn model
+//! can implement it (four required methods: `num_layers`, `hidden_states`, `final_norm`, `lm_head`; the
+//! others have defaults or are optional speed-ups) and get the whole objective. See the crate docs for a
+//! compiling example.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
@@ -84,7 +86,8 @@ pub trait DeepSupervisionModel<B: Backend> {
     }
 }
 
-/// Per-block keys and values (`[rows, kv_heads, seq, head_dim]`, after RoPE) of a prefix pass.
+/// Per-block keys and values of a prefix pass: `(k, v)` per block, each `[rows, seq, kv_heads, head_dim]`
+/// (the projections' layout; keys after RoPE), `None` for blocks the pass did not capture.
 #[derive(Debug, Clone)]
 pub struct PrefixKv<B: Backend> {
     pub layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,

@@ -128,7 +128,8 @@ impl ModelConfig {
         }
     }
 
-    /// Read an HF `config.json` (model_type `llama` or `gemma2`).
+    /// Read an HF `config.json` (`model_type` `llama`, `gemma2` or `gemma3_text`; the multimodal `gemma3` is
+    /// refused with an explanation).
     pub fn from_hf_json_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
         Self::from_hf_json_str(&text, path)

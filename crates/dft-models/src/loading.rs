@@ -327,8 +327,9 @@ pub fn peek_config(path: &Path) -> Result<ModelConfig> {
     }
 }
 
-/// Small deterministic RNG (SplitMix64 + Box–Muller) for reproducible random weights.
-pub struct SplitMix(pub u64);
+/// Small deterministic RNG (SplitMix64 + Box–Muller) for reproducible random weights, LoRA initialisation
+/// and sampling (crate-internal; tests and benches use `dft_test_support::rng::SplitMix`).
+pub(crate) struct SplitMix(pub(crate) u64);
 
 impl SplitMix {
     pub fn next_u64(&mut self) -> u64 {

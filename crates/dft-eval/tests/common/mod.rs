@@ -23,7 +23,4 @@ pub fn eval_data_dir() -> PathBuf {
     panic!("benchmark samples not found: set DFT_EVAL_DATA to the shared/data/eval folder");
 }
 
-/// See `dft_models::embedded::smollm2_gguf_for_tests`.
-pub fn smollm2_gguf() -> Option<PathBuf> {
-    dft_models::embedded::smollm2_gguf_for_tests()
-}
+pub use dft_test_support::models::smollm2_gguf;

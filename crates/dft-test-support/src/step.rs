@@ -3,8 +3,7 @@
 //! (the same JSON the PyTorch reference `tools/perf/torch_step.py` reads), the methods of issue 8, the
 //! ablation paths ("what each change saved"), model configs, a FLOP model and `/proc` memory readings.
 //!
-//! Included by `benches/step.rs` and `examples/gpu_check.rs` with `#[path = ...] mod dft_step;`.
-#![allow(dead_code)]
+//! Used by `benches/step.rs` and `examples/gpu_check.rs` (`use dft_test_support::step as dft_step`).
 
 use burn::module::{Module, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
@@ -549,36 +548,4 @@ pub fn dft_step_flops(config: &ModelConfig, batch: &DftBatch, cfg: &ObjectiveCon
     (total, Value::Object(parts))
 }
 
-// ---------------------------------------------------------------------------------------------------
-// Memory readings.
-
-/// A `kB` field of `/proc/self/status` (`VmHWM` = peak RSS, `VmRSS` = RSS now), in MiB.
-pub fn proc_status_mib(key: &str) -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with(key))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
-/// The 1-, 5- and 15-minute load averages.
-pub fn loadavg() -> Vec<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .filter_map(|x| x.parse().ok())
-        .collect()
-}
-
-pub fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
-}
+pub use crate::sys::{loadavg, median, proc_status_mib};
