@@ -290,13 +290,23 @@ impl EvalReport {
                 .filter_map(|&t| {
                     let ns: Vec<usize> = methods.iter().filter_map(|m| self.cell(m, t, lang).map(|c| c.1)).collect();
                     let metric = self.metric_of(t, lang)?;
-                    ns.first().map(|n| format!("{} {metric} n={n}", display_name(t)))
+                    let split = self.split_of(t, lang).unwrap_or_default();
+                    ns.first().map(|n| format!("{} {metric} n={n} ({split})", display_name(t)))
                 })
                 .collect();
             out.push_str(&format!("\nItems: {}.\n\n", counts.join(", ")));
             out.push_str(&self.translation_markdown(lang, &methods));
         }
         out
+    }
+
+    /// The split the items of `task` in `lang` came from (file name based, see [`crate::lm_eval::split_of`]).
+    pub fn split_of(&self, task: Task, lang: Lang) -> Option<String> {
+        self.runs
+            .iter()
+            .flat_map(|r| r.results.iter())
+            .find(|t| t.task == task.name() && t.lang == lang)
+            .map(|t| crate::lm_eval::split_of(&t.files))
     }
 
     fn metric_of(&self, task: Task, lang: Lang) -> Option<String> {
