@@ -31,19 +31,22 @@ pub fn task_key(r: &TaskResult) -> String {
 /// for the shipped `.sample` slices) — reported next to every score.
 pub fn split_of(files: &[PathBuf]) -> String {
     let Some(f) = files.first() else { return "unknown".into() };
-    let name = f.to_string_lossy().to_lowercase();
-    let file = f.file_name().map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_default();
-    let split = if name.contains("_eval.tsv") || name.contains("test") {
+    let part = |p: Option<&std::ffi::OsStr>| p.map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let file = part(f.file_name());
+    // The file name and its folder only (MMLU's `en/dev/…csv`): never the user's own directory names.
+    let name = format!("{}/{file}", part(f.parent().and_then(|p| p.file_name())));
+    let split = if name.contains("devtest") {
+        "devtest"
+    } else if name.contains("_eval.tsv") || name.contains("test") {
         "test"
     } else if name.contains("_train.tsv") {
-        // XStoryCloze ships its validation set as a 20/80 split; lm-eval evaluates on the `train` part.
-        "validation (split_20_80_train)"
+        // XStoryCloze's 20/80 split of the validation stories: lm-eval scores the `eval` part; the
+        // shipped slice is the `train` part.
+        "train (20/80 split; lm-eval scores eval)"
     } else if name.contains("dev") {
         "dev"
     } else if name.contains("val") {
         "validation"
-    } else if name.contains("devtest") {
-        "devtest"
     } else {
         "unknown"
     };
@@ -51,6 +54,22 @@ pub fn split_of(files: &[PathBuf]) -> String {
         format!("{split} (sample)")
     } else {
         split.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_names_come_from_the_file_not_the_folder_it_lives_in() {
+        let s = |p: &str| split_of(&[PathBuf::from(p)]);
+        assert_eq!(s("/tmp/my-test-dir/xnli/dev-zh.sample.tsv"), "dev (sample)");
+        assert_eq!(s("/data/xcopa/val.zh.jsonl"), "validation");
+        assert_eq!(s("/d/mmlu/en/test/abstract_algebra_test.csv"), "test");
+        assert_eq!(s("/d/mmlu/m_mmlu/zh_val.json"), "validation");
+        assert_eq!(s("/d/flores200/zho_Hans.devtest.sample"), "devtest (sample)");
+        assert_eq!(s("/d/xstorycloze/spring2016.val.zh.tsv.split_20_80_train.tsv"), "train (20/80 split; lm-eval scores eval)");
     }
 }
 
