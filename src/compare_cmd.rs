@@ -296,12 +296,14 @@ pub fn run(args: CompareArgs) -> Result<(), CompareError> {
     };
     let eval_pause = std::env::var("DFT_FAULT_COMPARE_EVAL_PAUSE_MS").ok().and_then(|s| s.parse::<u64>().ok());
 
-    // Progress: work units are optimiser steps and evaluation items; the ETA divides the time spent
-    // on the units done in this process among those left.
+    // Progress: optimiser steps and evaluation requests left, each at the rate measured in this
+    // process (until one is measured, the ETA is not shown).
     let items: usize = loaded.iter().map(|t| Scorer::<Inner>::progress_len(t, opts.limit)).sum();
-    let total_units: usize = jobs.iter().map(|j| j.3.train.max_steps.max(1) + items).sum();
-    let mut done_units = 0usize;
-    let mut timed_units = 0usize;
+    let mut pace = Pace {
+        steps_left: jobs.iter().map(|j| j.3.train.max_steps).sum(),
+        items_left: items * jobs.len(),
+        ..Default::default()
+    };
     let started = Instant::now();
     let mut arm_runs: Vec<ArmRuns> = Vec::new();
     let mut timings: Vec<(String, u64, Timing)> = Vec::new();
@@ -326,7 +328,7 @@ pub fn run(args: CompareArgs) -> Result<(), CompareError> {
                 cfg.train.max_steps,
                 if resume { " (resuming from the newest checkpoint)" } else { "" },
                 dir.display(),
-                eta(&started, timed_units, total_units, done_units)
+                pace.eta()
             );
             let t0 = Instant::now();
             let s = match train::<Train>(cfg, resume, &device, &hooks) {
@@ -338,13 +340,13 @@ pub fn run(args: CompareArgs) -> Result<(), CompareError> {
             };
             timing.train_s += t0.elapsed().as_secs_f64();
             write_json(&timing_path, &timing)?;
-            timed_units += cfg.train.max_steps.max(1);
+            pace.train(cfg.train.max_steps, t0.elapsed().as_secs_f64());
             summary = Some(s);
         } else {
             eprintln!("{tag}: trained earlier, read back");
         }
         let summary = summary.expect("trained or read back");
-        done_units += cfg.train.max_steps.max(1);
+        pace.steps_left = pace.steps_left.saturating_sub(cfg.train.max_steps);
 
         let mut results: Vec<TaskResult> = Vec::new();
         if all_scored {
@@ -352,7 +354,7 @@ pub fn run(args: CompareArgs) -> Result<(), CompareError> {
             for t in &loaded {
                 results.push(read_json(&result_path(t))?.expect("checked above"));
             }
-            done_units += items;
+            pace.items_left = pace.items_left.saturating_sub(items);
         } else {
             if !summary.export_dir.is_dir() {
                 return Err(CompareError::Plan {
@@ -373,10 +375,10 @@ pub fn run(args: CompareArgs) -> Result<(), CompareError> {
                 let n = Scorer::<Inner>::progress_len(t, opts.limit);
                 if let Some(r) = read_json::<TaskResult>(&path)? {
                     results.push(r);
-                    done_units += n;
+                    pace.items_left = pace.items_left.saturating_sub(n);
                     continue;
                 }
-                eprintln!("{tag}: {} {} ({n} items){}", t.task, t.lang, eta(&started, timed_units, total_units, done_units));
+                eprintln!("{tag}: {} {} ({n} requests){}", t.task, t.lang, pace.eta());
                 let bar = crate::eval_cmd::progress_bar(n, format!("{} {}", t.task, t.lang), args.quiet);
                 let t0 = Instant::now();
                 let r = scorer.evaluate(t, &opts, &mut |k| bar.inc(k as u64));
@@ -386,8 +388,7 @@ pub fn run(args: CompareArgs) -> Result<(), CompareError> {
                 write_json(&path, &r)?;
                 timing.eval_s += t0.elapsed().as_secs_f64();
                 write_json(&timing_path, &timing)?;
-                done_units += n;
-                timed_units += n;
+                pace.eval(n, t0.elapsed().as_secs_f64());
                 results.push(r);
                 if let Some(ms) = eval_pause {
                     // Fault injection (tests): a window to be killed in between two evaluations.
@@ -453,13 +454,40 @@ pub fn run(args: CompareArgs) -> Result<(), CompareError> {
     Ok(())
 }
 
-/// `, ETA x min` from the time spent on the `timed` units done in this process.
-fn eta(started: &Instant, timed: usize, total: usize, done: usize) -> String {
-    if timed == 0 {
-        return String::new();
+/// Work left and the rates measured in this process, for the ETA.
+#[derive(Default)]
+struct Pace {
+    steps_left: usize,
+    items_left: usize,
+    step_s: Option<f64>,
+    item_s: Option<f64>,
+}
+
+impl Pace {
+    fn train(&mut self, steps: usize, seconds: f64) {
+        if steps > 0 {
+            self.step_s = Some(seconds / steps as f64);
+        }
     }
-    let per = started.elapsed().as_secs_f64() / timed as f64;
-    format!(", {done}/{total} units done, ETA {:.1} min", per * total.saturating_sub(done) as f64 / 60.0)
+
+    fn eval(&mut self, items: usize, seconds: f64) {
+        self.items_left = self.items_left.saturating_sub(items);
+        if items > 0 {
+            self.item_s = Some(seconds / items as f64);
+        }
+    }
+
+    /// `, N steps + M requests left, ETA x min` once both rates are known (a rate not yet measured
+    /// in this process leaves the ETA out rather than guess it).
+    fn eta(&self) -> String {
+        let left = format!(", {} steps + {} eval requests left", self.steps_left, self.items_left);
+        let steps = if self.steps_left == 0 { Some(0.0) } else { self.step_s.map(|s| s * self.steps_left as f64) };
+        let items = if self.items_left == 0 { Some(0.0) } else { self.item_s.map(|s| s * self.items_left as f64) };
+        match (steps, items) {
+            (Some(a), Some(b)) => format!("{left}, ETA {:.0} min", (a + b) / 60.0),
+            _ => left,
+        }
+    }
 }
 
 fn base_config_name(plan: &Plan) -> String {
