@@ -106,6 +106,9 @@ pub struct EvalPlan {
     pub level: f64,
     #[serde(default)]
     pub bootstrap_seed: u64,
+    /// English MMLU prompt: `lm-eval` (default, with lm-eval's task description) or `bare`.
+    #[serde(default)]
+    pub mmlu_prompt: crate::eval_cmd::MmluPrompt,
 }
 
 fn default_resamples() -> usize {
@@ -258,6 +261,7 @@ pub fn run(args: CompareArgs) -> Result<(), CompareError> {
             }
         }
     }
+    crate::eval_cmd::apply_mmlu_prompt(&mut loaded, plan.eval.mmlu_prompt);
     if loaded.is_empty() {
         return Err(CompareError::Plan { path: args.plan.clone(), msg: "no task has data for the plan's languages".into() });
     }
@@ -430,7 +434,11 @@ pub fn run(args: CompareArgs) -> Result<(), CompareError> {
             base.data.eval.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "–".into()),
             base.data.eval_limit
         ),
-        format!("Benchmarks: zero-shot, lm-eval prompts, data folder {}.", data_dir.display()),
+        format!(
+            "Benchmarks: zero-shot, lm-eval prompts (English MMLU: {:?}), data folder {}.",
+            plan.eval.mmlu_prompt,
+            data_dir.display()
+        ),
     ];
     for s in &skipped {
         notes.push(format!("Skipped (no data for the language): {s}."));

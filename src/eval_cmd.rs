@@ -78,9 +78,35 @@ pub struct EvalArgs {
     /// default, as in lm-eval.
     #[arg(long)]
     pub apply_chat_template: bool,
+    /// English MMLU prompt: `lm-eval` (lm-eval's default, the task description "The following are
+    /// multiple choice questions (with answers) about {subject}." before each question) or `bare`
+    /// (question and options only, dft eval's prompt before 0.2). Okapi m_MMLU has no description.
+    #[arg(long, value_enum, default_value = "lm-eval")]
+    pub mmlu_prompt: MmluPrompt,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// Which English MMLU prompt to use.
+#[derive(clap::ValueEnum, serde::Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MmluPrompt {
+    #[default]
+    LmEval,
+    Bare,
+}
+
+/// Applies `prompt` to the loaded English MMLU tasks (the loaders produce the bare prompt).
+pub fn apply_mmlu_prompt(tasks: &mut [LoadedTask], prompt: MmluPrompt) {
+    if prompt == MmluPrompt::Bare {
+        return;
+    }
+    for t in tasks.iter_mut().filter(|t| t.task == Task::Mmlu && t.lang == Lang::En) {
+        if let dft_eval::TaskItems::MultipleChoice(items) = &mut t.items {
+            dft_eval::tasks::mmlu::add_lm_eval_descriptions(items);
+        }
+    }
 }
 
 /// What can go wrong in `dft eval`.
@@ -239,7 +265,8 @@ pub fn run<B: Backend>(args: &EvalArgs) -> Result<(), EvalCmdError> {
         return Err(EvalCmdError::DataDirMissing(data_dir));
     }
     let flores = FloresOptions { shots: args.mt_shots, directions: args.mt_directions };
-    let loaded = load_tasks(&data_dir, &tasks, &langs, all, &flores)?;
+    let mut loaded = load_tasks(&data_dir, &tasks, &langs, all, &flores)?;
+    apply_mmlu_prompt(&mut loaded, args.mmlu_prompt);
     // One `dft eval` per output folder at a time (results.json is read, merged and rewritten).
     let _lock = dft_train::run_dir::RunLock::acquire(&args.out, "dft eval")?;
 
