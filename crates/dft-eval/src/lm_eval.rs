@@ -131,6 +131,9 @@ fn result_entries(r: &TaskResult) -> Vec<(String, Map<String, Value>)> {
             m.insert("f1_stderr,none".into(), f(bootstrap_stderr(&f1, DEFAULT_RESAMPLES, STDERR_SEED)));
             m.insert("exact_match,none".into(), f(result.exact_match));
             m.insert("exact_match_stderr,none".into(), f(bootstrap_stderr(&em, DEFAULT_RESAMPLES, STDERR_SEED)));
+            if let Some(ws) = result.f1_whitespace {
+                m.insert("f1_whitespace,none".into(), f(ws));
+            }
         }
         TaskOutcome::Translation { directions, .. } => {
             return directions

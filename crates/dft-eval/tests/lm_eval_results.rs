@@ -80,7 +80,7 @@ fn qa_task() -> (TaskResult, LoadedTask) {
         files: files.clone(),
         ids: items.iter().map(|i| i.id.clone()).collect(),
         throughput: Throughput::default(),
-        outcome: TaskOutcome::Generative { result: F1Result { f1, exact_match: em, n, per_item }, generations },
+        outcome: TaskOutcome::Generative { result: F1Result { f1, exact_match: em, n, per_item, f1_whitespace: None }, generations },
     };
     (r, LoadedTask { task: Task::Xquad, lang: Lang::Zh, files, items: TaskItems::Generative(items) })
 }
