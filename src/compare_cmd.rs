@@ -49,6 +49,9 @@ pub struct CompareArgs {
     /// No progress bars (the per-stage lines with the ETA are still printed).
     #[arg(long)]
     quiet: bool,
+    /// Check the plan (every arm's config, the benchmarks' data) and list the runs, then stop.
+    #[arg(long)]
+    check: bool,
 }
 
 /// The plan file.
@@ -266,6 +269,25 @@ pub fn run(args: CompareArgs) -> Result<(), CompareError> {
         return Err(CompareError::Plan { path: args.plan.clone(), msg: "no task has data for the plan's languages".into() });
     }
 
+    if args.check {
+        for (arm, seed, dir, cfg) in &jobs {
+            println!(
+                "{arm} seed {seed}: {} {} steps{} → {}",
+                format!("{:?}", cfg.method.name).to_lowercase(),
+                cfg.train.max_steps,
+                if cfg.train.max_steps == 0 { format!(" (0 = {} epochs)", cfg.train.epochs) } else { String::new() },
+                dir.display()
+            );
+        }
+        for t in &loaded {
+            println!("eval {} {}: {} items ({})", t.task, t.lang, t.items.len(), dft_eval::lm_eval::split_of(&t.files));
+        }
+        for s in &skipped {
+            println!("skipped {s}");
+        }
+        println!("plan {} is ready to run", args.plan.display());
+        return Ok(());
+    }
     use dft_train::run_dir::{prepare_dir, StartMode};
     let mode = match (args.resume, args.overwrite) {
         (true, _) => StartMode::Resume,
