@@ -78,9 +78,35 @@ pub struct EvalArgs {
     /// default, as in lm-eval.
     #[arg(long)]
     pub apply_chat_template: bool,
+    /// English MMLU prompt: `lm-eval` (lm-eval's default, the task description "The following are
+    /// multiple choice questions (with answers) about {subject}." before each question) or `bare`
+    /// (question and options only, dft eval's prompt before 0.2). Okapi m_MMLU has no description.
+    #[arg(long, value_enum, default_value = "lm-eval")]
+    pub mmlu_prompt: MmluPrompt,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// Which English MMLU prompt to use.
+#[derive(clap::ValueEnum, serde::Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MmluPrompt {
+    #[default]
+    LmEval,
+    Bare,
+}
+
+/// Applies `prompt` to the loaded English MMLU tasks (the loaders produce the bare prompt).
+pub fn apply_mmlu_prompt(tasks: &mut [LoadedTask], prompt: MmluPrompt) {
+    if prompt == MmluPrompt::Bare {
+        return;
+    }
+    for t in tasks.iter_mut().filter(|t| t.task == Task::Mmlu && t.lang == Lang::En) {
+        if let dft_eval::TaskItems::MultipleChoice(items) = &mut t.items {
+            dft_eval::tasks::mmlu::add_lm_eval_descriptions(items);
+        }
+    }
 }
 
 /// What can go wrong in `dft eval`.
@@ -150,8 +176,8 @@ pub fn parse_langs(codes: &[String]) -> Result<Vec<Lang>, EvalError> {
 }
 
 /// Loads every requested task × language. With `--tasks all`, combinations that do not exist
-/// (XCOPA in Arabic, XStoryCloze in Vietnamese) are skipped with a note; named explicitly they are
-/// an error, as is any missing data file. FLORES is built with `flores`.
+/// (XCOPA in Arabic, XStoryCloze in Vietnamese) and tasks without a data file for the language are
+/// skipped with a note; named explicitly they are an error. FLORES is built with `flores`.
 pub fn load_tasks(
     data_dir: &Path,
     tasks: &[Task],
@@ -176,7 +202,13 @@ pub fn load_tasks(
                 }
                 out.push(dft_eval::tasks::flores::load_flores(data_dir, lang, flores)?);
             } else {
-                out.push(dft_eval::load(data_dir, task, lang)?);
+                match dft_eval::load(data_dir, task, lang) {
+                    Ok(t) => out.push(t),
+                    // With `all`, a task without a data file for the language is skipped like a
+                    // combination that does not exist (named explicitly, it is an error).
+                    Err(e @ EvalError::MissingFile { .. }) if all => eprintln!("note: {task} {lang}: skipped ({e})"),
+                    Err(e) => return Err(e),
+                }
             }
         }
     }
@@ -201,7 +233,7 @@ fn adapter_method_name(dir: &Path) -> String {
     }
 }
 
-fn progress_bar(len: usize, msg: String, quiet: bool) -> indicatif::ProgressBar {
+pub(crate) fn progress_bar(len: usize, msg: String, quiet: bool) -> indicatif::ProgressBar {
     if quiet {
         return indicatif::ProgressBar::hidden();
     }
@@ -233,7 +265,8 @@ pub fn run<B: Backend>(args: &EvalArgs) -> Result<(), EvalCmdError> {
         return Err(EvalCmdError::DataDirMissing(data_dir));
     }
     let flores = FloresOptions { shots: args.mt_shots, directions: args.mt_directions };
-    let loaded = load_tasks(&data_dir, &tasks, &langs, all, &flores)?;
+    let mut loaded = load_tasks(&data_dir, &tasks, &langs, all, &flores)?;
+    apply_mmlu_prompt(&mut loaded, args.mmlu_prompt);
     // One `dft eval` per output folder at a time (results.json is read, merged and rewritten).
     let _lock = dft_train::run_dir::RunLock::acquire(&args.out, "dft eval")?;
 
@@ -323,12 +356,16 @@ pub fn run<B: Backend>(args: &EvalArgs) -> Result<(), EvalCmdError> {
             (args.method_name.clone().unwrap_or_else(|| default_method_name(&args.model) + chat), args.model.clone())
         }
     };
-    report.merge(EvalRun { method, model, options: opts, results });
+    let run = EvalRun { method, model, options: opts, results };
+    // lm-evaluation-harness layout beside it: <out>/<method>/results.json + samples_<task>_<lang>.jsonl.
+    let lm_dir = args.out.join(dft_eval::lm_eval::sanitize(&run.method));
+    dft_eval::lm_eval::write_lm_eval(&lm_dir, &run, &loaded)?;
+    report.merge(run);
     report.save(&json)?;
     let table = report.markdown();
     let md = args.out.join("results.md");
     dft_eval::report::write_atomic(&md, format!("# dft eval\n\n{table}").as_bytes())?;
-    println!("\n{table}results: {} and {}", json.display(), md.display());
+    println!("\n{table}results: {} and {}; lm-eval style: {}/results.json", json.display(), md.display(), lm_dir.display());
     Ok(())
 }
 

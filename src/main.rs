@@ -8,12 +8,15 @@
 //! * `dft sweep --config run.toml --every 5 --steps 40` — layer sweep: ET (or LC) at several blocks vs TFT.
 //! * `dft eval --model PATH|smollm2 --tasks xquad,xnli,... --lang zh --data-dir DIR` — zero-shot benchmarks.
 //! * `dft export --checkpoint DIR --out DIR | --gguf OUT.gguf --type q8_0` — HF directory or GGUF file.
+//! * `dft compare --plan configs/compare-smollm2-zh.toml --out runs/compare` — train and evaluate every arm
+//!   of a plan, scores with standard errors and paired bootstrap CIs vs TFT.
 //! * `dft align --model PATH|smollm2 --data-dir DIR --lang zh` — en–X representation alignment per layer, t-SNE.
 //!
 //! The backend is chosen at build time: the default CPU backend (`flex`), `--features ndarray`, or
 //! `--features cuda`.
 
 mod align_cmd;
+mod compare_cmd;
 mod eval_cmd;
 mod export_cmd;
 mod layers_cmd;
@@ -131,6 +134,10 @@ enum Cmd {
     Align(align_cmd::AlignArgs),
     /// Layer sweep (paper Figure 3): short DFT runs with ET (or LC) at several blocks and a TFT baseline.
     Sweep(sweep_cmd::SweepArgs),
+    /// The paper's comparison: train every arm of a plan (SFT, TFT, DFT-logits, DFT-feature, ablations)
+    /// on the same data and seeds, evaluate each on the same items, report scores with standard errors
+    /// and paired bootstrap differences to TFT (report.{json,md,svg}); resumable.
+    Compare(compare_cmd::CompareArgs),
 }
 
 fn fail(e: impl std::fmt::Display) -> ! {
@@ -341,6 +348,7 @@ fn main() {
         Cmd::Layers(args) => layers_cmd::run(args).unwrap_or_else(|e| fail(e)),
         Cmd::Align(args) => align_cmd::run::<Inner>(&args).unwrap_or_else(|e| fail(e)),
         Cmd::Sweep(args) => sweep_cmd::run(args).unwrap_or_else(|e| fail(e)),
+        Cmd::Compare(args) => compare_cmd::run(args).unwrap_or_else(|e| fail(e)),
     }
 }
 

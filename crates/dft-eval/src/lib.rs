@@ -10,6 +10,9 @@
 //! - [`scoring`] is the engine that runs a `dft_models::CausalLm`: lm-eval's context/continuation
 //!   tokenisation, batched log-likelihoods with the context shared per item, greedy generation until
 //!   newline with the KV cache; [`Scorer::evaluate`] scores a loaded task end to end.
+//! - [`lm_eval`]: lm-evaluation-harness style `results.json` and `samples_<task>_<lang>.jsonl`.
+//! - [`stats`]: standard errors (lm-eval's binomial `acc_stderr`, bootstrap) and the paired bootstrap
+//!   of two systems on the same items (`dft compare`).
 //! - [`report`] holds the results (`results.json`) and renders the paper-style Markdown table.
 //! - FLORES-200 translation ([`tasks::flores`], task `flores`, not part of `all`): en→X and X→en
 //!   greedy translations scored with corpus chrF++ / BLEU per direction.
@@ -30,14 +33,17 @@
 //! # Ok(()) }
 //! ```
 pub mod align;
+pub mod compare;
 pub mod error;
 pub mod items;
 pub mod lang;
+pub mod lm_eval;
 pub mod metrics;
 pub mod plot;
 pub mod prompts;
 pub mod report;
 pub mod scoring;
+pub mod stats;
 pub mod tasks;
 #[cfg(test)]
 mod testutil;

@@ -265,8 +265,18 @@ impl EvalReport {
             for t in &tasks {
                 out.push_str(&format!(" {} |", display_name(*t)));
             }
-            out.push_str(" Avg |\n|---|");
-            out.push_str(&"---:|".repeat(tasks.len() + 1));
+            // XQuAD zh: the whitespace F1 as a second column, outside the average.
+            let ws = |m: &str| match self.result(m, Task::Xquad, lang).map(|r| &r.outcome) {
+                Some(TaskOutcome::Generative { result, .. }) => result.f1_whitespace,
+                _ => None,
+            };
+            let ws_col = methods.iter().any(|m| ws(m).is_some());
+            out.push_str(" Avg |");
+            if ws_col {
+                out.push_str(" XQuAD whitespace F1 |");
+            }
+            out.push_str("\n|---|");
+            out.push_str(&"---:|".repeat(tasks.len() + 1 + ws_col as usize));
             out.push('\n');
             for m in &methods {
                 out.push_str(&format!("| {m} |"));
@@ -283,14 +293,19 @@ impl EvalReport {
                     }
                 }
                 let avg = if k == 0 { "–".to_string() } else { format!("{:.1}", sum / k as f64) };
-                out.push_str(&format!(" {avg} |\n"));
+                out.push_str(&format!(" {avg} |"));
+                if ws_col {
+                    out.push_str(&ws(m).map_or(" – |".to_string(), |v| format!(" {v:.1} |")));
+                }
+                out.push('\n');
             }
             let counts: Vec<String> = tasks
                 .iter()
                 .filter_map(|&t| {
                     let ns: Vec<usize> = methods.iter().filter_map(|m| self.cell(m, t, lang).map(|c| c.1)).collect();
                     let metric = self.metric_of(t, lang)?;
-                    ns.first().map(|n| format!("{} {metric} n={n}", display_name(t)))
+                    let split = self.split_of(t, lang).unwrap_or_default();
+                    ns.first().map(|n| format!("{} {metric} n={n} ({split})", display_name(t)))
                 })
                 .collect();
             out.push_str(&format!("\nItems: {}.\n\n", counts.join(", ")));
@@ -299,9 +314,20 @@ impl EvalReport {
         out
     }
 
+    /// The split the items of `task` in `lang` came from (file name based, see [`crate::lm_eval::split_of`]).
+    pub fn split_of(&self, task: Task, lang: Lang) -> Option<String> {
+        self.runs
+            .iter()
+            .flat_map(|r| r.results.iter())
+            .find(|t| t.task == task.name() && t.lang == lang)
+            .map(|t| crate::lm_eval::split_of(&t.files))
+    }
+
     fn metric_of(&self, task: Task, lang: Lang) -> Option<String> {
         self.runs.iter().flat_map(|r| r.results.iter()).find(|t| t.task == task.name() && t.lang == lang).map(|t| {
-            if t.metric == "f1" {
+            if matches!(&t.outcome, TaskOutcome::Generative { result, .. } if result.f1_whitespace.is_some()) {
+                "F1 (MLQA-style, Chinese per character; whitespace F1 in the last column)".to_string()
+            } else if t.metric == "f1" {
                 "F1".to_string()
             } else {
                 t.metric.clone()
@@ -322,6 +348,7 @@ mod tests {
                 exact_match: 0.0,
                 n: 2,
                 per_item: vec![QaScore { f1: 0.0, exact_match: 0.0 }],
+                f1_whitespace: None,
             },
             generations: vec![],
         };
@@ -403,6 +430,22 @@ mod tests {
         // Reports written before `history` existed still load.
         let old: EvalReport = serde_json::from_str(r#"{"runs": []}"#).unwrap();
         assert!(old.history.is_empty());
+    }
+
+    #[test]
+    fn xquad_zh_gets_the_whitespace_f1_as_a_second_column() {
+        assert_eq!(Task::Xquad.metric(Lang::Zh), TaskMetric::F1(crate::QaNormalization::Mlqa(Lang::Zh)));
+        assert_eq!(Task::Xquad.metric(Lang::En), TaskMetric::F1(crate::QaNormalization::Squad));
+        let mut r = result(Task::Xquad, Lang::Zh, 40.0);
+        if let TaskOutcome::Generative { result, .. } = &mut r.outcome {
+            result.f1_whitespace = Some(12.5);
+        }
+        let mut rep = EvalReport::default();
+        rep.merge(run("base", vec![r, result(Task::Mkqa, Lang::Zh, 20.0)]));
+        let md = rep.markdown();
+        assert!(md.contains("| Method | XQuAD | MKQA | Avg | XQuAD whitespace F1 |"), "{md}");
+        assert!(md.contains("| base | 40.0 | 20.0 | 30.0 | 12.5 |"), "{md}");
+        assert!(md.contains("XQuAD F1 (MLQA-style, Chinese per character"), "{md}");
     }
 
     #[test]

@@ -176,6 +176,10 @@ pub struct F1Result {
     pub exact_match: f64,
     pub n: usize,
     pub per_item: Vec<QaScore>,
+    /// XQuAD zh: the SQuAD v1.1 whitespace-token F1 (×100) beside the headline MLQA-style F1 (Chinese
+    /// split into characters); see [`crate::Task::metric`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub f1_whitespace: Option<f64>,
 }
 
 /// Scores `predictions[i]` (the generated text, already cut at the stop string) against
@@ -203,7 +207,7 @@ pub fn score_generative<S: AsRef<str>>(
     }
     let n = items.len();
     let mean = |sum: f64| if n == 0 { 0.0 } else { 100.0 * sum / n as f64 };
-    Ok(F1Result { f1: mean(f1_sum), exact_match: mean(em_sum), n, per_item })
+    Ok(F1Result { f1: mean(f1_sum), exact_match: mean(em_sum), n, per_item, f1_whitespace: None })
 }
 
 #[cfg(test)]

@@ -635,8 +635,12 @@ impl<'a, B: Backend> Scorer<'a, B> {
                 (TaskOutcome::MultipleChoice { result, logliks }, t)
             }
             (TaskItems::Generative(items), TaskMetric::F1(norm)) => {
-                let (result, generations, t) =
+                let (mut result, generations, t) =
                     self.score_generative(&items[..n], norm, opts.max_new_tokens, progress)?;
+                if let Some(ws) = task.task.whitespace_f1(task.lang) {
+                    let texts: Vec<&str> = generations.iter().map(|g| g.text.as_str()).collect();
+                    result.f1_whitespace = Some(score_generative(&items[..n], &texts, ws)?.f1);
+                }
                 (TaskOutcome::Generative { result, generations }, t)
             }
             (TaskItems::Generative(_), other) => {

@@ -99,3 +99,51 @@ pub fn load_okapi_mmlu(path: &Path) -> Result<Vec<MultipleChoiceItem>> {
         })
         .collect()
 }
+
+/// lm-eval's `mmlu/default` task description of `subject` (`abstract_algebra` → "… about abstract
+/// algebra.\n\n"), which lm-eval puts before every zero-shot English MMLU prompt. Okapi m_MMLU has none.
+pub fn lm_eval_description(subject: &str) -> String {
+    format!("The following are multiple choice questions (with answers) about {}.\n\n", subject.replace('_', " "))
+}
+
+/// The subject of an English MMLU item id (`abstract_algebra_dev/3` → `abstract_algebra`).
+pub fn subject_of(id: &str) -> Option<&str> {
+    let stem = id.rsplit_once('/')?.0;
+    let (subject, split) = stem.rsplit_once('_')?;
+    ["dev", "val", "test"].contains(&split).then_some(subject)
+}
+
+/// Puts lm-eval's task description before the context of every English MMLU item (ids from
+/// [`load_mmlu_csv`]); items whose id names no subject are left alone. Returns how many changed.
+pub fn add_lm_eval_descriptions(items: &mut [MultipleChoiceItem]) -> usize {
+    let mut n = 0;
+    for it in items.iter_mut() {
+        if let Some(subject) = subject_of(&it.id) {
+            it.context = lm_eval_description(subject) + &it.context;
+            n += 1;
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn description_is_lm_evals() {
+        // lm_eval 0.4.13 tasks/mmlu/default/mmlu_abstract_algebra.yaml, `description`.
+        assert_eq!(
+            lm_eval_description("abstract_algebra"),
+            "The following are multiple choice questions (with answers) about abstract algebra.\n\n"
+        );
+        assert_eq!(subject_of("high_school_us_history_test/12"), Some("high_school_us_history"));
+        assert_eq!(subject_of("zh/dev/3"), None);
+        let mut items = vec![item("college_physics_dev/0".into(), "Q?", &["1", "2", "3", "4"], 0)];
+        assert_eq!(add_lm_eval_descriptions(&mut items), 1);
+        assert_eq!(
+            items[0].context,
+            "The following are multiple choice questions (with answers) about college physics.\n\nQ?\nA. 1\nB. 2\nC. 3\nD. 4\nAnswer:"
+        );
+    }
+}
