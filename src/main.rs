@@ -40,6 +40,10 @@ type TrainCheckpointed =
 #[derive(Parser)]
 #[command(name = "dft", version, about = "Deep supervision Fine-Tuning (DFT) for multilingual LLMs")]
 struct Cli {
+    /// Threads of the CPU backend and the tokenizer (rayon's global pool) for any command; default: all
+    /// cores, or `train.threads` of the run config for train / quickstart / sweep.
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -188,13 +192,14 @@ fn install_sigint(hooks: &TrainHooks) {
     });
 }
 
-/// `train.threads` > 0: the size of rayon's global pool (the CPU backend's and the tokenizer's threads).
+/// `--threads` or `train.threads` > 0: the size of rayon's global pool (the CPU backend's and the
+/// tokenizer's threads); the first call wins.
 pub(crate) fn init_threads(threads: usize) {
     static DONE: std::sync::Once = std::sync::Once::new();
     if threads > 0 && !DONE.is_completed() {
         DONE.call_once(|| ());
         if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global() {
-            eprintln!("warning: train.threads = {threads} not applied: {e}");
+            eprintln!("warning: {threads} threads not applied: {e}");
         }
     }
 }
@@ -275,6 +280,14 @@ fn plan(config: Option<PathBuf>, set: &[String], limit: Option<&str>, json: bool
 fn main() {
     dft_train::retain_freed_memory();
     let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        if n == 0 {
+            fail("--threads must be at least 1 (leave it out to use every core)");
+        }
+        init_threads(n);
+    }
+    // A run config records the threads it ran with: --threads overrides train.threads.
+    let threads_override = cli.threads.map(|n| format!("train.threads={n}"));
     match cli.cmd {
         Cmd::Quickstart { steps, out, set, overwrite } => {
             if steps == 0 {
@@ -286,6 +299,7 @@ fn main() {
                 format!("train.out_dir=\"{}\"", out.display()),
             ];
             overrides.extend(set);
+            overrides.extend(threads_override);
             let preset = PathBuf::from("configs/quickstart.toml");
             let cfg =
                 TrainConfig::load(preset.is_file().then_some(preset.as_path()), &overrides).unwrap_or_else(|e| fail(e));
@@ -306,7 +320,8 @@ fn main() {
             println!("generation before: {}", gen_before.trim());
             println!("generation after:  {}", gen_after.trim());
         }
-        Cmd::Train { config, set, resume, quiet, overwrite } => {
+        Cmd::Train { config, mut set, resume, quiet, overwrite } => {
+            set.extend(threads_override);
             let cfg = TrainConfig::load(config.as_deref(), &set).unwrap_or_else(|e| fail(e));
             let s = run_training(&cfg, resume, quiet, overwrite);
             print_summary(&s);
