@@ -102,7 +102,12 @@ fn main() {
         return;
     }
     rayon::ThreadPoolBuilder::new().num_threads(args.threads).build_global().expect("rayon pool");
-    let pre = load_pretrained::<B>(&gguf, &Default::default()).expect("load the GGUF");
+    // On a pool thread, as `dft eval` runs (src/main.rs `on_pool`).
+    rayon::scope(|_| run(&args, &gguf, &data));
+}
+
+fn run(args: &Args, gguf: &std::path::Path, data: &std::path::Path) {
+    let pre = load_pretrained::<B>(gguf, &Default::default()).expect("load the GGUF");
     let tok = pre.tokenizer.expect("tokenizer");
     let model = &pre.model;
     let (trunk, head) = model.matmul_params();
@@ -110,7 +115,7 @@ fn main() {
     let scorer = Scorer::new(model, &tok).expect("scorer").with_batch_size(args.batch);
 
     // Log-likelihood.
-    let task = load_task(&data, &args.task, &args.lang).expect("task");
+    let task = load_task(data, &args.task, &args.lang).expect("task");
     let items = task.items.as_multiple_choice().expect("a multiple-choice task");
     let items = &items[..args.limit.min(items.len())];
     let requests = scorer.encode_items(items).expect("encode");
@@ -120,7 +125,7 @@ fn main() {
     let ll_flops = stats.gflops_per_s((trunk, head)) * stats.seconds * 1e9;
 
     // Greedy generation.
-    let gen_task = load_task(&data, &args.gen_task, &args.lang).expect("generation task");
+    let gen_task = load_task(data, &args.gen_task, &args.lang).expect("generation task");
     let gen_items = gen_task.items.as_generative().expect("a generative task");
     let prompts: Vec<Vec<u32>> = gen_items[..args.gen.min(gen_items.len())]
         .iter()

@@ -192,16 +192,32 @@ fn install_sigint(hooks: &TrainHooks) {
     });
 }
 
-/// `--threads` or `train.threads` > 0: the size of rayon's global pool (the CPU backend's and the
-/// tokenizer's threads); the first call wins.
-pub(crate) fn init_threads(threads: usize) {
+/// Builds rayon's global pool (the CPU backend's and the tokenizer's threads) with `threads` threads
+/// (0: rayon's default, every core or RAYON_NUM_THREADS) and 8 MiB stacks; the first call wins.
+fn build_pool(threads: usize) {
     static DONE: std::sync::Once = std::sync::Once::new();
-    if threads > 0 && !DONE.is_completed() {
-        DONE.call_once(|| ());
-        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global() {
+    DONE.call_once(|| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).stack_size(8 << 20);
+        if let Err(e) = pool.build_global() {
             eprintln!("warning: {threads} threads not applied: {e}");
         }
+    });
+}
+
+/// `--threads` or `train.threads` > 0: the size of rayon's global pool; the first call wins.
+pub(crate) fn init_threads(threads: usize) {
+    if threads > 0 {
+        build_pool(threads);
     }
+}
+
+/// Runs `f` on a thread of rayon's global pool (built with `threads` unless built already): the CPU
+/// backend's parallel ops then start on the thread that issues them instead of each being handed to a
+/// pool thread and waited for (with one thread there is no hand-off at all; on a busy machine every
+/// hand-off can wait for a time slice).
+fn on_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    build_pool(threads);
+    rayon::scope(|_| f())
 }
 
 fn run_training(cfg: &TrainConfig, resume: bool, quiet: bool, overwrite: bool) -> dft_train::TrainSummary {
@@ -326,7 +342,7 @@ fn main() {
             let s = run_training(&cfg, resume, quiet, overwrite);
             print_summary(&s);
         }
-        Cmd::Eval(args) => eval_cmd::run::<Inner>(&args).unwrap_or_else(|e| fail(e)),
+        Cmd::Eval(args) => on_pool(0, || eval_cmd::run::<Inner>(&args)).unwrap_or_else(|e| fail(e)),
         Cmd::Generate { model, adapter, prompt, max_new_tokens, temperature, top_k, top_p, seed, chat, system } => {
             if prompt.trim().is_empty() {
                 fail("--prompt is empty: give the text to continue");
@@ -363,7 +379,7 @@ fn main() {
         Cmd::Export(args) => export_cmd::run::<Inner>(&args).unwrap_or_else(|e| fail(e)),
         Cmd::Plan { config, set, memory_limit, json } => plan(config, &set, memory_limit.as_deref(), json),
         Cmd::Layers(args) => layers_cmd::run(args).unwrap_or_else(|e| fail(e)),
-        Cmd::Align(args) => align_cmd::run::<Inner>(&args).unwrap_or_else(|e| fail(e)),
+        Cmd::Align(args) => on_pool(0, || align_cmd::run::<Inner>(&args)).unwrap_or_else(|e| fail(e)),
         Cmd::Sweep(args) => sweep_cmd::run(args).unwrap_or_else(|e| fail(e)),
     }
 }
