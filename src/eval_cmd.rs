@@ -86,6 +86,15 @@ pub struct EvalArgs {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Score only the i-th of n contiguous slices of each task's items (after --limit), e.g. 2/4, and
+    /// write `shard-i-of-n.json` to --out instead of results.json; combine the shards with --merge.
+    #[arg(long, conflicts_with = "merge")]
+    pub shard: Option<dft_eval::Shard>,
+    /// Combine the shard files of a `--shard i/n` evaluation (files, or folders holding one) into
+    /// --out's results.json and results.md, as one unsharded run writes them (needs --data-dir to
+    /// reload the items; nothing is run).
+    #[arg(long, num_args = 1..)]
+    pub merge: Vec<PathBuf>,
 }
 
 /// Which English MMLU prompt to use.
@@ -265,6 +274,19 @@ pub fn run<B: Backend>(args: &EvalArgs) -> Result<(), EvalCmdError> {
         return Err(EvalCmdError::DataDirMissing(data_dir));
     }
     let flores = FloresOptions { shots: args.mt_shots, directions: args.mt_directions };
+    if !args.merge.is_empty() {
+        let shards = args.merge.iter().map(|p| dft_eval::ShardRun::load(p)).collect::<Result<Vec<_>, _>>()?;
+        let _lock = dft_train::run_dir::RunLock::acquire(&args.out, "dft eval")?;
+        let mut reloaded: Vec<LoadedTask> = Vec::new();
+        let run = dft_eval::merge_shards(shards, &mut |name, lang, flores| {
+            let task = Task::from_name(name)?;
+            let mut t = load_tasks(&data_dir, &[task], &[lang], false, flores)?;
+            apply_mmlu_prompt(&mut t, args.mmlu_prompt);
+            reloaded.push(t[0].clone());
+            Ok(t.remove(0))
+        })?;
+        return write_report(&args.out, run, &reloaded);
+    }
     let mut loaded = load_tasks(&data_dir, &tasks, &langs, all, &flores)?;
     apply_mmlu_prompt(&mut loaded, args.mmlu_prompt);
     // One `dft eval` per output folder at a time (results.json is read, merged and rewritten).
@@ -300,12 +322,17 @@ pub fn run<B: Backend>(args: &EvalArgs) -> Result<(), EvalCmdError> {
     let started = Instant::now();
     let mut results = Vec::with_capacity(loaded.len());
     for task in &loaded {
+        // A shard scores its slice of the limited items (no further limit).
+        let (task, task_opts) = match args.shard {
+            Some(shard) => (shard.items(task, opts.limit)?, EvalOptions { limit: None, ..opts }),
+            None => (task.clone(), opts),
+        };
         let bar = progress_bar(
-            Scorer::<B>::progress_len(task, opts.limit),
+            Scorer::<B>::progress_len(&task, task_opts.limit),
             format!("{} {}", task.task, task.lang),
             args.quiet,
         );
-        let r = scorer.evaluate(task, &opts, &mut |k| bar.inc(k as u64));
+        let r = scorer.evaluate(&task, &task_opts, &mut |k| bar.inc(k as u64));
         bar.finish_and_clear();
         let r = r?;
         let t = &r.throughput;
@@ -314,6 +341,7 @@ pub fn run<B: Backend>(args: &EvalArgs) -> Result<(), EvalCmdError> {
         } else {
             format!("{:.0} model tok/s, {} continuation tokens", t.model_tokens_per_s(), t.scored_tokens)
         };
+        let speed = format!("{speed}, {:.1} GFLOP/s", t.gflops_per_s(pre.model.matmul_params()));
         if let TaskOutcome::Translation { directions, .. } = &r.outcome {
             for d in directions {
                 println!(
@@ -341,9 +369,6 @@ pub fn run<B: Backend>(args: &EvalArgs) -> Result<(), EvalCmdError> {
     }
     eprintln!("scored {} task(s) in {:.1}s", results.len(), started.elapsed().as_secs_f64());
 
-    std::fs::create_dir_all(&args.out).map_err(|e| EvalCmdError::Io { path: args.out.clone(), source: e })?;
-    let json = args.out.join("results.json");
-    let mut report = EvalReport::load(&json)?;
     let chat = if args.apply_chat_template { " (chat)" } else { "" };
     let (method, model) = match &args.adapter {
         // The adapter is part of the model's identity: `base+adapter` in results.json, and the run's name.
@@ -357,13 +382,28 @@ pub fn run<B: Backend>(args: &EvalArgs) -> Result<(), EvalCmdError> {
         }
     };
     let run = EvalRun { method, model, options: opts, results };
-    // lm-evaluation-harness layout beside it: <out>/<method>/results.json + samples_<task>_<lang>.jsonl.
-    let lm_dir = args.out.join(dft_eval::lm_eval::sanitize(&run.method));
-    dft_eval::lm_eval::write_lm_eval(&lm_dir, &run, &loaded)?;
+    if let Some(shard) = args.shard {
+        std::fs::create_dir_all(&args.out).map_err(|e| EvalCmdError::Io { path: args.out.clone(), source: e })?;
+        let path = dft_eval::ShardRun { shard, flores, run }.save(&args.out)?;
+        println!("shard {shard}: {} (combine the shards with dft eval --merge)", path.display());
+        return Ok(());
+    }
+    write_report(&args.out, run, &loaded)
+}
+
+/// Adds `run` to `out`'s results.json (kept runs merged, see [`EvalReport::merge`]) and rewrites
+/// results.md; writes the lm-evaluation-harness layout beside it (`<out>/<method>/results.json` +
+/// `samples_<task>_<lang>.jsonl`); prints the table.
+fn write_report(out: &Path, run: EvalRun, loaded: &[LoadedTask]) -> Result<(), EvalCmdError> {
+    std::fs::create_dir_all(out).map_err(|e| EvalCmdError::Io { path: out.to_path_buf(), source: e })?;
+    let lm_dir = out.join(dft_eval::lm_eval::sanitize(&run.method));
+    dft_eval::lm_eval::write_lm_eval(&lm_dir, &run, loaded)?;
+    let json = out.join("results.json");
+    let mut report = EvalReport::load(&json)?;
     report.merge(run);
     report.save(&json)?;
     let table = report.markdown();
-    let md = args.out.join("results.md");
+    let md = out.join("results.md");
     dft_eval::report::write_atomic(&md, format!("# dft eval\n\n{table}").as_bytes())?;
     println!("\n{table}results: {} and {}; lm-eval style: {}/results.json", json.display(), md.display(), lm_dir.display());
     Ok(())

@@ -34,6 +34,10 @@ use dft_rs::backend::{Inner, Train, TrainCheckpointed};
 #[derive(Parser)]
 #[command(name = "dft", version, about = "Deep supervision Fine-Tuning (DFT) for multilingual LLMs")]
 struct Cli {
+    /// Threads of the CPU backend and the tokenizer (rayon's global pool) for any command; default: all
+    /// cores, or `train.threads` of the run config for train / quickstart / sweep.
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -186,15 +190,32 @@ fn install_sigint(hooks: &TrainHooks) {
     });
 }
 
-/// `train.threads` > 0: the size of rayon's global pool (the CPU backend's and the tokenizer's threads).
-pub(crate) fn init_threads(threads: usize) {
+/// Builds rayon's global pool (the CPU backend's and the tokenizer's threads) with `threads` threads
+/// (0: rayon's default, every core or RAYON_NUM_THREADS) and 8 MiB stacks; the first call wins.
+fn build_pool(threads: usize) {
     static DONE: std::sync::Once = std::sync::Once::new();
-    if threads > 0 && !DONE.is_completed() {
-        DONE.call_once(|| ());
-        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global() {
-            eprintln!("warning: train.threads = {threads} not applied: {e}");
+    DONE.call_once(|| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).stack_size(8 << 20);
+        if let Err(e) = pool.build_global() {
+            eprintln!("warning: {threads} threads not applied: {e}");
         }
+    });
+}
+
+/// `--threads` or `train.threads` > 0: the size of rayon's global pool; the first call wins.
+pub(crate) fn init_threads(threads: usize) {
+    if threads > 0 {
+        build_pool(threads);
     }
+}
+
+/// Runs `f` on a thread of rayon's global pool (built with `threads` unless built already): the CPU
+/// backend's parallel ops then start on the thread that issues them instead of each being handed to a
+/// pool thread and waited for (with one thread there is no hand-off at all; on a busy machine every
+/// hand-off can wait for a time slice).
+fn on_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    build_pool(threads);
+    rayon::scope(|_| f())
 }
 
 fn run_training(cfg: &TrainConfig, resume: bool, quiet: bool, overwrite: bool) -> dft_train::TrainSummary {
@@ -273,6 +294,14 @@ fn plan(config: Option<PathBuf>, set: &[String], limit: Option<&str>, json: bool
 fn main() {
     dft_train::retain_freed_memory();
     let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        if n == 0 {
+            fail("--threads must be at least 1 (leave it out to use every core)");
+        }
+        init_threads(n);
+    }
+    // A run config records the threads it ran with: --threads overrides train.threads.
+    let threads_override = cli.threads.map(|n| format!("train.threads={n}"));
     match cli.cmd {
         Cmd::Quickstart { steps, out, set, overwrite } => {
             if steps == 0 {
@@ -284,6 +313,7 @@ fn main() {
                 format!("train.out_dir=\"{}\"", out.display()),
             ];
             overrides.extend(set);
+            overrides.extend(threads_override);
             let preset = PathBuf::from("configs/quickstart.toml");
             let cfg =
                 TrainConfig::load(preset.is_file().then_some(preset.as_path()), &overrides).unwrap_or_else(|e| fail(e));
@@ -304,12 +334,13 @@ fn main() {
             println!("generation before: {}", gen_before.trim());
             println!("generation after:  {}", gen_after.trim());
         }
-        Cmd::Train { config, set, resume, quiet, overwrite } => {
+        Cmd::Train { config, mut set, resume, quiet, overwrite } => {
+            set.extend(threads_override);
             let cfg = TrainConfig::load(config.as_deref(), &set).unwrap_or_else(|e| fail(e));
             let s = run_training(&cfg, resume, quiet, overwrite);
             print_summary(&s);
         }
-        Cmd::Eval(args) => eval_cmd::run::<Inner>(&args).unwrap_or_else(|e| fail(e)),
+        Cmd::Eval(args) => on_pool(0, || eval_cmd::run::<Inner>(&args)).unwrap_or_else(|e| fail(e)),
         Cmd::Generate { model, adapter, prompt, max_new_tokens, temperature, top_k, top_p, seed, chat, system } => {
             if prompt.trim().is_empty() {
                 fail("--prompt is empty: give the text to continue");
@@ -346,7 +377,7 @@ fn main() {
         Cmd::Export(args) => export_cmd::run::<Inner>(&args).unwrap_or_else(|e| fail(e)),
         Cmd::Plan { config, set, memory_limit, json } => plan(config, &set, memory_limit.as_deref(), json),
         Cmd::Layers(args) => layers_cmd::run(args).unwrap_or_else(|e| fail(e)),
-        Cmd::Align(args) => align_cmd::run::<Inner>(&args).unwrap_or_else(|e| fail(e)),
+        Cmd::Align(args) => on_pool(0, || align_cmd::run::<Inner>(&args)).unwrap_or_else(|e| fail(e)),
         Cmd::Sweep(args) => sweep_cmd::run(args).unwrap_or_else(|e| fail(e)),
         Cmd::Compare(args) => compare_cmd::run(args).unwrap_or_else(|e| fail(e)),
     }

@@ -43,6 +43,7 @@ pub mod plot;
 pub mod prompts;
 pub mod report;
 pub mod scoring;
+pub mod shard;
 pub mod stats;
 pub mod tasks;
 #[cfg(test)]
@@ -59,6 +60,7 @@ pub use lang::Lang;
 pub use metrics::{score_generative, score_multiple_choice, F1Result, MCResult, QaNormalization, TranslationScore};
 pub use report::{EvalReport, EvalRun, TaskOutcome, TaskResult};
 pub use scoring::{encode_request, EncodedRequest, EvalOptions, Generation, Loglik, Scorer, Throughput};
+pub use shard::{merge_shards, Shard, ShardRun};
 pub use tasks::flores::{FloresOptions, MtDirections, ParallelSentences};
 pub use tasks::{load, load_task, LoadedTask, Task, TaskMetric};
 pub use tsne::{TsneOptions, TsneResult};

@@ -8,7 +8,7 @@
 //! - log-likelihood: XNLI zh (empty context, 3 long continuations per item), XStoryCloze zh and
 //!   MMLU zh (long contexts, short continuations), model tokens per second and per CPU second;
 //! - generation: 64 greedy tokens after an XQuAD zh prompt and after a short prompt, with no stop
-//!   token, with `Scorer::greedy` and with `dft_models::generate::greedy` for comparison;
+//!   token (`dft_models::generate::generate_batch`, one prompt);
 //! - translation: the first 8 FLORES zh sentences of each direction (1-shot prompts, greedy until
 //!   newline, budget 160), prompt-pass and decoding tokens per second;
 //! - alignment: pooled hidden states of 32 FLORES sentence pairs (all 31 blocks kept).
@@ -50,33 +50,27 @@ fn smollm2_throughput() {
     let long = dft_eval::scoring::encode(&tok, &xquad.items.as_generative().unwrap()[0].prompt, true).unwrap();
     let short = dft_eval::scoring::encode(&tok, "Question: 中国的首都是哪里？\n\nAnswer:", true).unwrap();
     for (name, prompt) in [("XQuAD zh prompt", &long), ("short prompt", &short)] {
-        let (ids, prompt_s) = {
-            let t0 = Instant::now();
-            let cpu = cpu_seconds();
-            let (ids, prompt_s) = scorer.greedy(prompt, 64, &[]).unwrap();
-            let (wall, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - cpu);
-            let decode = wall - prompt_s;
-            println!(
-                "| generation, {name} ({} tokens) + 64 new: prompt pass | 1 | {} | {prompt_s:.2} | {:.0} | | |",
-                prompt.len(),
-                prompt.len(),
-                prompt.len() as f64 / prompt_s
-            );
-            println!(
-                "| generation, {name}: 63 decode steps (KV cache) | 1 | 63 | {decode:.2} | {:.1} | {cpu:.1} (whole call) | |",
-                63.0 / decode
-            );
-            (ids, prompt_s)
-        };
         let t0 = Instant::now();
-        let reference = dft_models::generate::greedy(&pre.model, prompt, 64, &[]).unwrap();
-        let wall = t0.elapsed().as_secs_f64();
-        assert_eq!(ids, reference, "Scorer::greedy and dft_models::generate::greedy agree");
+        let cpu = cpu_seconds();
+        let cfg = dft_models::generate::GenerateConfig {
+            max_new_tokens: 64,
+            sampling: dft_models::generate::Sampling::Greedy,
+            stop_tokens: vec![],
+        };
+        let g = dft_models::generate::generate_batch(&pre.model, &[prompt], &cfg, 1, &mut |_| {}).unwrap();
+        let (wall, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+        let prompt_s = g[0].prompt_seconds;
+        let decode = wall - prompt_s;
         println!(
-            "| `dft_models::generate::greedy`, {name} + 64 new (prompt pass with full logits) | 1 | {} | {wall:.2} | | | |",
-            prompt.len() + 63
+            "| generation, {name} ({} tokens) + 64 new: prompt pass | 1 | {} | {prompt_s:.2} | {:.0} | | |",
+            prompt.len(),
+            prompt.len(),
+            prompt.len() as f64 / prompt_s
         );
-        let _ = prompt_s;
+        println!(
+            "| generation, {name}: 63 decode steps (KV cache) | 1 | 63 | {decode:.2} | {:.1} | {cpu:.1} (whole call) | |",
+            63.0 / decode
+        );
     }
 
     let flores = dft_eval::tasks::flores::load_flores(&data, dft_eval::Lang::Zh, &Default::default()).unwrap();

@@ -6,7 +6,7 @@
 //! compiling example.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Int, Tensor, TensorData};
 
 /// What deep supervision needs from a decoder-only LM.
 ///
@@ -86,11 +86,36 @@ pub trait DeepSupervisionModel<B: Backend> {
     }
 }
 
-/// Per-block keys and values of a prefix pass: `(k, v)` per block, each `[rows, seq, kv_heads, head_dim]`
-/// (the projections' layout; keys after RoPE), `None` for blocks the pass did not capture.
+/// Per-block keys and values of earlier positions (a prefix pass, or the KV cache of generation):
+/// `(k, v)` per block, each `[rows, seq, kv_heads, head_dim]` (keys after RoPE); `None` for blocks
+/// not captured. dft-models calls it `KvCache`.
 #[derive(Debug, Clone)]
 pub struct PrefixKv<B: Backend> {
     pub layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
-    /// Sequence length of the pass.
+    /// Number of positions held.
     pub len: usize,
+}
+
+impl<B: Backend> PrefixKv<B> {
+    /// An empty cache for `num_layers` blocks.
+    pub fn new(num_layers: usize) -> Self {
+        Self { layers: vec![None; num_layers], len: 0 }
+    }
+
+    /// The cache of the rows `rows` (in that order; a row may repeat): the choices of one context
+    /// share its keys/values, and finished rows drop out of batched generation.
+    pub fn select_rows(&self, rows: &[usize]) -> Self {
+        let data: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.as_ref().map(|(k, v)| {
+                    let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(data.clone(), [rows.len()]), &k.device());
+                    (k.clone().select(0, idx.clone()), v.clone().select(0, idx))
+                })
+            })
+            .collect();
+        Self { layers, len: self.len }
+    }
 }

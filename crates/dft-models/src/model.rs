@@ -131,19 +131,17 @@ pub struct CausalLm<B: Backend> {
     pub lora: Option<LoraSpec>,
 }
 
-/// Per-layer keys and values of earlier positions, for incremental decoding.
-#[derive(Debug, Clone)]
-pub struct KvCache<B: Backend> {
-    /// `(k, v)` per layer, each `[batch, seq, kv_heads, head_dim]` (keys after RoPE).
-    pub layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
-    /// Number of positions already in the cache.
-    pub len: usize,
-}
+/// Per-layer keys and values of earlier positions, for incremental decoding and shared prefixes: the
+/// one cache type of the workspace, shared with `dft-losses` (which continues prefixes through
+/// [`dft_losses::DeepSupervisionModel::suffix_hidden_states`]).
+pub use dft_losses::PrefixKv as KvCache;
 
-impl<B: Backend> KvCache<B> {
-    pub fn new(num_layers: usize) -> Self {
-        Self { layers: vec![None; num_layers], len: 0 }
-    }
+/// The layout of a [`KvCache`] whose first `prompt_width` positions are right-padded prompts: row `r`
+/// has `prompt_lens[r]` real prompt tokens (see [`CausalLm::forward_ragged`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RaggedRows<'a> {
+    pub prompt_width: usize,
+    pub prompt_lens: &'a [usize],
 }
 
 /// What a forward pass should run and return.
@@ -314,6 +312,44 @@ fn expand_bias<B: Backend>(bias: Vec<f32>, b: usize, t: usize, s: usize, device:
     Tensor::from_data(TensorData::new(bias, [b, 1, 1, t, s]), device)
 }
 
+/// Attention bias `[b, 1, 1, t, keys]` for `t` new queries after a cache of `cached` positions laid out
+/// as `rows` (right-padded prompts, then tokens shared by every row), the new tokens right-padded by
+/// `lengths`. Row `r`'s prompt keys beyond `prompt_lens[r]` and padded new keys are masked; positions
+/// (for the window) count real tokens only.
+fn ragged_bias<B: Backend>(
+    b: usize,
+    t: usize,
+    cached: usize,
+    rows: &RaggedRows,
+    lengths: Lengths,
+    window: Option<usize>,
+    device: &B::Device,
+) -> Tensor<B, 5> {
+    let keys = cached + t;
+    let width = rows.prompt_width;
+    let mut bias = vec![0f32; b * t * keys];
+    for r in 0..b {
+        let p = rows.prompt_lens[r];
+        let new = lengths.map_or(t, |l| l[r]);
+        for q in 0..t {
+            let pos = p + (cached - width) + q;
+            for k in 0..keys {
+                let (visible, key_pos) = if k < width {
+                    (k < p, k)
+                } else if k < cached {
+                    (true, p + k - width)
+                } else {
+                    (k - cached <= q && k - cached < new, p + k - width)
+                };
+                if !(visible && window.is_none_or(|w| pos - key_pos < w)) {
+                    bias[(r * t + q) * keys + k] = -1e9;
+                }
+            }
+        }
+    }
+    expand_bias(bias, b, t, keys, device)
+}
+
 impl<B: Backend> CausalLm<B> {
     /// A model from its parts, computing in f32, without adapters.
     pub fn new(
@@ -334,6 +370,16 @@ impl<B: Backend> CausalLm<B> {
 
     pub fn num_layers(&self) -> usize {
         self.layers.len()
+    }
+
+    /// Weights one token is multiplied through: `(decoder blocks, LM head)`. A forward costs about two
+    /// FLOPs per weight and token (attention scores and element-wise work not counted), which is how
+    /// throughput reports count GFLOP/s.
+    pub fn matmul_params(&self) -> (usize, usize) {
+        let c = &self.config;
+        let per_layer = c.hidden_size * c.head_dim * (2 * c.num_attention_heads + 2 * c.num_key_value_heads)
+            + 3 * c.hidden_size * c.intermediate_size;
+        (per_layer * c.num_hidden_layers, c.hidden_size * c.vocab_size)
     }
 
     pub fn device(&self) -> B::Device {
@@ -495,12 +541,8 @@ impl<B: Backend> CausalLm<B> {
         }
         let mut cache = KvCache::new(self.num_layers());
         for layer in 0..upto {
-            let bias = match self.config.layer_types[layer] {
-                LayerType::Sliding => sliding.as_ref().unwrap_or(&full),
-                LayerType::Full => &full,
-            };
             let capture = (layer < capture_layers).then_some(&mut cache);
-            h = self.block(layer, h, &rope, bias, capture);
+            h = self.block(layer, h, &rope, self.bias_for(layer, &full, &sliding), capture);
             if spec.keep.contains(&(layer + 1)) {
                 states[layer + 1] = Some(h.clone());
             }
@@ -527,45 +569,83 @@ impl<B: Backend> CausalLm<B> {
         suffix_lengths: &[usize],
         upto: usize,
     ) -> Tensor<B, 3> {
-        let [b, s] = suffix_ids.dims();
+        let mut cache = prefix.clone();
+        let rows = RaggedRows { prompt_width: prefix.len, prompt_lens: prefix_lens };
+        self.forward_ragged(suffix_ids, Some(suffix_lengths), &mut cache, &rows, upto)
+    }
+
+    /// Incremental forward over a cache of right-padded prompts: the first `rows.prompt_width` cached
+    /// positions are the prompts (row `r` has `rows.prompt_lens[r]` real tokens, the rest is padding that
+    /// no query sees), the cached positions after them are tokens that followed each prompt (all real),
+    /// and `input_ids: [b, t]` (right-padded by `lengths`) come next. RoPE positions and the causal /
+    /// sliding-window mask are per row, so every row computes what an unpadded forward of its own
+    /// sequence gives. Runs blocks `1..=upto`, appends the new keys/values to `cache` (`cache.len += t`)
+    /// and returns `h_upto` of the new tokens (before the final norm). Used by
+    /// [`forward_suffix`](Self::forward_suffix) and by batched generation ([`crate::generate`]).
+    ///
+    /// # Panics
+    /// When `cache` lacks keys/values for a block that runs.
+    pub fn forward_ragged(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        lengths: Lengths,
+        cache: &mut KvCache<B>,
+        rows: &RaggedRows,
+        upto: usize,
+    ) -> Tensor<B, 3> {
+        let [b, t] = input_ids.dims();
         let device = self.device();
-        let t_prefix = prefix.len;
-        let rope = Ropes::new(&self.config, prefix_lens, b, s, &device);
-        let bias_for = |window: Option<usize>| {
-            let keys = t_prefix + s;
-            let mut bias = vec![0f32; b * s * keys];
-            for r in 0..b {
-                let p = prefix_lens[r];
-                for q in 0..s {
-                    let pos = p + q;
-                    for k in 0..keys {
-                        let (visible, key_pos) = if k < t_prefix {
-                            (k < p, k)
-                        } else {
-                            (k - t_prefix <= q && k - t_prefix < suffix_lengths[r], p + k - t_prefix)
-                        };
-                        if !(visible && window.is_none_or(|w| pos - key_pos < w)) {
-                            bias[(r * s + q) * keys + k] = -1e9;
-                        }
-                    }
-                }
-            }
-            expand_bias::<B>(bias, b, s, keys, &device)
-        };
-        let full = bias_for(None);
-        let sliding =
-            self.config.layer_types.contains(&LayerType::Sliding).then(|| bias_for(self.config.sliding_window));
-        let mut cache = KvCache { layers: prefix.layers.clone(), len: t_prefix };
-        let mut h = self.embed(suffix_ids);
+        let done = cache.len - rows.prompt_width;
+        let offsets: Vec<usize> = rows.prompt_lens.iter().map(|&p| p + done).collect();
+        let rope = Ropes::new(&self.config, &offsets, b, t, &device);
+        let full = ragged_bias::<B>(b, t, cache.len, rows, lengths, None, &device);
+        let sliding = self
+            .config
+            .layer_types
+            .contains(&LayerType::Sliding)
+            .then(|| ragged_bias::<B>(b, t, cache.len, rows, lengths, self.config.sliding_window, &device));
+        let mut h = self.embed(input_ids);
         for layer in 0..upto.min(self.num_layers()) {
-            assert!(cache.layers[layer].is_some(), "forward_suffix: prefix has no keys/values for block {}", layer + 1);
-            let bias = match self.config.layer_types[layer] {
-                LayerType::Sliding => sliding.as_ref().unwrap_or(&full),
-                LayerType::Full => &full,
-            };
-            h = self.block(layer, h, &rope, bias, Some(&mut cache));
+            assert!(
+                cache.layers[layer].is_some(),
+                "forward_ragged: the cache has no keys/values for block {}",
+                layer + 1
+            );
+            h = self.block(layer, h, &rope, self.bias_for(layer, &full, &sliding), Some(cache));
         }
+        cache.len += t;
         h
+    }
+
+    /// The attention bias of `layer`: the sliding-window one for Gemma's local layers, else the full one.
+    fn bias_for<'t>(
+        &self,
+        layer: usize,
+        full: &'t Tensor<B, 5>,
+        sliding: &'t Option<Tensor<B, 5>>,
+    ) -> &'t Tensor<B, 5> {
+        match self.config.layer_types[layer] {
+            LayerType::Sliding => sliding.as_ref().unwrap_or(full),
+            LayerType::Full => full,
+        }
+    }
+
+    /// Logits `[n, vocab]` of the positions `(row, position)` of `h: [b, t, hidden]` only (final norm,
+    /// LM head, softcap): the prompt pass of generation needs the last position of each row, scoring
+    /// the positions that predict a continuation token.
+    pub fn logits_at(&self, h: Tensor<B, 3>, positions: &[(usize, usize)]) -> Tensor<B, 2> {
+        let [b, t, hidden] = h.dims();
+        let idx: Vec<i64> = positions
+            .iter()
+            .map(|&(r, p)| {
+                assert!(r < b && p < t, "logits_at: position ({r}, {p}) outside [{b}, {t}]");
+                (r * t + p) as i64
+            })
+            .collect();
+        let n = idx.len();
+        let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [n]), &h.device());
+        let rows = h.reshape([b * t, hidden]).select(0, idx);
+        self.head_2d(self.final_norm(rows, false), false)
     }
 
     /// Hidden states of every block, `h_0..=h_L` (`h_L` before the final norm).
@@ -635,11 +715,7 @@ impl<B: Backend> CausalLm<B> {
         let (full, sliding) = self.biases(b, t, offset + t, offset, None);
         let mut h = self.embed(input_ids);
         for layer in 0..self.num_layers() {
-            let bias = match self.config.layer_types[layer] {
-                LayerType::Sliding => sliding.as_ref().unwrap_or(&full),
-                LayerType::Full => &full,
-            };
-            h = self.block(layer, h, &rope, bias, Some(cache));
+            h = self.block(layer, h, &rope, self.bias_for(layer, &full, &sliding), Some(cache));
         }
         cache.len += t;
         self.logit_lens(h, false)
@@ -704,8 +780,7 @@ impl<B: Backend> dft_losses::DeepSupervisionModel<B> for CausalLm<B> {
         let spec = ForwardSpec { upto: Some(upto), keep: keep.to_vec() };
         let (out, cache) =
             self.forward_hidden_capture(input_ids, if padded { Some(lengths) } else { None }, &spec, capture);
-        let prefix = dft_losses::PrefixKv { layers: cache.layers, len: cache.len };
-        Some((out.kept.into_iter().map(|(_, h)| h).collect(), out.last, prefix))
+        Some((out.kept.into_iter().map(|(_, h)| h).collect(), out.last, cache))
     }
 
     fn suffix_hidden_states(
@@ -716,7 +791,6 @@ impl<B: Backend> dft_losses::DeepSupervisionModel<B> for CausalLm<B> {
         suffix_lengths: &[usize],
         upto: usize,
     ) -> Option<Tensor<B, 3>> {
-        let cache = KvCache { layers: prefix.layers.clone(), len: prefix.len };
-        Some(self.forward_suffix(&cache, prefix_lens, suffix_ids, suffix_lengths, upto))
+        Some(self.forward_suffix(prefix, prefix_lens, suffix_ids, suffix_lengths, upto))
     }
 }

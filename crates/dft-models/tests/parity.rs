@@ -215,3 +215,41 @@ fn suffix_forward_over_a_shared_prefix_equals_the_full_forward() {
         }
     }
 }
+
+/// Batched generation (right-padded prompts of different lengths in one batch, per-row positions and
+/// masks, Gemma's 4-token sliding window, rows dropping out at a stop token or the budget) gives every
+/// prompt the tokens it gets alone, greedy and seeded sampling alike; the fixture prompt inside a batch
+/// still decodes to transformers' `generate` ids.
+#[test]
+fn batched_generation_equals_one_prompt_at_a_time() {
+    use dft_models::generate::{generate, generate_batch, GenerateConfig, Sampling};
+    for name in MODELS {
+        let model = load(name);
+        let refs = read_refs(&fixture(name).join("reference.safetensors"));
+        let prompt: Vec<u32> = refs["gen.prompt"].ids().iter().map(|&x| x as u32).collect();
+        let want: Vec<u32> = refs["gen.greedy"].ids().iter().map(|&x| x as u32).collect();
+        let synth = |n: usize, k: u32| (0..n as u32).map(|i| (i * 7 + k) % 96).collect::<Vec<u32>>();
+        let prompts = vec![prompt.clone(), synth(10, 3), synth(9, 5), synth(8, 11), synth(10, 1), synth(3, 2), vec![5]];
+        let n_new = want.len() - prompt.len();
+        let plain = GenerateConfig { max_new_tokens: n_new, sampling: Sampling::Greedy, stop_tokens: vec![] };
+        let mut seen = 0;
+        let got = generate_batch(&model, &prompts, &plain, 16, &mut |k| seen += k).unwrap();
+        assert_eq!(seen, prompts.len());
+        assert_eq!(got[0].ids, want[prompt.len()..], "{name}: the fixture prompt in a batch vs transformers");
+        let sampled = Sampling::Sample { temperature: 0.8, top_k: Some(20), top_p: Some(0.9), seed: 3 };
+        for sampling in [Sampling::Greedy, sampled] {
+            // Token 7 stops some rows early, the budget the others.
+            let cfg = GenerateConfig { max_new_tokens: 12, sampling, stop_tokens: vec![7, 40] };
+            let alone: Vec<Vec<u32>> = prompts.iter().map(|p| generate(&model, p, &cfg).unwrap()).collect();
+            assert!(alone.iter().all(|ids| !ids.is_empty() && ids.len() <= 12));
+            for batch in [2, 16] {
+                let many = generate_batch(&model, &prompts, &cfg, batch, &mut |_| {}).unwrap();
+                let many: Vec<Vec<u32>> = many.into_iter().map(|g| g.ids).collect();
+                assert_eq!(many, alone, "{name}: batch {batch}, {:?}", cfg.sampling);
+            }
+        }
+        // Requests are checked before any work: one bad prompt fails the call.
+        let bad = vec![prompt.clone(), vec![]];
+        assert!(generate_batch(&model, &bad, &plain, 16, &mut |_| {}).is_err());
+    }
+}

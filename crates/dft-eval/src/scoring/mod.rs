@@ -11,9 +11,10 @@
 //!   positions that predict a continuation token (for MMLU's one-token choices: one row per item).
 //!   Log-softmax uses a blocked sum ([`logsumexp_rows`]) so that 70-token sums stay within 1e-4 of
 //!   float64.
-//! - Generative QA ([`Scorer::generate_until`]): greedy decoding with the KV cache until a token
+//! - Generative QA ([`Scorer::generate_until_many`]): greedy decoding with the KV cache until a token
 //!   whose text contains `"\n"` (or EOS, or `max_new_tokens`), then the text is cut at the newline
-//!   as lm-eval's `generate_until` does.
+//!   as lm-eval's `generate_until` does. Prompts are decoded together in batches
+//!   ([`dft_models::generate::generate_batch`], the workspace's one decoding loop).
 //! - Translation ([`Scorer::score_translation`]): the same greedy decoding until newline (budget
 //!   [`EvalOptions::mt_max_new_tokens`]); the stripped text is scored with corpus chrF++ / BLEU per
 //!   direction.
@@ -26,7 +27,7 @@ use std::time::Instant;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use dft_models::{CausalLm, ForwardSpec, KvCache};
+use dft_models::{CausalLm, ForwardSpec};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
@@ -74,9 +75,10 @@ pub struct Generation {
     pub text: String,
     /// Prompt length in tokens (after lm-eval's left truncation).
     pub prompt_tokens: usize,
-    /// Seconds until the first new token (the prompt pass).
+    /// Seconds until the first new token (the prompt pass). Prompts decoded together share their
+    /// batch's seconds: each gets the batch's time divided by its rows, so sums over items are wall time.
     pub prompt_seconds: f64,
-    /// Seconds in total.
+    /// Seconds in total (the same share of its batch).
     pub seconds: f64,
 }
 
@@ -100,9 +102,28 @@ pub struct Throughput {
 }
 
 impl Throughput {
+    /// Counts generated sequences: prompts and new tokens run, prompt-pass seconds, decoding steps.
+    fn add_generations(&mut self, gens: &[Generation]) {
+        for g in gens {
+            self.scored_tokens += g.ids.len();
+            self.model_tokens += g.prompt_tokens + g.ids.len();
+            self.prompt_seconds += g.prompt_seconds;
+            self.decode_tokens += g.ids.len().saturating_sub(1);
+        }
+    }
+
     /// `model_tokens / seconds`.
     pub fn model_tokens_per_s(&self) -> f64 {
         self.model_tokens as f64 / self.seconds.max(1e-9)
+    }
+
+    /// Matrix-product GFLOP/s for a model of `(trunk, head)` weights ([`CausalLm::matmul_params`]):
+    /// 2 FLOPs per trunk weight per token run, and per head weight per scored or generated token
+    /// (the LM head runs only there).
+    pub fn gflops_per_s(&self, (trunk, head): (usize, usize)) -> f64 {
+        2.0 * (trunk as f64 * self.model_tokens as f64 + head as f64 * self.scored_tokens as f64)
+            / self.seconds.max(1e-9)
+            / 1e9
     }
 
     /// Generation only: generated tokens per second of decoding (prompt passes excluded).
@@ -351,18 +372,7 @@ impl<'a, B: Backend> Scorer<'a, B> {
                 })
                 .collect();
             let s = rows.iter().map(|r| r.len()).max().unwrap_or(0);
-            let of_unit = self.index_tensor(&suffix.iter().map(|&(u, _)| u).collect::<Vec<_>>());
-            let prefix = KvCache {
-                layers: cache
-                    .layers
-                    .iter()
-                    .map(|l| {
-                        l.as_ref()
-                            .map(|(k, v)| (k.clone().select(0, of_unit.clone()), v.clone().select(0, of_unit.clone())))
-                    })
-                    .collect(),
-                len: cache.len,
-            };
+            let prefix = cache.select_rows(&suffix.iter().map(|&(u, _)| u).collect::<Vec<_>>());
             let prefix_lens: Vec<usize> = suffix.iter().map(|&(u, _)| ctx_lens[u]).collect();
             let suffix_lens: Vec<usize> = rows.iter().map(|r| r.len()).collect();
             let h = self.model.forward_suffix(&prefix, &prefix_lens, self.ids_tensor(&rows, s), &suffix_lens, layers);
@@ -430,67 +440,56 @@ impl<'a, B: Backend> Scorer<'a, B> {
     /// Greedy continuation of `prompt` until a newline, EOS or `max_new_tokens` (lm-eval's
     /// `generate_until` with `until: ["\n"]`).
     pub fn generate_until(&self, id: &str, prompt: &str, max_new_tokens: usize) -> Result<Generation> {
-        let (prompt, special) = self.wrap(prompt)?;
-        let mut ids = encode(self.tokenizer, &prompt, special)?;
-        if ids.is_empty() {
-            return Err(EvalError::EmptyPrompt { id: id.to_string() });
-        }
-        // lm-eval keeps the last `max_length - max_gen_toks` prompt tokens.
-        let keep = self.model.config.max_position_embeddings.saturating_sub(max_new_tokens).max(1);
-        if ids.len() > keep {
-            ids.drain(..ids.len() - keep);
-        }
-        let start = Instant::now();
-        let (out, prompt_seconds) =
-            if max_new_tokens == 0 { (vec![], 0.0) } else { self.greedy(&ids, max_new_tokens, self.stop_tokens())? };
-        let text = self.tokenizer.decode(&out, true).map_err(|e| EvalError::Tokenizer { message: e.to_string() })?;
-        Ok(Generation {
-            text: cut_at_stop(&text).to_string(),
-            ids: out,
-            prompt_tokens: ids.len(),
-            prompt_seconds,
-            seconds: start.elapsed().as_secs_f64(),
-        })
+        let mut out = self.generate_until_many(&[(id, prompt)], max_new_tokens, &mut |_| {})?;
+        Ok(out.pop().expect("one generation per prompt"))
     }
 
-    /// Greedy decoding after `prompt` until an id of `stop` (sorted; included in the output) or
-    /// `max_new` tokens. As `dft_models::generate::greedy`, except that the prompt pass runs without the LM
-    /// head (only its last position is projected): on a 1000-token XQuAD prompt that is a fifth of
-    /// the work.
-    /// Returns the ids and the seconds until the first one.
-    pub fn greedy(&self, prompt: &[u32], max_new: usize, stop: &[u32]) -> Result<(Vec<u32>, f64)> {
-        if prompt.is_empty() {
-            return Err(EvalError::EmptyPrompt { id: "greedy".into() });
-        }
-        if max_new == 0 {
-            return Ok((vec![], 0.0));
-        }
-        let start = Instant::now();
-        let mut prompt_seconds = 0.0;
-        let t = prompt.len();
-        let hidden = self.model.config.hidden_size;
-        let (states, mut cache) = self.model.forward_hidden_capture(
-            self.ids_tensor(&[prompt], t),
-            None,
-            &ForwardSpec::default(),
-            self.model.num_layers(),
-        );
-        let last = states.last.slice([0..1, t - 1..t, 0..hidden]).reshape([1, hidden]);
-        let mut logits = self.model.head_2d(self.model.final_norm(last, false), false);
-        let mut out = Vec::with_capacity(max_new.min(self.model.config.max_position_embeddings));
-        while out.len() < max_new {
-            let next = logits.argmax(1).into_data().convert::<i64>().to_vec::<i64>().map_err(tensor_err)?[0] as u32;
-            out.push(next);
-            if out.len() == 1 {
-                prompt_seconds = start.elapsed().as_secs_f64();
+    /// [`generate_until`](Self::generate_until) for `(id, prompt)` pairs, decoded together in batches
+    /// of up to the scorer's batch size ([`dft_models::generate::generate_batch`]: prompts packed by
+    /// length, the LM head only on each prompt's last position, finished rows drop out); the same
+    /// tokens as one at a time. `progress` gets the number of prompts finished.
+    pub fn generate_until_many(
+        &self,
+        prompts: &[(&str, &str)],
+        max_new_tokens: usize,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<Generation>> {
+        // lm-eval keeps the last `max_length - max_gen_toks` prompt tokens.
+        let keep = self.model.config.max_position_embeddings.saturating_sub(max_new_tokens).max(1);
+        let mut encoded = Vec::with_capacity(prompts.len());
+        for &(id, prompt) in prompts {
+            let (prompt, special) = self.wrap(prompt)?;
+            let mut ids = encode(self.tokenizer, &prompt, special)?;
+            if ids.is_empty() {
+                return Err(EvalError::EmptyPrompt { id: id.to_string() });
             }
-            if stop.binary_search(&next).is_ok() || out.len() == max_new {
-                break;
+            if ids.len() > keep {
+                ids.drain(..ids.len() - keep);
             }
-            let v = self.model.config.vocab_size;
-            logits = self.model.forward_cached(self.ids_tensor(&[[next]], 1), &mut cache).reshape([1, v]);
+            encoded.push(ids);
         }
-        Ok((out, prompt_seconds))
+        let cfg = dft_models::generate::GenerateConfig {
+            max_new_tokens,
+            sampling: dft_models::generate::Sampling::Greedy,
+            stop_tokens: self.stop_tokens().to_vec(),
+        };
+        let generated = dft_models::generate::generate_batch(self.model, &encoded, &cfg, self.batch_size, progress)
+            .map_err(|e| EvalError::ModelOutput { message: e.to_string() })?;
+        encoded
+            .into_iter()
+            .zip(generated)
+            .map(|(ids, g)| {
+                let text =
+                    self.tokenizer.decode(&g.ids, true).map_err(|e| EvalError::Tokenizer { message: e.to_string() })?;
+                Ok(Generation {
+                    text: cut_at_stop(&text).to_string(),
+                    ids: g.ids,
+                    prompt_tokens: ids.len(),
+                    prompt_seconds: g.prompt_seconds,
+                    seconds: g.seconds,
+                })
+            })
+            .collect()
     }
 
     /// Scores multiple-choice items: per-choice log-likelihoods, then acc / acc_norm.
@@ -527,16 +526,9 @@ impl<'a, B: Backend> Scorer<'a, B> {
     ) -> Result<(F1Result, Vec<Generation>, Throughput)> {
         let start = Instant::now();
         let mut stats = Throughput::default();
-        let mut gens = Vec::with_capacity(items.len());
-        for item in items {
-            let g = self.generate_until(&item.id, &item.prompt, max_new_tokens)?;
-            stats.scored_tokens += g.ids.len();
-            stats.model_tokens += g.prompt_tokens + g.ids.len();
-            stats.prompt_seconds += g.prompt_seconds;
-            stats.decode_tokens += g.ids.len().saturating_sub(1);
-            gens.push(g);
-            progress(1);
-        }
+        let prompts: Vec<(&str, &str)> = items.iter().map(|it| (it.id.as_str(), it.prompt.as_str())).collect();
+        let gens = self.generate_until_many(&prompts, max_new_tokens, progress)?;
+        stats.add_generations(&gens);
         stats.seconds = start.elapsed().as_secs_f64();
         let texts: Vec<&str> = gens.iter().map(|g| g.text.as_str()).collect();
         Ok((score_generative(items, &texts, metric)?, gens, stats))
@@ -552,16 +544,9 @@ impl<'a, B: Backend> Scorer<'a, B> {
     ) -> Result<(Vec<TranslationScore>, Vec<Generation>, Throughput)> {
         let start = Instant::now();
         let mut stats = Throughput::default();
-        let mut gens = Vec::with_capacity(items.len());
-        for item in items {
-            let g = self.generate_until(&item.id, &item.prompt, max_new_tokens)?;
-            stats.scored_tokens += g.ids.len();
-            stats.model_tokens += g.prompt_tokens + g.ids.len();
-            stats.prompt_seconds += g.prompt_seconds;
-            stats.decode_tokens += g.ids.len().saturating_sub(1);
-            gens.push(g);
-            progress(1);
-        }
+        let prompts: Vec<(&str, &str)> = items.iter().map(|it| (it.id.as_str(), it.prompt.as_str())).collect();
+        let gens = self.generate_until_many(&prompts, max_new_tokens, progress)?;
+        stats.add_generations(&gens);
         stats.seconds = start.elapsed().as_secs_f64();
         let texts: Vec<&str> = gens.iter().map(|g| g.text.as_str()).collect();
         let mut scores = crate::metrics::score_translation(items, &texts)?;
@@ -582,14 +567,7 @@ impl<'a, B: Backend> Scorer<'a, B> {
     /// The items [`Scorer::evaluate`] runs for `task` under `limit`: the first `limit` items, or for
     /// translation the first `limit` sentences of each direction.
     pub fn limited(task: &LoadedTask, limit: Option<usize>) -> TaskItems {
-        let n = limit.map_or(task.items.len(), |l| l.min(task.items.len()));
-        match &task.items {
-            TaskItems::MultipleChoice(v) => TaskItems::MultipleChoice(v[..n].to_vec()),
-            TaskItems::Generative(v) => TaskItems::Generative(v[..n].to_vec()),
-            TaskItems::Translation(v) => {
-                TaskItems::Translation(crate::tasks::flores::first_per_direction(v, limit.unwrap_or(usize::MAX)))
-            }
-        }
+        limited(task, limit)
     }
 
     /// Number of progress units [`Scorer::evaluate`] reports for `task` (requests for multiple
@@ -652,6 +630,19 @@ impl<'a, B: Backend> Scorer<'a, B> {
             (TaskItems::Translation(_), _) => unreachable!("handled above"),
         };
         Ok(TaskResult::new(task, metric, outcome, throughput))
+    }
+}
+
+/// The items [`Scorer::evaluate`] runs for `task` under `limit`: the first `limit` items, or for
+/// translation the first `limit` sentences of each direction.
+pub fn limited(task: &LoadedTask, limit: Option<usize>) -> TaskItems {
+    let n = limit.map_or(task.items.len(), |l| l.min(task.items.len()));
+    match &task.items {
+        TaskItems::MultipleChoice(v) => TaskItems::MultipleChoice(v[..n].to_vec()),
+        TaskItems::Generative(v) => TaskItems::Generative(v[..n].to_vec()),
+        TaskItems::Translation(v) => {
+            TaskItems::Translation(crate::tasks::flores::first_per_direction(v, limit.unwrap_or(usize::MAX)))
+        }
     }
 }
 
