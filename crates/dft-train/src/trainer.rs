@@ -16,7 +16,7 @@ use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ElementConversion;
 use dft_data::{BatchConfig, BatchIter, Batcher, SequenceKinds, TokenizedCorpus};
-use dft_losses::{dft_loss, dft_loss_eval, ObjectiveConfig};
+use dft_losses::{dft_loss, dft_loss_eval, ObjectiveConfig, TermCounts};
 use dft_models::{load_pretrained, CausalLm};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +33,8 @@ pub struct TrainHooks {
     /// Start a new run even when `out_dir` holds an earlier one (which is moved to
     /// `<out_dir>.old-<time>`); without it (and without `resume`) such a run is refused.
     pub overwrite: bool,
+    /// This process is one node of a run over several machines (see [`crate::parallel`]).
+    pub node: Option<crate::parallel::NodeSpec>,
 }
 
 /// What a finished run reports.
@@ -57,6 +59,13 @@ pub struct TrainSummary {
     /// Threads of the rayon pool the CPU backend ran on (`train.threads`, or all cores).
     #[serde(default)]
     pub threads: usize,
+    /// Data-parallel peers (devices on all machines) that trained; 1 = one device.
+    #[serde(default = "one")]
+    pub world_size: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Resolve `smollm2` / `gemma3` to the fetched GGUF (fetched on first use, see [`crate::fetch`]); other
@@ -114,7 +123,10 @@ pub fn train<B: AutodiffBackend>(
     device: &B::Device,
     hooks: &TrainHooks,
 ) -> Result<TrainSummary> {
-    let (mut run, data) = Run::<B>::setup(cfg, resume, device, hooks)?;
+    if cfg.parallel.device_ids() != [0] || hooks.node.is_some() {
+        return crate::parallel::train_parallel::<B>(cfg, resume, device, hooks);
+    }
+    let (mut run, data) = Run::<B>::setup(cfg, resume, device, hooks, true)?;
     run.fit(&data, hooks)?;
     run.finish(&data)
 }
@@ -126,7 +138,8 @@ pub struct RunData {
 }
 
 impl RunData {
-    /// The batcher over the training data (the same order on every run with the same config).
+    /// The batcher over the training data (the same order on every run with the same config; a
+    /// data-parallel run's config holds the global batch size).
     pub fn batcher(&self, cfg: &TrainConfig) -> Result<Batcher<'_>> {
         Ok(Batcher::new(
             &self.train,
@@ -156,11 +169,14 @@ pub struct Run<B: AutodiffBackend> {
     total_params: usize,
     eval_before: Option<f64>,
     last_eval: Option<f64>,
-    metrics: MetricsWriter,
+    /// Metrics, run info and the run directory's lock: the leader's (peer 0 of node 0) only.
+    metrics: Option<MetricsWriter>,
     metrics_path: PathBuf,
     bar: indicatif::ProgressBar,
-    run_info: crate::run_info::RunInfo,
-    _lock: crate::run_dir::RunLock,
+    run_info: Option<crate::run_info::RunInfo>,
+    _lock: Option<crate::run_dir::RunLock>,
+    /// This run's place in a data-parallel run (`None`: one device).
+    pub(crate) peer: Option<crate::parallel::Peer<B::InnerBackend>>,
 }
 
 /// The optimiser of a run.
@@ -270,8 +286,15 @@ enum Gathered {
 }
 
 impl<B: AutodiffBackend> Run<B> {
-    /// Check the config, take the run directory, load model and data, pick auto layers, resume.
-    pub fn setup(cfg: &TrainConfig, resume: bool, device: &B::Device, hooks: &TrainHooks) -> Result<(Self, RunData)> {
+    /// Check the config, take the run directory, load model and data, pick auto layers, resume. Only a
+    /// `leader` writes to the run directory (a data-parallel node other than node 0 does not).
+    pub fn setup(
+        cfg: &TrainConfig,
+        resume: bool,
+        device: &B::Device,
+        hooks: &TrainHooks,
+        leader: bool,
+    ) -> Result<(Self, RunData)> {
         let started = Instant::now();
         cfg.check_ranges()?;
         let model_path = resolve_model_path(&cfg.model.path)?;
@@ -286,10 +309,10 @@ impl<B: AutodiffBackend> Run<B> {
             (false, true) => crate::run_dir::StartMode::Overwrite,
             (false, false) => crate::run_dir::StartMode::Fresh,
         };
-        let lock = crate::run_dir::prepare_run_dir(&out_dir, mode)?;
+        let lock = if leader { Some(crate::run_dir::prepare_run_dir(&out_dir, mode)?) } else { None };
         // Before any weights are loaded: the checkpoint to resume from (the newest valid one) and its config.
         let resume_from = if resume { crate::checkpoint::resume_point(&out_dir, cfg)? } else { None };
-        let run_info = crate::run_info::RunInfo::start::<B>(cfg, &out_dir, resume)?;
+        let run_info = if leader { Some(crate::run_info::RunInfo::start::<B>(cfg, &out_dir, resume)?) } else { None };
 
         let (model, tokenizer, meta, trainable, total_params) = load_model::<B>(cfg, &model_path, device)?;
         let special = special_tokens(&model.config, &tokenizer);
@@ -298,7 +321,9 @@ impl<B: AutodiffBackend> Run<B> {
         let kinds = kinds_for(&cfg.method);
         let corpus = read_corpus(&cfg.data.train, &cfg.data)?;
         let train = tokenize_with(&corpus, &cfg.data, kinds, &tokenizer, special, cfg.data.limit, &meta)?;
-        crate::data_prep::report_data(&cfg.data.train, &cfg.data, &corpus, &train, &out_dir)?;
+        if leader {
+            crate::data_prep::report_data(&cfg.data.train, &cfg.data, &corpus, &train, &out_dir)?;
+        }
         let layers = if layer_plan.0.is_none() || layer_plan.1.is_none() {
             auto_layers(cfg, resume, layer_plan, &model, &tokenizer, &corpus, &model_path)?
         } else {
@@ -356,12 +381,12 @@ impl<B: AutodiffBackend> Run<B> {
             total_params,
             eval_before: None,
             last_eval: None,
-            // Opened for real below, once the resumed state says how many lines to keep.
-            metrics: MetricsWriter::open(&metrics_path, usize::MAX)?,
+            metrics: None,
             metrics_path,
             bar: indicatif::ProgressBar::hidden(),
             run_info,
             _lock: lock,
+            peer: None,
         };
         if resume {
             match resume_from {
@@ -369,7 +394,10 @@ impl<B: AutodiffBackend> Run<B> {
                 None => eprintln!("--resume: no checkpoint in {}, starting from scratch", out_dir.display()),
             }
         }
-        run.metrics = MetricsWriter::open(&run.metrics_path, run.state.metrics_lines)?;
+        if !leader {
+            return Ok((run, data));
+        }
+        run.metrics = Some(MetricsWriter::open(&run.metrics_path, run.state.metrics_lines)?);
         if run.state.step == 0 {
             run.eval_before = run.eval(&data)?;
         }
@@ -381,6 +409,38 @@ impl<B: AutodiffBackend> Run<B> {
             run.bar = progress_bar(run.state.step, total_steps);
         }
         Ok((run, data))
+    }
+
+    /// A copy of this run for another peer of this process on `device`: same weights (and parameter
+    /// ids), optimiser state and position; it writes nothing.
+    pub(crate) fn follower(&self, device: &B::Device) -> Self {
+        Self {
+            cfg: self.cfg.clone(),
+            device: device.clone(),
+            model: self.model.clone().fork(device),
+            optim: self.optim.clone(),
+            objective: self.objective.clone(),
+            state: self.state.clone(),
+            started: self.started,
+            out_dir: self.out_dir.clone(),
+            tokenizer: self.tokenizer.clone(),
+            meta: self.meta.clone(),
+            trainable: self.trainable,
+            total_params: self.total_params,
+            eval_before: None,
+            last_eval: None,
+            metrics: None,
+            metrics_path: self.metrics_path.clone(),
+            bar: indicatif::ProgressBar::hidden(),
+            run_info: None,
+            _lock: None,
+            peer: None,
+        }
+    }
+
+    /// Whether this run writes metrics, checkpoints and the export (one device, or peer 0).
+    pub fn is_leader(&self) -> bool {
+        self.metrics.is_some()
     }
 
     /// Load the model (and LoRA adapters) and optimiser state of checkpoint `dir`.
@@ -411,14 +471,16 @@ impl<B: AutodiffBackend> Run<B> {
         let mut guard = NonFiniteGuard::new(self.cfg.train.on_nonfinite, batcher.batches_per_epoch());
         while self.state.step < self.state.total_steps {
             let t0 = Instant::now();
-            let (grads, sums) = match self.gather_grads(&mut iter, &mut guard)? {
+            let (grads, sums) = match self.gather_grads(&batcher, &mut iter, &mut guard)? {
                 Gathered::Grads(grads, sums) => (grads, sums),
                 Gathered::NothingUsed => continue,
                 Gathered::Done => break,
             };
             let Some((lr, grad_norm)) = self.optimizer_step(grads, &sums, &mut guard)? else { continue };
-            let eval = if self.eval_due() { self.eval(data)? } else { None };
-            self.log_step(&sums, lr, grad_norm, eval, t0.elapsed().as_secs_f64())?;
+            if self.is_leader() {
+                let eval = if self.eval_due() { self.eval(data)? } else { None };
+                self.log_step(&sums, lr, grad_norm, eval, t0.elapsed().as_secs_f64())?;
+            }
             self.checkpoint_if_due(hooks)?;
         }
         self.bar.finish();
@@ -427,7 +489,12 @@ impl<B: AutodiffBackend> Run<B> {
 
     /// Forward and backward `grad_accum` micro-batches (skipping non-finite ones as configured) and
     /// accumulate their gradients, each scaled by `1 / grad_accum`.
-    fn gather_grads(&mut self, iter: &mut BatchIter<'_, '_>, guard: &mut NonFiniteGuard) -> Result<Gathered> {
+    fn gather_grads(
+        &mut self,
+        batcher: &Batcher<'_>,
+        iter: &mut BatchIter<'_, '_>,
+        guard: &mut NonFiniteGuard,
+    ) -> Result<Gathered> {
         let mut accumulator = GradientsAccumulator::<CausalLm<B>>::new();
         let mut sums = StepSums { epoch: self.state.data_position.epoch, ..Default::default() };
         let mut micro = 0;
@@ -441,8 +508,8 @@ impl<B: AutodiffBackend> Run<B> {
             let position_after = BatchIter::position(iter);
             micro += 1;
             sums.epoch = batch.position.epoch;
-            let out = dft_loss(&self.model, &to_loss_batch(&batch, self.cfg.method.name), &self.objective, &self.device)?;
-            let c = &out.components;
+            let (loss, c) = self.micro_loss(&batch, batcher)?;
+            let c = &c;
             if !c.total.is_finite() {
                 let err = TrainError::NonFiniteLoss {
                     step: self.state.step + 1,
@@ -463,16 +530,69 @@ impl<B: AutodiffBackend> Run<B> {
                 }
             }
             guard.good_batch();
-            let grads = (out.loss / self.cfg.train.grad_accum as f64).backward();
-            accumulator.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
+            if let Some(loss) = loss {
+                let grads = (loss / self.cfg.train.grad_accum as f64).backward();
+                accumulator.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
+            }
             sums.add(c, &batch);
             self.state.data_position = position_after;
         }
         Ok(match sums.used {
             0 if micro == 0 || guard.gave_up() => Gathered::Done,
             0 => Gathered::NothingUsed,
-            _ => Gathered::Grads(accumulator.grads(), sums),
+            _ => {
+                let grads = accumulator.grads();
+                let grads = match &self.peer {
+                    Some(peer) => crate::parallel::all_reduce_grads::<B, _>(&self.model, grads, peer, &self.device)?,
+                    None => grads,
+                };
+                Gathered::Grads(grads, sums)
+            }
         })
+    }
+
+    /// The loss of one micro-batch and its components. On one device: the whole batch. On a peer: its
+    /// slice, each term scaled by the slice's share of the batch's labelled tokens (examples, for the
+    /// feature losses); the components are then summed over peers, so they (and the decision on a
+    /// non-finite loss) are the whole batch's, the same on every peer. `None`: an empty slice.
+    fn micro_loss(
+        &self,
+        batch: &dft_data::DftBatch,
+        batcher: &Batcher<'_>,
+    ) -> Result<(Option<burn::tensor::Tensor<B, 1>>, dft_losses::LossComponents)> {
+        let method = self.cfg.method.name;
+        let Some(peer) = &self.peer else {
+            let out = dft_loss(&self.model, &to_loss_batch(batch, method), &self.objective, &self.device)?;
+            return Ok((Some(out.loss), out.components));
+        };
+        crate::parallel::injected_fault(peer.rank, self.state.step + 1)?;
+        let obj = &self.objective;
+        let whole = TermCounts::of(&to_loss_batch(batch, method), obj);
+        let rows = crate::parallel::shard(batch.rows(), peer.rank, peer.world);
+        let (mut part, mut loss) = ([0.0; 3], None);
+        if !rows.is_empty() {
+            let slice = to_loss_batch(&batcher.build(&batch.example_indices[rows], batch.position), method);
+            let share = TermCounts::of(&slice, obj).share_of(&whole);
+            let out = dft_loss(&self.model, &slice, &ObjectiveConfig { scale: share, ..obj.clone() }, &self.device)?;
+            let c = &out.components;
+            part = [c.main * share.main, c.lc.unwrap_or(0.0) * share.lc, c.et.unwrap_or(0.0) * share.et];
+            if !c.total.is_finite() {
+                part[0] = c.total; // non-finite on any peer: non-finite for all
+            }
+            loss = Some(out.loss);
+        }
+        let [main, lc, et]: [f64; 3] = peer.sum_f64(&part, &self.device)?.try_into().expect("three sums");
+        let on = |aux: dft_losses::AuxLoss| aux != dft_losses::AuxLoss::Off;
+        let c = dft_losses::LossComponents {
+            main,
+            main_tokens: whole.main,
+            lc: on(obj.lc).then_some(lc),
+            lc_tokens: whole.lc,
+            et: on(obj.et).then_some(et),
+            et_tokens: whole.et,
+            total: main + obj.alpha * if on(obj.lc) { lc } else { 0.0 } + obj.beta * if on(obj.et) { et } else { 0.0 },
+        };
+        Ok((loss, c))
     }
 
     /// Clip to the global norm and take one AdamW step on the schedule's learning rate. `None`: the
@@ -533,7 +653,9 @@ impl<B: AutodiffBackend> Run<B> {
             elapsed_s: self.started.elapsed().as_secs_f64(),
             eval_loss: eval,
         };
-        self.metrics.write(&m)?;
+        if let Some(w) = self.metrics.as_mut() {
+            w.write(&m)?;
+        }
         self.state.metrics_lines += 1;
         let mut msg = format!("loss {:.3} main {:.3}", m.loss, m.main);
         if let Some(v) = m.lc {
@@ -554,7 +676,17 @@ impl<B: AutodiffBackend> Run<B> {
     /// Checkpoint every `checkpoint_every` steps, and on an interruption (then stop with
     /// [`TrainError::Interrupted`]).
     fn checkpoint_if_due(&mut self, hooks: &TrainHooks) -> Result<()> {
-        let interrupted = hooks.stop.load(Ordering::SeqCst);
+        let mut interrupted = hooks.stop.load(Ordering::SeqCst);
+        if let Some(peer) = &self.peer {
+            // Every peer stops after the same step.
+            interrupted = peer.sum_f64(&[interrupted as u8 as f64], &self.device)?[0] > 0.0;
+        }
+        if !self.is_leader() {
+            if interrupted {
+                return Err(TrainError::Interrupted { step: self.state.step, path: self.out_dir.clone() });
+            }
+            return Ok(());
+        }
         let every = self.cfg.train.checkpoint_every;
         if (every > 0 && self.state.step % every == 0) || interrupted {
             let path = self.write_checkpoint()?;
@@ -590,6 +722,26 @@ impl<B: AutodiffBackend> Run<B> {
             recorder.record(optim_rec, dir.join(OPTIM_FILE)).map_err(ck)?;
             Ok(())
         })
+    }
+
+    /// What a node other than node 0 reports: its steps; node 0 holds the checkpoint and export.
+    pub(crate) fn summary_without_export(&self, world_size: usize) -> TrainSummary {
+        TrainSummary {
+            steps: self.state.step,
+            eval_loss_before: None,
+            eval_loss_after: None,
+            out_dir: self.out_dir.clone(),
+            export_dir: self.out_dir.join("final"),
+            metrics: self.metrics_path.clone(),
+            plot: self.out_dir.join("loss.svg"),
+            wall_s: self.started.elapsed().as_secs_f64(),
+            skipped_batches: self.state.skipped_batches,
+            adapter_dir: None,
+            trainable_params: self.trainable,
+            total_params: self.total_params,
+            threads: rayon::current_num_threads(),
+            world_size,
+        }
     }
 
     /// Final checkpoint, held-out loss, export (`final/`, and `adapter/` for LoRA), plot and summary.
@@ -637,10 +789,13 @@ impl<B: AutodiffBackend> Run<B> {
             trainable_params: self.trainable,
             total_params: self.total_params,
             threads: rayon::current_num_threads(),
+            world_size: self.peer.as_ref().map_or(1, |p| p.world),
         };
         std::fs::write(out_dir.join("summary.json"), serde_json::to_string_pretty(&summary).expect("json"))
             .map_err(|e| TrainError::Io { path: out_dir.join("summary.json"), source: e })?;
-        self.run_info.finish(summary.steps, summary.wall_s, &summary.metrics)?;
+        if let Some(info) = self.run_info.as_mut() {
+            info.finish(summary.steps, summary.wall_s, &summary.metrics)?;
+        }
         Ok(summary)
     }
 }
