@@ -31,6 +31,40 @@ use std::sync::atomic::Ordering;
 
 use dft_rs::backend::{Inner, Train, TrainCheckpointed};
 
+/// `dft train` on several machines (docs/DISTRIBUTED.md): every node runs the same config.
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// Machines in the run (each runs `dft train` with the same config and its own --node-rank).
+    #[arg(long, requires_all = ["node_rank", "orchestrator", "data_port"])]
+    nodes: Option<usize>,
+    /// This machine's rank, 0..nodes; node 0 writes checkpoints, metrics and the export.
+    #[arg(long)]
+    node_rank: Option<usize>,
+    /// The orchestrator (`dft orchestrator`), e.g. ws://10.0.0.1:3000.
+    #[arg(long)]
+    orchestrator: Option<String>,
+    /// The port of this node's tensor data service (other nodes download gradient slices from it).
+    #[arg(long)]
+    data_port: Option<u16>,
+    /// The host the other nodes reach this one at.
+    #[arg(long, default_value = "127.0.0.1")]
+    node_host: String,
+}
+
+impl NodeArgs {
+    fn spec(&self) -> Option<dft_train::parallel::NodeSpec> {
+        let (nodes, rank, orchestrator, port) =
+            (self.nodes?, self.node_rank?, self.orchestrator.clone()?, self.data_port?);
+        Some(dft_train::parallel::NodeSpec {
+            nodes,
+            rank,
+            orchestrator,
+            address: format!("ws://{}:{port}", self.node_host),
+            data_port: port,
+        })
+    }
+}
+
 #[derive(Parser)]
 #[command(name = "dft", version, about = "Deep supervision Fine-Tuning (DFT) for multilingual LLMs")]
 struct Cli {
@@ -76,6 +110,15 @@ enum Cmd {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Serve burn-collective's global orchestrator for a run over several machines (docs/DISTRIBUTED.md).
+    /// Runs until Ctrl-C. Trusted networks only: the transport has no authentication or encryption.
+    Orchestrator {
+        /// The port; the nodes pass --orchestrator ws://THIS_HOST:PORT.
+        #[arg(long, default_value_t = 3000)]
+        port: u16,
     },
     /// Zero-shot scores on the paper's benchmarks (XQuAD, MLQA, MKQA, TruthfulQA, XNLI, XCOPA, XStoryCloze, MMLU).
     Eval(eval_cmd::EvalArgs),
@@ -218,9 +261,15 @@ fn on_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| f())
 }
 
-fn run_training(cfg: &TrainConfig, resume: bool, quiet: bool, overwrite: bool) -> dft_train::TrainSummary {
+fn run_training(
+    cfg: &TrainConfig,
+    resume: bool,
+    quiet: bool,
+    overwrite: bool,
+    node: Option<dft_train::parallel::NodeSpec>,
+) -> dft_train::TrainSummary {
     init_threads(cfg.train.threads);
-    let hooks = TrainHooks { progress: !quiet, overwrite, ..Default::default() };
+    let hooks = TrainHooks { progress: !quiet, overwrite, node, ..Default::default() };
     install_sigint(&hooks);
     let device = Default::default();
     let result = if cfg.train.gradient_checkpointing {
@@ -326,7 +375,7 @@ fn main() {
             let tok = before.tokenizer.clone().expect("tokenizer");
             let gen_before = complete(&before.model, &tok, prompt, 40, Sampling::Greedy);
             drop(before);
-            let summary = run_training(&cfg, false, false, overwrite);
+            let summary = run_training(&cfg, false, false, overwrite, None);
             let after = load_pretrained::<Inner>(&summary.export_dir, &device).unwrap_or_else(|e| fail(e));
             let gen_after = complete(&after.model, &tok, prompt, 40, Sampling::Greedy);
             print_summary(&summary);
@@ -334,12 +383,13 @@ fn main() {
             println!("generation before: {}", gen_before.trim());
             println!("generation after:  {}", gen_after.trim());
         }
-        Cmd::Train { config, mut set, resume, quiet, overwrite } => {
+        Cmd::Train { config, mut set, resume, quiet, overwrite, node } => {
             set.extend(threads_override);
             let cfg = TrainConfig::load(config.as_deref(), &set).unwrap_or_else(|e| fail(e));
-            let s = run_training(&cfg, resume, quiet, overwrite);
+            let s = run_training(&cfg, resume, quiet, overwrite, node.spec());
             print_summary(&s);
         }
+        Cmd::Orchestrator { port } => dft_train::parallel::run_orchestrator(port).unwrap_or_else(|e| fail(e)),
         Cmd::Eval(args) => on_pool(0, || eval_cmd::run::<Inner>(&args)).unwrap_or_else(|e| fail(e)),
         Cmd::Generate { model, adapter, prompt, max_new_tokens, temperature, top_k, top_p, seed, chat, system } => {
             if prompt.trim().is_empty() {

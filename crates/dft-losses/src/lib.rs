@@ -75,6 +75,6 @@ pub use error::{LossError, Result};
 pub use model::{DeepSupervisionModel, PrefixKv};
 pub use objective::{
     cosine_loss, dft_loss, dft_loss_eval, dft_loss_naive, AuxLoss, LossComponents, ObjectiveConfig, ObjectiveOutput,
-    Pooling,
+    Pooling, TermCounts, TermScale,
 };
 pub use precision::Precision;

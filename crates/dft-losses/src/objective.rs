@@ -67,6 +67,67 @@ pub struct ObjectiveConfig {
     pub share_prefix: bool,
     #[serde(skip)]
     pub chunk: ChunkOptions,
+    /// Multipliers of the three terms in the differentiable total (the components stay unscaled).
+    /// A data-parallel peer passes its share of the global batch ([`TermCounts::share_of`]): summed
+    /// over peers, the gradients are then those of the whole batch. All `1` = this batch alone.
+    #[serde(skip)]
+    pub scale: TermScale,
+}
+
+/// Multipliers of `L_TFT`, `L_LC` and `L_ET` (see [`ObjectiveConfig::scale`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TermScale {
+    pub main: f64,
+    pub lc: f64,
+    pub et: f64,
+}
+
+impl Default for TermScale {
+    fn default() -> Self {
+        Self { main: 1.0, lc: 1.0, et: 1.0 }
+    }
+}
+
+/// What each term of the objective averages over in a batch: labelled tokens for the cross-entropies
+/// (`main`, LC/ET-logits), examples for the feature losses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TermCounts {
+    pub main: usize,
+    pub lc: usize,
+    pub et: usize,
+}
+
+impl TermCounts {
+    /// The counts of `batch` under `cfg` (plain numbers; no tensor work).
+    pub fn of(batch: &DftBatch, cfg: &ObjectiveConfig) -> Self {
+        let labelled = |s: &Option<Sequences>| s.as_ref().map_or(0, |s| s.labelled_positions().1.len());
+        let term = |aux: AuxLoss, s: &Option<Sequences>| match aux {
+            AuxLoss::Off => 0,
+            AuxLoss::Logits => labelled(s),
+            AuxLoss::Feature => batch.main.rows(),
+        };
+        Self {
+            main: batch.main.labelled_positions().1.len(),
+            lc: term(cfg.lc, &batch.lc),
+            et: term(cfg.et, &batch.et),
+        }
+    }
+
+    /// This part's share of `whole` for each term (0 where the whole has none): the scale that makes
+    /// a term's mean over this part count as its part of the mean over the whole.
+    pub fn share_of(&self, whole: &TermCounts) -> TermScale {
+        let share = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        TermScale { main: share(self.main, whole.main), lc: share(self.lc, whole.lc), et: share(self.et, whole.et) }
+    }
+}
+
+/// `t · s`, leaving `t` untouched when `s` is 1 (the single-device path stays bit for bit the same).
+fn scaled<B: Backend>(t: Tensor<B, 1>, s: f64) -> Tensor<B, 1> {
+    if s == 1.0 {
+        t
+    } else {
+        t * s
+    }
 }
 
 impl Default for ObjectiveConfig {
@@ -83,6 +144,7 @@ impl Default for ObjectiveConfig {
             english_stop_grad: false,
             share_prefix: true,
             chunk: ChunkOptions::default(),
+            scale: TermScale::default(),
         }
     }
 }
@@ -338,7 +400,7 @@ fn objective_with<B: Backend, M: DeepSupervisionModel<B>>(
     };
     let kept_at = |k: usize| kept[keep.iter().position(|&x| x == k).expect("kept")].clone();
     let (main, main_tokens) = lm_loss(model, h_last, &batch.main, false, cfg.chunk, ce);
-    let mut total = main.clone();
+    let mut total = scaled(main.clone(), cfg.scale.main);
     let mut comps = LossComponents { main: scalar(&main), main_tokens, ..Default::default() };
 
     // 4. feature losses share one English pass.
@@ -355,14 +417,14 @@ fn objective_with<B: Backend, M: DeepSupervisionModel<B>>(
             let eng = teacher(pool(en_kept[0].clone(), &w_en));
             let lc = cosine_loss(eng, tgt);
             comps.lc = Some(scalar(&lc));
-            total = total + lc * cfg.alpha;
+            total = total + scaled(lc, cfg.scale.lc) * cfg.alpha;
         }
         if cfg.et == AuxLoss::Feature {
             let tgt = pool(kept_at(j), &w_tgt);
             let eng = teacher(pool(en_last, &w_en));
             let et = cosine_loss(eng, tgt);
             comps.et = Some(scalar(&et));
-            total = total + et * cfg.beta;
+            total = total + scaled(et, cfg.scale.et) * cfg.beta;
         }
     }
     // 2./3. LC-logits at i and ET-logits at j.
@@ -386,7 +448,7 @@ fn objective_with<B: Backend, M: DeepSupervisionModel<B>>(
                 lm_loss(model, h_k, &s, true, cfg.chunk, ce)
             }
         };
-        let weight = if name == "lc" { cfg.alpha } else { cfg.beta };
+        let (weight, share) = if name == "lc" { (cfg.alpha, cfg.scale.lc) } else { (cfg.beta, cfg.scale.et) };
         if name == "lc" {
             comps.lc = Some(scalar(&loss));
             comps.lc_tokens = n;
@@ -394,7 +456,7 @@ fn objective_with<B: Backend, M: DeepSupervisionModel<B>>(
             comps.et = Some(scalar(&loss));
             comps.et_tokens = n;
         }
-        total = total + loss * weight;
+        total = total + scaled(loss, share) * weight;
     }
     comps.total = comps.main + cfg.alpha * comps.lc.unwrap_or(0.0) + cfg.beta * comps.et.unwrap_or(0.0);
     Ok(ObjectiveOutput { loss: total, components: comps })

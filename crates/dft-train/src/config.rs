@@ -233,6 +233,48 @@ pub struct TrainConfig {
     /// (and `modules_to_save`) train. Absent = full fine-tuning.
     #[serde(default)]
     pub lora: Option<LoraSpec>,
+    /// Data parallelism over several devices (docs/DISTRIBUTED.md). Absent = one device.
+    #[serde(default, skip_serializing_if = "ParallelSection::is_default")]
+    pub parallel: ParallelSection,
+}
+
+/// `[parallel]`: one peer per device, each with the whole model; gradients all-reduced every step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ParallelSection {
+    /// This machine's devices: a count (`2` = devices 0 and 1) or a list of device ids (`[0, 2]`).
+    pub devices: Devices,
+    /// Seconds a peer waits for the others in one collective operation (all-reduce) before the run
+    /// stops with an error naming the peers that did not answer.
+    pub timeout_s: f64,
+}
+
+/// The local devices of `[parallel]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Devices {
+    Count(usize),
+    Ids(Vec<usize>),
+}
+
+impl Default for ParallelSection {
+    fn default() -> Self {
+        Self { devices: Devices::Count(1), timeout_s: 120.0 }
+    }
+}
+
+impl ParallelSection {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The device ids of this machine's peers, in peer order.
+    pub fn device_ids(&self) -> Vec<usize> {
+        match &self.devices {
+            Devices::Count(n) => (0..*n).collect(),
+            Devices::Ids(ids) => ids.clone(),
+        }
+    }
 }
 
 fn bad(key: &str, msg: impl Into<String>) -> TrainError {
@@ -304,6 +346,16 @@ impl TrainConfig {
         }
         if t.grad_accum == 0 {
             return Err(bad("train.grad_accum", "must be >= 1"));
+        }
+        let ids = self.parallel.device_ids();
+        if ids.is_empty() {
+            return Err(bad("parallel.devices", "must name at least one device"));
+        }
+        if (1..ids.len()).any(|i| ids[..i].contains(&ids[i])) {
+            return Err(bad("parallel.devices", format!("lists a device twice: {ids:?}")));
+        }
+        if !(self.parallel.timeout_s.is_finite() && self.parallel.timeout_s > 0.0) {
+            return Err(bad("parallel.timeout_s", format!("must be > 0 seconds, got {}", self.parallel.timeout_s)));
         }
         if self.method.auto_samples == 0 {
             return Err(bad("method.auto_samples", "must be >= 1"));
@@ -412,10 +464,11 @@ pub fn known_keys() -> Vec<String> {
         method: MethodSection::default(),
         train: TrainSection::default(),
         lora: Some(LoraSpec::default()),
+        parallel: ParallelSection::default(),
     };
     let mut out: Vec<String> = flatten(&cfg).into_keys().collect();
     // Optional keys whose default is unset.
-    for k in ["data.eval", "data.min_score"] {
+    for k in ["data.eval", "data.min_score", "parallel.devices", "parallel.timeout_s"] {
         if !out.iter().any(|x| x == k) {
             out.push(k.into());
         }
@@ -498,6 +551,10 @@ pub const RESUME_SAFE_KEYS: &[&str] = &[
     "train.gradient_checkpointing",
     "data.eval",
     "data.eval_limit",
+    // How the global batch is spread over devices does not change what is trained (the data-parallel
+    // trainer saves the global batch size in `train.batch_size`).
+    "parallel.devices",
+    "parallel.timeout_s",
 ];
 
 /// How a resumed run's config differs from the checkpoint's.
@@ -576,6 +633,7 @@ mod reliability_tests {
             method: MethodSection::default(),
             train: TrainSection::default(),
             lora: None,
+            parallel: ParallelSection::default(),
         }
     }
 

@@ -29,6 +29,8 @@ pub enum TrainError {
     NoSpace { path: PathBuf, need: u64, free: u64 },
     #[error("--resume: the config differs from the one checkpoint {checkpoint} was trained with: {keys}; resume with the original values, or start a new run (--overwrite or another train.out_dir)")]
     ResumeConfig { checkpoint: PathBuf, keys: String },
+    #[error("data-parallel run: {msg}")]
+    Parallel { msg: String },
     #[error("interrupted at step {step}; checkpoint written to {path}")]
     Interrupted { step: usize, path: PathBuf },
 }

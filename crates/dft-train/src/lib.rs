@@ -20,6 +20,7 @@ pub mod error;
 pub mod fetch;
 pub mod metrics;
 pub mod optim;
+pub mod parallel;
 pub mod plan;
 pub mod run_dir;
 pub mod run_info;
