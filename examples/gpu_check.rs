@@ -38,9 +38,7 @@ use dft_losses::{dft_loss, AuxLoss, DftBatch, ObjectiveConfig, Pooling};
 use dft_models::{load_pretrained, CausalLm, ModelConfig};
 use dft_step::{LossPath, Method};
 use dft_test_support::refs::{diffs, read_refs, to_f32};
-use safetensors::tensor::{Dtype, SafeTensors};
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

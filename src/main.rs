@@ -46,22 +46,36 @@ struct NodeArgs {
     /// The port of this node's tensor data service (other nodes download gradient slices from it).
     #[arg(long)]
     data_port: Option<u16>,
-    /// The host the other nodes reach this one at.
+    /// The host the other nodes reach this one at; the data service listens on this interface only
+    /// (127.0.0.1, this machine only, unless given).
     #[arg(long, default_value = "127.0.0.1")]
     node_host: String,
 }
 
 impl NodeArgs {
-    fn spec(&self) -> Option<dft_train::parallel::NodeSpec> {
-        let (nodes, rank, orchestrator, port) =
-            (self.nodes?, self.node_rank?, self.orchestrator.clone()?, self.data_port?);
-        Some(dft_train::parallel::NodeSpec {
+    /// The node's settings, or `None` for a one-machine run. `--node-host` is resolved to the interface
+    /// the data service listens on (127.0.0.1 unless given).
+    fn spec(&self) -> Result<Option<dft_train::parallel::NodeSpec>, String> {
+        let (Some(nodes), Some(rank), Some(orchestrator), Some(port)) =
+            (self.nodes, self.node_rank, self.orchestrator.clone(), self.data_port)
+        else {
+            return Ok(None);
+        };
+        use std::net::ToSocketAddrs;
+        let listen = (self.node_host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| format!("--node-host {:?}: cannot resolve it ({e})", self.node_host))?
+            .next()
+            .ok_or_else(|| format!("--node-host {:?}: no address", self.node_host))?
+            .ip();
+        Ok(Some(dft_train::parallel::NodeSpec {
             nodes,
             rank,
             orchestrator,
             address: format!("ws://{}:{port}", self.node_host),
             data_port: port,
-        })
+            listen,
+        }))
     }
 }
 
@@ -119,6 +133,11 @@ enum Cmd {
         /// The port; the nodes pass --orchestrator ws://THIS_HOST:PORT.
         #[arg(long, default_value_t = 3000)]
         port: u16,
+        /// The interface to listen on: 127.0.0.1 (this machine only) unless given, e.g. the address of
+        /// the cluster's private network, or 0.0.0.0 for every interface (no authentication: trusted
+        /// networks only).
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
     },
     /// Zero-shot scores on the paper's benchmarks (XQuAD, MLQA, MKQA, TruthfulQA, XNLI, XCOPA, XStoryCloze, MMLU).
     Eval(eval_cmd::EvalArgs),
@@ -386,10 +405,11 @@ fn main() {
         Cmd::Train { config, mut set, resume, quiet, overwrite, node } => {
             set.extend(threads_override);
             let cfg = TrainConfig::load(config.as_deref(), &set).unwrap_or_else(|e| fail(e));
-            let s = run_training(&cfg, resume, quiet, overwrite, node.spec());
+            let node = node.spec().unwrap_or_else(|e| fail(e));
+            let s = run_training(&cfg, resume, quiet, overwrite, node);
             print_summary(&s);
         }
-        Cmd::Orchestrator { port } => dft_train::parallel::run_orchestrator(port).unwrap_or_else(|e| fail(e)),
+        Cmd::Orchestrator { port, host } => dft_train::parallel::run_orchestrator(host, port).unwrap_or_else(|e| fail(e)),
         Cmd::Eval(args) => on_pool(0, || eval_cmd::run::<Inner>(&args)).unwrap_or_else(|e| fail(e)),
         Cmd::Generate { model, adapter, prompt, max_new_tokens, temperature, top_k, top_p, seed, chat, system } => {
             if prompt.trim().is_empty() {

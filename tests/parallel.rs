@@ -158,6 +158,31 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The local addresses of the sockets listening on `port` (from /proc/net/tcp and tcp6): `127.0.0.1`,
+/// `0.0.0.0`, `::`, ….
+fn listeners(port: u16) -> Vec<String> {
+    let mut out = Vec::new();
+    for (file, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
+        for line in std::fs::read_to_string(file).unwrap_or_default().lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state)) = (f.get(1), f.get(3)) else { continue };
+            let Some((addr, p)) = local.split_once(':') else { continue };
+            if *state != "0A" || u16::from_str_radix(p, 16).ok() != Some(port) {
+                continue;
+            }
+            let bytes: Vec<u8> = (0..addr.len() / 2).map(|i| u8::from_str_radix(&addr[2 * i..2 * i + 2], 16).unwrap()).collect();
+            // The kernel prints each 32-bit word in host (little-endian) order.
+            let fixed: Vec<u8> = bytes.chunks(4).flat_map(|w| w.iter().rev().copied()).collect();
+            out.push(if v6 {
+                std::net::Ipv6Addr::from(<[u8; 16]>::try_from(fixed).unwrap()).to_string()
+            } else {
+                std::net::Ipv4Addr::from(<[u8; 4]>::try_from(fixed).unwrap()).to_string()
+            });
+        }
+    }
+    out
+}
+
 /// A child process killed when dropped (every process a test starts is bounded).
 struct Child(std::process::Child);
 
@@ -232,6 +257,8 @@ fn two_nodes_on_loopback_train_what_one_device_trains_and_survive_a_lost_node() 
     let mut orch = spawn(&["orchestrator".into(), "--port".into(), port.to_string()], &dir.join("orchestrator.log"));
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert!(orch.0.try_wait().unwrap().is_none(), "orchestrator exited: {}", std::fs::read_to_string(dir.join("orchestrator.log")).unwrap());
+    // Security: the orchestrator listens on the loopback interface only unless told otherwise.
+    assert_eq!(listeners(port), ["127.0.0.1"], "the orchestrator's listening sockets");
     let mut e2 = vec!["train.batch_size=2", "parallel.timeout_s=20"];
     e2.extend(method);
     let outs = [dir.join("node0"), dir.join("node1")];
@@ -259,14 +286,19 @@ fn two_nodes_on_loopback_train_what_one_device_trains_and_survive_a_lost_node() 
     e2l.extend(method);
     e2l.extend(long);
     let outs = [dir.join("kill0"), dir.join("kill1")];
+    let data_ports = [free_port(), free_port()];
     let mut nodes: Vec<Child> = (0..2)
-        .map(|r| spawn(&node_args(&overrides(&model, &outs[r], &e2l), r, port, free_port()), &dir.join(format!("kill{r}.log"))))
+        .map(|r| spawn(&node_args(&overrides(&model, &outs[r], &e2l), r, port, data_ports[r]), &dir.join(format!("kill{r}.log"))))
         .collect();
     let t0 = std::time::Instant::now();
     while !outs[0].join("checkpoint-000002").join("trainer_state.json").exists() {
         assert!(t0.elapsed().as_secs() < 300, "no checkpoint after 300 s");
         assert!(nodes[0].0.try_wait().unwrap().is_none(), "{}", std::fs::read_to_string(dir.join("kill0.log")).unwrap());
         std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Security: the nodes' tensor data services listen on loopback only (no --node-host given).
+    for p in data_ports {
+        assert_eq!(listeners(p), ["127.0.0.1"], "data service on port {p}");
     }
     nodes[1].0.kill().unwrap(); // SIGKILL
     let killed = std::time::Instant::now();

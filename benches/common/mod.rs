@@ -24,8 +24,11 @@ fn sub(n: usize) {
     CURRENT.fetch_sub(n, Ordering::Relaxed);
 }
 
+// SAFETY: every method forwards to the system allocator with the caller's arguments unchanged and only
+// updates counters; the GlobalAlloc contract is System's.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds GlobalAlloc's contract for these arguments.
         let p = unsafe { System.alloc(layout) };
         if !p.is_null() {
             add(layout.size());
@@ -33,6 +36,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
         p
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds GlobalAlloc's contract for these arguments.
         let p = unsafe { System.alloc_zeroed(layout) };
         if !p.is_null() {
             add(layout.size());
@@ -40,10 +44,12 @@ unsafe impl GlobalAlloc for CountingAlloc {
         p
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller upholds GlobalAlloc's contract for these arguments.
         unsafe { System.dealloc(ptr, layout) };
         sub(layout.size());
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller upholds GlobalAlloc's contract for these arguments.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
             if new_size >= layout.size() {

@@ -32,6 +32,8 @@
 //! println!("{} {}: {} = {:.1}", result.task, result.lang, result.metric, result.score);
 //! # Ok(()) }
 //! ```
+
+#![forbid(unsafe_code)]
 pub mod align;
 pub mod compare;
 pub mod error;

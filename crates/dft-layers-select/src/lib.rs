@@ -11,6 +11,8 @@
 //! [`analyze`] wires them together for the `dft layers` command. Everything is generic over Burn's
 //! `Backend`.
 
+#![forbid(unsafe_code)]
+
 pub mod critical;
 pub mod data;
 pub mod entropy;

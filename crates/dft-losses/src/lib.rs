@@ -62,6 +62,8 @@
 //! assert!(model.blocks[0].val().grad(&grads).is_some());
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod batch;
 pub mod cross_entropy;
 pub mod error;

@@ -162,11 +162,12 @@ impl<B: Backend> CausalLm<B> {
                 proj(format!("{p}.self_attn.v_proj"), config.attention_bias),
                 proj(format!("{p}.self_attn.o_proj"), config.attention_bias),
             );
-            let mlp = Mlp {
-                gate_proj: proj(format!("{p}.mlp.gate_proj"), config.mlp_bias),
-                up_proj: proj(format!("{p}.mlp.up_proj"), config.mlp_bias),
-                down_proj: proj(format!("{p}.mlp.down_proj"), config.mlp_bias),
-            };
+            let mlp = Mlp::new(
+                proj(format!("{p}.mlp.gate_proj"), config.mlp_bias),
+                proj(format!("{p}.mlp.up_proj"), config.mlp_bias),
+                proj(format!("{p}.mlp.down_proj"), config.mlp_bias),
+                config.hidden_act,
+            );
             let mut norm = |name: String| RmsNorm {
                 weight: Param::from_tensor(to_tensor::<B, 1>(take(&name), device)),
                 eps,
@@ -174,14 +175,15 @@ impl<B: Backend> CausalLm<B> {
             };
             let gemma = config.arch.is_gemma();
             let qk = config.arch.has_qk_norm();
-            let self_attn = Attention {
+            let self_attn = Attention::new(
                 q_proj,
                 k_proj,
                 v_proj,
                 o_proj,
-                q_norm: qk.then(|| norm(format!("{p}.self_attn.q_norm.weight"))),
-                k_norm: qk.then(|| norm(format!("{p}.self_attn.k_norm.weight"))),
-            };
+                qk.then(|| norm(format!("{p}.self_attn.q_norm.weight"))),
+                qk.then(|| norm(format!("{p}.self_attn.k_norm.weight"))),
+                &config,
+            );
             layers.push(DecoderBlock {
                 input_layernorm: norm(format!("{p}.input_layernorm.weight")),
                 self_attn,
@@ -189,6 +191,7 @@ impl<B: Backend> CausalLm<B> {
                 pre_feedforward_layernorm: gemma.then(|| norm(format!("{p}.pre_feedforward_layernorm.weight"))),
                 post_feedforward_layernorm: gemma.then(|| norm(format!("{p}.post_feedforward_layernorm.weight"))),
                 mlp,
+                layer_type: config.layer_types[l],
             });
         }
         let norm = RmsNorm {

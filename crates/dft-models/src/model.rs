@@ -81,6 +81,8 @@ impl<B: Backend> Proj<B> {
     }
 }
 
+/// Self-attention with grouped-query heads, RoPE, optional QK-norm (Gemma-3) and score softcap
+/// (Gemma-2). The head counts, scale and softcap come from the config ([`Attention::new`]).
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
     pub q_proj: Proj<B>,
@@ -91,15 +93,31 @@ pub struct Attention<B: Backend> {
     pub q_norm: Option<RmsNorm<B>>,
     /// Gemma-3 only: the same for every key head.
     pub k_norm: Option<RmsNorm<B>>,
+    #[module(skip)]
+    pub num_heads: usize,
+    #[module(skip)]
+    pub num_kv_heads: usize,
+    #[module(skip)]
+    pub head_dim: usize,
+    /// Scores are `scale · q·kᵀ`: `query_pre_attn_scalar^-½` (Gemma) or `head_dim^-½`.
+    #[module(skip)]
+    pub scale: f64,
+    /// Gemma-2: scores are softcapped, `c · tanh(s / c)`.
+    #[module(skip)]
+    pub softcap: Option<f64>,
 }
 
+/// The gated MLP: `down(act(gate(x)) · up(x))`.
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
     pub gate_proj: Proj<B>,
     pub up_proj: Proj<B>,
     pub down_proj: Proj<B>,
+    #[module(skip)]
+    pub act: Activation,
 }
 
+/// One decoder block: pre-norm attention and MLP with residuals (Gemma-2/3 add post-norms).
 #[derive(Module, Debug)]
 pub struct DecoderBlock<B: Backend> {
     pub input_layernorm: RmsNorm<B>,
@@ -110,7 +128,13 @@ pub struct DecoderBlock<B: Backend> {
     /// Gemma-2/3 only.
     pub post_feedforward_layernorm: Option<RmsNorm<B>>,
     pub mlp: Mlp<B>,
+    /// Full or sliding-window attention (which mask and RoPE base the block uses).
+    #[module(skip)]
+    pub layer_type: LayerType,
 }
+
+/// The keys and values of one block in a [`KvCache`]: `[rows, seq, kv_heads, head_dim]` each.
+pub type KvSlot<B> = Option<(Tensor<B, 4>, Tensor<B, 4>)>;
 
 /// A decoder-only causal LM exposing what deep supervision needs.
 #[derive(Module, Debug)]
@@ -210,7 +234,7 @@ fn rope_over_heads<B: Backend>(
 }
 
 /// The RoPE tables of one base frequency, for the query and the key heads.
-struct RopeTables<B: Backend> {
+pub(crate) struct RopeTables<B: Backend> {
     q: (Tensor<B, 4>, Tensor<B, 4>),
     k: (Tensor<B, 4>, Tensor<B, 4>),
 }
@@ -312,6 +336,29 @@ fn expand_bias<B: Backend>(bias: Vec<f32>, b: usize, t: usize, s: usize, device:
     Tensor::from_data(TensorData::new(bias, [b, 1, 1, t, s]), device)
 }
 
+/// The attention masks of one forward pass: the full-attention one and, when the model has
+/// sliding-window layers, theirs. Each block picks its own ([`Masks::for_layer`]).
+pub(crate) struct Masks<B: Backend> {
+    full: Tensor<B, 5>,
+    sliding: Option<Tensor<B, 5>>,
+}
+
+impl<B: Backend> Masks<B> {
+    /// Builds the full mask with `make(None)` and, if the config has sliding layers, the windowed one
+    /// with `make(sliding_window)`.
+    fn new(cfg: &ModelConfig, make: impl Fn(Option<usize>) -> Tensor<B, 5>) -> Self {
+        let sliding = cfg.layer_types.contains(&LayerType::Sliding).then(|| make(cfg.sliding_window));
+        Self { full: make(None), sliding }
+    }
+
+    fn for_layer(&self, kind: LayerType) -> &Tensor<B, 5> {
+        match (kind, &self.sliding) {
+            (LayerType::Sliding, Some(s)) => s,
+            _ => &self.full,
+        }
+    }
+}
+
 /// Attention bias `[b, 1, 1, t, keys]` for `t` new queries after a cache of `cached` positions laid out
 /// as `rows` (right-padded prompts, then tokens shared by every row), the new tokens right-padded by
 /// `lengths`. Row `r`'s prompt keys beyond `prompt_lens[r]` and padded new keys are masked; positions
@@ -348,6 +395,133 @@ fn ragged_bias<B: Backend>(
         }
     }
     expand_bias(bias, b, t, keys, device)
+}
+
+impl<B: Backend> Attention<B> {
+    /// An attention layer from its projections and norms, with head counts, scale and softcap from
+    /// `cfg`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        q_proj: Proj<B>,
+        k_proj: Proj<B>,
+        v_proj: Proj<B>,
+        o_proj: Proj<B>,
+        q_norm: Option<RmsNorm<B>>,
+        k_norm: Option<RmsNorm<B>>,
+        cfg: &ModelConfig,
+    ) -> Self {
+        let scale = match cfg.query_pre_attn_scalar {
+            Some(q) => q.powf(-0.5),
+            None => (cfg.head_dim as f64).powf(-0.5),
+        };
+        Self {
+            q_proj,
+            k_proj,
+            v_proj,
+            o_proj,
+            q_norm,
+            k_norm,
+            num_heads: cfg.num_attention_heads,
+            num_kv_heads: cfg.num_key_value_heads,
+            head_dim: cfg.head_dim,
+            scale,
+            softcap: cfg.attn_logit_softcapping,
+        }
+    }
+
+    /// `x: [b, t, hidden]` → `[b, t, hidden]`. With `cache`, the new keys/values are appended to the
+    /// block's slot and the queries attend over all of them (`bias` covers every key).
+    pub(crate) fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &RopeTables<B>,
+        rotate: &Tensor<B, 2>,
+        bias: &Tensor<B, 5>,
+        cache: Option<&mut KvSlot<B>>,
+        p: Precision,
+    ) -> Tensor<B, 3> {
+        let [b, t, _] = x.dims();
+        let (nh, nkv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let rep = nh / nkv;
+        // Heads stay in the projections' layout `[b, t, heads, d]` through QK-norm, RoPE and the KV cache.
+        let mut q = self.q_proj.forward_in(x.clone(), p).reshape([b, t, nh, d]);
+        let mut k = self.k_proj.forward_in(x.clone(), p).reshape([b, t, nkv, d]);
+        let mut v = self.v_proj.forward_in(x, p).reshape([b, t, nkv, d]);
+        if let Some(n) = &self.q_norm {
+            q = n.forward(q);
+        }
+        if let Some(n) = &self.k_norm {
+            k = n.forward(k);
+        }
+        let q = apply_rope(q, &rope.q, rotate);
+        let mut k = apply_rope(k, &rope.k, rotate);
+        if let Some(slot) = cache {
+            if let Some((pk, pv)) = slot.take() {
+                k = Tensor::cat(vec![pk, k], 1);
+                v = Tensor::cat(vec![pv, v], 1);
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let s = k.dims()[1];
+        // Grouped-query attention without materialising repeated keys: query head `g * rep + r` uses key
+        // head `g`; the keys broadcast over `r`.
+        // The head transposes are materialised by `permute_contiguous` (on Flex a fast strided copy whose
+        // gradient comes back contiguous too; elsewhere the permuted view), and the keys are read
+        // transposed by the score matmul.
+        let q = dft_kernels::permute_contiguous(q.reshape([b, t, nkv, rep, d]), [0, 2, 3, 1, 4]); // [b, nkv, rep, t, d]
+        let k = dft_kernels::permute_contiguous(k.reshape([b, s, nkv, 1, d]), [0, 2, 3, 1, 4]); // [b, nkv, 1, s, d]
+        let kt = k.swap_dims(3, 4); // [b, nkv, 1, d, s]
+        let v = dft_kernels::permute_contiguous(v.reshape([b, s, nkv, 1, d]), [0, 2, 3, 1, 4]); // [b, nkv, 1, s, d]
+        // softmax(scale·qkᵀ (Gemma-2: softcapped) + mask), one fused op (dft-kernels).
+        let spec = SoftmaxSpec { scale: self.scale as f32, softcap: self.softcap.map(|c| c as f32) };
+        let probs = dft_kernels::attention_softmax(p.matmul(q, kt), Some(bias.clone()), spec);
+        let out = dft_kernels::permute_contiguous(p.matmul(probs, v), [0, 3, 1, 2, 4]).reshape([b, t, nh * d]);
+        self.o_proj.forward_in(out, p)
+    }
+}
+
+impl<B: Backend> Mlp<B> {
+    pub fn new(gate_proj: Proj<B>, up_proj: Proj<B>, down_proj: Proj<B>, act: Activation) -> Self {
+        Self { gate_proj, up_proj, down_proj, act }
+    }
+
+    /// `x: [b, t, hidden]` → `[b, t, hidden]`, the gated activation fused (dft-kernels).
+    pub fn forward(&self, x: Tensor<B, 3>, p: Precision) -> Tensor<B, 3> {
+        let gate = self.gate_proj.forward_in(x.clone(), p);
+        let act = match self.act {
+            Activation::Silu => GateAct::Silu,
+            Activation::GeluTanh => GateAct::GeluTanh,
+        };
+        self.down_proj.forward_in(dft_kernels::gated_activation(gate, self.up_proj.forward_in(x, p), act), p)
+    }
+}
+
+impl<B: Backend> DecoderBlock<B> {
+    /// `h_{k-1}` → `h_k`; the block takes its RoPE table and mask by its [`LayerType`].
+    pub(crate) fn forward(
+        &self,
+        h: Tensor<B, 3>,
+        ropes: &Ropes<B>,
+        masks: &Masks<B>,
+        cache: Option<&mut KvSlot<B>>,
+        p: Precision,
+    ) -> Tensor<B, 3> {
+        let rope = ropes.for_layer(self.layer_type);
+        let bias = masks.for_layer(self.layer_type);
+        let a = self.self_attn.forward(self.input_layernorm.forward(h.clone()), rope, &ropes.rotate_half, bias, cache, p);
+        match (&self.pre_feedforward_layernorm, &self.post_feedforward_layernorm) {
+            (Some(pre), Some(post)) => {
+                let h = h + self.post_attention_layernorm.forward(a);
+                let m = self.mlp.forward(pre.forward(h.clone()), p);
+                h + post.forward(m)
+            }
+            _ => {
+                let h = h + a;
+                let m = self.mlp.forward(self.post_attention_layernorm.forward(h.clone()), p);
+                h + m
+            }
+        }
+    }
 }
 
 impl<B: Backend> CausalLm<B> {
@@ -396,117 +570,6 @@ impl<B: Backend> CausalLm<B> {
         }
     }
 
-    fn attention(
-        &self,
-        layer: usize,
-        x: Tensor<B, 3>,
-        rope: &RopeTables<B>,
-        rotate: &Tensor<B, 2>,
-        bias: &Tensor<B, 5>,
-        cache: Option<&mut KvCache<B>>,
-    ) -> Tensor<B, 3> {
-        let cfg = &self.config;
-        let attn = &self.layers[layer].self_attn;
-        let [b, t, _] = x.dims();
-        let (nh, nkv, d) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
-        let rep = nh / nkv;
-        // Heads stay in the projections' layout `[b, t, heads, d]` through QK-norm, RoPE and the KV cache.
-        let p = self.precision;
-        let mut q = attn.q_proj.forward_in(x.clone(), p).reshape([b, t, nh, d]);
-        let mut k = attn.k_proj.forward_in(x.clone(), p).reshape([b, t, nkv, d]);
-        let mut v = attn.v_proj.forward_in(x, p).reshape([b, t, nkv, d]);
-        if let Some(n) = &attn.q_norm {
-            q = n.forward(q);
-        }
-        if let Some(n) = &attn.k_norm {
-            k = n.forward(k);
-        }
-        let q = apply_rope(q, &rope.q, rotate);
-        let mut k = apply_rope(k, &rope.k, rotate);
-        if let Some(cache) = cache {
-            if let Some((pk, pv)) = cache.layers[layer].take() {
-                k = Tensor::cat(vec![pk, k], 1);
-                v = Tensor::cat(vec![pv, v], 1);
-            }
-            cache.layers[layer] = Some((k.clone(), v.clone()));
-        }
-        let s = k.dims()[1];
-        let scale = match cfg.query_pre_attn_scalar {
-            Some(q) => q.powf(-0.5),
-            None => (d as f64).powf(-0.5),
-        };
-        // Grouped-query attention without materialising repeated keys: query head `g * rep + r` uses key
-        // head `g`; the keys broadcast over `r`.
-        // The head transposes are materialised by `permute_contiguous` (on Flex a fast strided copy whose
-        // gradient comes back contiguous too; elsewhere the permuted view), and the keys are read
-        // transposed by the score matmul.
-        let q = dft_kernels::permute_contiguous(q.reshape([b, t, nkv, rep, d]), [0, 2, 3, 1, 4]); // [b, nkv, rep, t, d]
-        let k = dft_kernels::permute_contiguous(k.reshape([b, s, nkv, 1, d]), [0, 2, 3, 1, 4]); // [b, nkv, 1, s, d]
-        let kt = k.swap_dims(3, 4); // [b, nkv, 1, d, s]
-        let v = dft_kernels::permute_contiguous(v.reshape([b, s, nkv, 1, d]), [0, 2, 3, 1, 4]); // [b, nkv, 1, s, d]
-                                                                                                // softmax(scale·qkᵀ (Gemma-2: softcapped) + mask), one fused op (dft-kernels).
-        let spec = SoftmaxSpec { scale: scale as f32, softcap: cfg.attn_logit_softcapping.map(|c| c as f32) };
-        let probs = dft_kernels::attention_softmax(p.matmul(q, kt), Some(bias.clone()), spec);
-        let out = dft_kernels::permute_contiguous(p.matmul(probs, v), [0, 3, 1, 2, 4]).reshape([b, t, nh * d]);
-        attn.o_proj.forward_in(out, p)
-    }
-
-    fn mlp(&self, layer: usize, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let mlp = &self.layers[layer].mlp;
-        let p = self.precision;
-        let gate = mlp.gate_proj.forward_in(x.clone(), p);
-        let act = match self.config.hidden_act {
-            Activation::Silu => GateAct::Silu,
-            Activation::GeluTanh => GateAct::GeluTanh,
-        };
-        mlp.down_proj.forward_in(dft_kernels::gated_activation(gate, mlp.up_proj.forward_in(x, p), act), p)
-    }
-
-    /// One decoder block (0-based `layer`).
-    fn block(
-        &self,
-        layer: usize,
-        h: Tensor<B, 3>,
-        ropes: &Ropes<B>,
-        bias: &Tensor<B, 5>,
-        cache: Option<&mut KvCache<B>>,
-    ) -> Tensor<B, 3> {
-        let blk = &self.layers[layer];
-        let rope = ropes.for_layer(self.config.layer_types[layer]);
-        let a = self.attention(layer, blk.input_layernorm.forward(h.clone()), rope, &ropes.rotate_half, bias, cache);
-        match (&blk.pre_feedforward_layernorm, &blk.post_feedforward_layernorm) {
-            (Some(pre), Some(post)) => {
-                let h = h + blk.post_attention_layernorm.forward(a);
-                let m = self.mlp(layer, pre.forward(h.clone()));
-                h + post.forward(m)
-            }
-            _ => {
-                let h = h + a;
-                let m = self.mlp(layer, blk.post_attention_layernorm.forward(h.clone()));
-                h + m
-            }
-        }
-    }
-
-    /// Attention biases for the full and the sliding-window layers.
-    fn biases(
-        &self,
-        b: usize,
-        t: usize,
-        s: usize,
-        offset: usize,
-        lengths: Lengths,
-    ) -> (Tensor<B, 5>, Option<Tensor<B, 5>>) {
-        let device = self.device();
-        let full = attention_bias::<B>(b, t, s, offset, lengths, None, &device);
-        let sliding = self
-            .config
-            .layer_types
-            .contains(&LayerType::Sliding)
-            .then(|| attention_bias::<B>(b, t, s, offset, lengths, self.config.sliding_window, &device));
-        (full, sliding)
-    }
-
     /// Run the blocks `1..=spec.upto` on `input_ids` (right-padded by `lengths`) and return the requested
     /// hidden states. Blocks above `upto` are not run (the truncated forward of deep supervision).
     pub fn forward_hidden(
@@ -532,7 +595,7 @@ impl<B: Backend> CausalLm<B> {
         let [b, t] = input_ids.dims();
         let device = self.device();
         let rope = Ropes::new(&self.config, &[0], b, t, &device);
-        let (full, sliding) = self.biases(b, t, t, 0, lengths);
+        let masks = Masks::new(&self.config, |window| attention_bias::<B>(b, t, t, 0, lengths, window, &device));
         let mut h = self.embed(input_ids);
         let mut kept = Vec::with_capacity(spec.keep.len());
         let mut states: Vec<Option<Tensor<B, 3>>> = vec![None; upto + 1];
@@ -540,9 +603,9 @@ impl<B: Backend> CausalLm<B> {
             states[0] = Some(h.clone());
         }
         let mut cache = KvCache::new(self.num_layers());
-        for layer in 0..upto {
-            let capture = (layer < capture_layers).then_some(&mut cache);
-            h = self.block(layer, h, &rope, self.bias_for(layer, &full, &sliding), capture);
+        for (layer, block) in self.layers[..upto].iter().enumerate() {
+            let capture = (layer < capture_layers).then(|| &mut cache.layers[layer]);
+            h = block.forward(h, &rope, &masks, capture, self.precision);
             if spec.keep.contains(&(layer + 1)) {
                 states[layer + 1] = Some(h.clone());
             }
@@ -598,36 +661,15 @@ impl<B: Backend> CausalLm<B> {
         let done = cache.len - rows.prompt_width;
         let offsets: Vec<usize> = rows.prompt_lens.iter().map(|&p| p + done).collect();
         let rope = Ropes::new(&self.config, &offsets, b, t, &device);
-        let full = ragged_bias::<B>(b, t, cache.len, rows, lengths, None, &device);
-        let sliding = self
-            .config
-            .layer_types
-            .contains(&LayerType::Sliding)
-            .then(|| ragged_bias::<B>(b, t, cache.len, rows, lengths, self.config.sliding_window, &device));
+        let masks = Masks::new(&self.config, |window| ragged_bias::<B>(b, t, cache.len, rows, lengths, window, &device));
         let mut h = self.embed(input_ids);
-        for layer in 0..upto.min(self.num_layers()) {
-            assert!(
-                cache.layers[layer].is_some(),
-                "forward_ragged: the cache has no keys/values for block {}",
-                layer + 1
-            );
-            h = self.block(layer, h, &rope, self.bias_for(layer, &full, &sliding), Some(cache));
+        let upto = upto.min(self.num_layers());
+        for (layer, (block, slot)) in self.layers[..upto].iter().zip(&mut cache.layers).enumerate() {
+            assert!(slot.is_some(), "forward_ragged: the cache has no keys/values for block {}", layer + 1);
+            h = block.forward(h, &rope, &masks, Some(slot), self.precision);
         }
         cache.len += t;
         h
-    }
-
-    /// The attention bias of `layer`: the sliding-window one for Gemma's local layers, else the full one.
-    fn bias_for<'t>(
-        &self,
-        layer: usize,
-        full: &'t Tensor<B, 5>,
-        sliding: &'t Option<Tensor<B, 5>>,
-    ) -> &'t Tensor<B, 5> {
-        match self.config.layer_types[layer] {
-            LayerType::Sliding => sliding.as_ref().unwrap_or(full),
-            LayerType::Full => full,
-        }
     }
 
     /// Logits `[n, vocab]` of the positions `(row, position)` of `h: [b, t, hidden]` only (final norm,
@@ -712,10 +754,11 @@ impl<B: Backend> CausalLm<B> {
         let offset = cache.len;
         let device = self.device();
         let rope = Ropes::new(&self.config, &[offset], b, t, &device);
-        let (full, sliding) = self.biases(b, t, offset + t, offset, None);
+        let masks =
+            Masks::new(&self.config, |window| attention_bias::<B>(b, t, offset + t, offset, None, window, &device));
         let mut h = self.embed(input_ids);
-        for layer in 0..self.num_layers() {
-            h = self.block(layer, h, &rope, self.bias_for(layer, &full, &sliding), Some(cache));
+        for (block, slot) in self.layers.iter().zip(&mut cache.layers) {
+            h = block.forward(h, &rope, &masks, Some(slot), self.precision);
         }
         cache.len += t;
         self.logit_lens(h, false)

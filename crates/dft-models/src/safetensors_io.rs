@@ -164,10 +164,10 @@ pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, HostTensor>) ->
 }
 
 fn bytemuck_f32(data: &[f32]) -> &[u8] {
-    // SAFETY: f32 has no padding and any byte pattern is a valid u8; little-endian hosts only
-    // (safetensors is little-endian), checked at compile time below.
     #[cfg(not(target_endian = "little"))]
     compile_error!("safetensors writing assumes a little-endian host");
+    // SAFETY: f32 has no padding and any byte pattern is a valid u8; little-endian hosts only
+    // (safetensors is little-endian), checked at compile time just above.
     unsafe { std::slice::from_raw_parts(data.as_ptr() as *const u8, std::mem::size_of_val(data)) }
 }
 

@@ -8,6 +8,8 @@
 //! * [`sys`]: `/proc` readings (peak RSS, load average, CPU time, page faults) and `median`;
 //! * [`step`]: one DFT optimiser step exactly as `dft train` runs it, the batch file format shared with the
 //!   PyTorch reference, synthetic batches and the FLOP model (the step bench and `examples/gpu_check.rs`).
+
+#![forbid(unsafe_code)]
 pub mod models;
 pub mod refs;
 pub mod rng;

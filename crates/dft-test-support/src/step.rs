@@ -449,24 +449,27 @@ pub fn random_on_device<B: Backend>(config: ModelConfig, device: &B::Device) -> 
         Proj::new(normal([i, o]), bias.then(|| Param::from_tensor(Tensor::<B, 1>::zeros([o], device))))
     };
     let layers = (0..config.num_hidden_layers)
-        .map(|_| DecoderBlock {
+        .map(|l| DecoderBlock {
             input_layernorm: norm(h),
-            self_attn: Attention {
-                q_proj: proj(h, nh * d, config.attention_bias),
-                k_proj: proj(h, nkv * d, config.attention_bias),
-                v_proj: proj(h, nkv * d, config.attention_bias),
-                o_proj: proj(nh * d, h, config.attention_bias),
-                q_norm: config.arch.has_qk_norm().then(|| norm(d)),
-                k_norm: config.arch.has_qk_norm().then(|| norm(d)),
-            },
+            self_attn: Attention::new(
+                proj(h, nh * d, config.attention_bias),
+                proj(h, nkv * d, config.attention_bias),
+                proj(h, nkv * d, config.attention_bias),
+                proj(nh * d, h, config.attention_bias),
+                config.arch.has_qk_norm().then(|| norm(d)),
+                config.arch.has_qk_norm().then(|| norm(d)),
+                &config,
+            ),
             post_attention_layernorm: norm(h),
             pre_feedforward_layernorm: gemma.then(|| norm(h)),
             post_feedforward_layernorm: gemma.then(|| norm(h)),
-            mlp: Mlp {
-                gate_proj: proj(h, inter, config.mlp_bias),
-                up_proj: proj(h, inter, config.mlp_bias),
-                down_proj: proj(inter, h, config.mlp_bias),
-            },
+            mlp: Mlp::new(
+                proj(h, inter, config.mlp_bias),
+                proj(h, inter, config.mlp_bias),
+                proj(inter, h, config.mlp_bias),
+                config.hidden_act,
+            ),
+            layer_type: config.layer_types[l],
         })
         .collect();
     let lm_head = (!config.tie_word_embeddings).then(|| normal([h, config.vocab_size]));

@@ -39,6 +39,8 @@ pub struct NodeSpec {
     pub address: String,
     /// The port of this node's tensor data service (the port of `address`).
     pub data_port: u16,
+    /// The interface the data service listens on (the address of `address`; 127.0.0.1 by default).
+    pub listen: std::net::IpAddr,
 }
 
 /// Peers of this process and how long one may wait for the others.
@@ -190,6 +192,7 @@ impl<B: Backend> Peer<B> {
     ) -> Result<Self> {
         let mut config = CollectiveConfig::default().with_num_devices(local_peers);
         if let Some(n) = node {
+            burn_communication::websocket::set_listen_host(n.listen);
             let parse = |what: &str, s: &str| {
                 s.parse::<burn_communication::Address>().map_err(|e| TrainError::Parallel {
                     msg: format!("{what} {s:?} is not an address like ws://127.0.0.1:3000 ({e:?})"),
@@ -334,13 +337,16 @@ pub fn all_reduce_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
     }
 }
 
-/// Serve burn-collective's global orchestrator on `port` until Ctrl-C (`dft orchestrator`). It listens
-/// on every interface (burn-communication binds 0.0.0.0): trusted networks only (docs/DISTRIBUTED.md).
-pub fn run_orchestrator(port: u16) -> Result<()> {
+/// Serve burn-collective's global orchestrator on `host:port` until Ctrl-C (`dft orchestrator`).
+/// `host` is 127.0.0.1 unless the user names an interface; the transport has no authentication:
+/// trusted networks only (docs/DISTRIBUTED.md).
+pub fn run_orchestrator(host: std::net::IpAddr, port: u16) -> Result<()> {
+    burn_communication::websocket::set_listen_host(host);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| TrainError::Parallel {
         msg: format!("starting the orchestrator's runtime: {e}"),
     })?;
-    eprintln!("orchestrator: listening on port {port} (all interfaces; trusted networks only); Ctrl-C stops it");
+    let scope = if host.is_loopback() { "this machine only" } else { "no authentication: trusted networks only" };
+    eprintln!("orchestrator: listening on {host}:{port} ({scope}); Ctrl-C stops it");
     rt.block_on(burn_collective::start_global_orchestrator(port));
     Ok(())
 }

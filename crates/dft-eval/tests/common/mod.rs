@@ -23,4 +23,6 @@ pub fn eval_data_dir() -> PathBuf {
     panic!("benchmark samples not found: set DFT_EVAL_DATA to the shared/data/eval folder");
 }
 
+// Each test binary uses some of these.
+#[allow(unused_imports)]
 pub use dft_test_support::models::smollm2_gguf;
