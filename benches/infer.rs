@@ -24,12 +24,7 @@ use dft_models::generate::{generate_batch, GenerateConfig, Sampling};
 use dft_models::load_pretrained;
 use serde_json::json;
 
-#[cfg(feature = "cuda")]
-type B = burn::backend::Cuda;
-#[cfg(all(feature = "ndarray", not(feature = "cuda")))]
-type B = burn::backend::NdArray;
-#[cfg(not(any(feature = "cuda", feature = "ndarray")))]
-type B = burn::backend::Flex;
+use dft_rs::backend::Inner as B;
 
 struct Args {
     task: String,

@@ -459,7 +459,9 @@ impl<B: AutodiffBackend> Run<B> {
         let rec = recorder.load(dir.join(OPTIM_FILE), &self.device).map_err(ck)?;
         self.optim = self.optim.clone().load_record(rec);
         eprintln!("resuming from {} (step {})", dir.display(), saved.step);
-        self.state = TrainerState { config: self.cfg.clone(), ..saved };
+        // The schedule follows this run's config (max_steps may grow on resume), the position the checkpoint.
+        let (total_steps, warmup_steps) = (self.state.total_steps, self.state.warmup_steps);
+        self.state = TrainerState { config: self.cfg.clone(), total_steps, warmup_steps, ..saved };
         Ok(())
     }
 
