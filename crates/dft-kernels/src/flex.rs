@@ -175,6 +175,8 @@ fn softmax_flex(s: &FlexTensor, bias: &BiasRows, row: usize, spec: SoftmaxSpec) 
 
 /// What a softmax node keeps for its backward.
 #[derive(Clone, Debug)]
+// One value per attention op in the autodiff graph: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum SoftmaxSaved {
     /// Without checkpointing: the output `p` (the probabilities' matmul holds it anyway, so this costs
     /// nothing) and, with a softcap, the scores.

@@ -308,8 +308,8 @@ fn pool_weights(seqs: &Sequences, pooling: Pooling, what: &'static str) -> Resul
         let p = seqs.prompt_lens[r];
         let spans = match pooling {
             Pooling::QueryMean => seqs.query_spans[r].clone(),
-            Pooling::PromptMean => vec![0..p],
-            Pooling::LastPromptToken => vec![p.saturating_sub(1)..p],
+            Pooling::PromptMean => std::iter::once(0..p).collect(),
+            Pooling::LastPromptToken => std::iter::once(p.saturating_sub(1)..p).collect(),
         };
         let n: usize = spans.iter().map(|s| s.len()).sum();
         if n == 0 {
