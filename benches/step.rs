@@ -327,7 +327,7 @@ fn driver(args: &[String]) {
         }
         let output = cmd.output().expect("spawn child");
         let stdout = String::from_utf8_lossy(&output.stdout);
-        let result = stdout.lines().find_map(|l| l.strip_prefix("RESULT ")).map(|j| serde_json::from_str::<Value>(j));
+        let result = stdout.lines().find_map(|l| l.strip_prefix("RESULT ")).map(serde_json::from_str::<Value>);
         match (output.status.success(), result) {
             (true, Some(Ok(mut v))) => {
                 v["label"] = json!(run.label());

@@ -57,22 +57,6 @@ pub fn split_of(files: &[PathBuf]) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn split_names_come_from_the_file_not_the_folder_it_lives_in() {
-        let s = |p: &str| split_of(&[PathBuf::from(p)]);
-        assert_eq!(s("/tmp/my-test-dir/xnli/dev-zh.sample.tsv"), "dev (sample)");
-        assert_eq!(s("/data/xcopa/val.zh.jsonl"), "validation");
-        assert_eq!(s("/d/mmlu/en/test/abstract_algebra_test.csv"), "test");
-        assert_eq!(s("/d/mmlu/m_mmlu/zh_val.json"), "validation");
-        assert_eq!(s("/d/flores200/zho_Hans.devtest.sample"), "devtest (sample)");
-        assert_eq!(s("/d/xstorycloze/spring2016.val.zh.tsv.split_20_80_train.tsv"), "train (20/80 split; lm-eval scores eval)");
-    }
-}
-
 /// Per-item values of the headline score, in the score's scale (percent): 0/100 for multiple choice,
 /// F1 × 100 for QA; `None` for translation (a corpus-level score).
 pub fn item_scores(r: &TaskResult) -> Option<Vec<f64>> {
@@ -294,4 +278,20 @@ pub fn write_lm_eval(dir: &Path, run: &EvalRun, tasks: &[LoadedTask]) -> Result<
 /// A folder name for a method label (`DFT (chat)` → `DFT_chat_`).
 pub fn sanitize(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_names_come_from_the_file_not_the_folder_it_lives_in() {
+        let s = |p: &str| split_of(&[PathBuf::from(p)]);
+        assert_eq!(s("/tmp/my-test-dir/xnli/dev-zh.sample.tsv"), "dev (sample)");
+        assert_eq!(s("/data/xcopa/val.zh.jsonl"), "validation");
+        assert_eq!(s("/d/mmlu/en/test/abstract_algebra_test.csv"), "test");
+        assert_eq!(s("/d/mmlu/m_mmlu/zh_val.json"), "validation");
+        assert_eq!(s("/d/flores200/zho_Hans.devtest.sample"), "devtest (sample)");
+        assert_eq!(s("/d/xstorycloze/spring2016.val.zh.tsv.split_20_80_train.tsv"), "train (20/80 split; lm-eval scores eval)");
+    }
 }

@@ -9,7 +9,7 @@
 //!   `flex` feature on: one multi-threaded, vectorised pass forward and one backward (a custom autodiff
 //!   node with the analytic gradient);
 //! - on **every other backend** (CUDA, ndarray, …) or dtype: the same tensor composition the model used
-//!   before ([`reference`]), so results and gradients are unchanged there.
+//!   before ([`reference`](mod@reference)), so results and gradients are unchanged there.
 //!
 //! The choice is made at run time from the backend's type (`TypeId`), so model code stays generic over
 //! `B: Backend`. [`fast_path::<B>()`](fast_path) says which one a backend gets. Tests check the fused

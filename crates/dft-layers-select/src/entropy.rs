@@ -222,7 +222,7 @@ fn layer_entropies<B: Backend>(
 /// Probability mass the lens puts on given token sets at the **last** position of each input, per block.
 ///
 /// `inputs[s]` are the token ids of input `s`; `sets[s]` the token-id sets whose mass is wanted there
-/// (e.g. `[english_tokens, target_tokens]`). Returns `mass[k][s][q]` = Σ_{t ∈ sets[s][q]} p_k(t).
+/// (e.g. `[english_tokens, target_tokens]`). Returns `mass[k][s][q] = Σ_{t ∈ sets[s][q]} p_k(t)`.
 pub fn lens_last_position_mass<B: Backend>(
     model: &CausalLm<B>,
     inputs: &[Vec<u32>],

@@ -137,7 +137,7 @@ pub fn validate_checkpoint(dir: &Path) -> std::result::Result<(), String> {
 }
 
 /// The newest checkpoint that passes [`validate_checkpoint`]. Each newer one that fails is reported
-/// ("checkpoint N is incomplete or corrupt: <file>") and renamed to `corrupt-checkpoint-NNNNNN` (kept,
+/// (`checkpoint N is incomplete or corrupt: <file>`) and renamed to `corrupt-checkpoint-NNNNNN` (kept,
 /// never deleted, and no longer picked up).
 pub fn newest_valid_checkpoint(out_dir: &Path) -> Option<(usize, PathBuf)> {
     // Every `checkpoint-NNNNNN`, also those without a state file (incomplete).

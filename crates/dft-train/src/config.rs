@@ -371,6 +371,8 @@ impl TrainConfig {
                 return Err(bad(k, format!("must be in [0, 1), got {v}")));
             }
         }
+        // NaN fails too (hence not `t.eps <= 0.0`).
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
         if !(t.eps > 0.0) {
             return Err(bad("train.eps", "must be > 0"));
         }

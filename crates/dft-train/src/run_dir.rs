@@ -279,8 +279,9 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
         p = p.parent()?;
     }
     let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs fills the zeroed struct; the path is a valid NUL-terminated string.
+    // SAFETY: statvfs is a plain C struct of integers, for which all-zero bytes are a valid value.
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: the path is a valid NUL-terminated string and `s` a valid, writable statvfs.
     if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
         return None;
     }

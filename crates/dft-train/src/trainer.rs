@@ -625,7 +625,7 @@ impl<B: AutodiffBackend> Run<B> {
 
     fn eval_due(&self) -> bool {
         let every = self.cfg.train.eval_every;
-        every > 0 && self.state.step % every == 0 && self.state.step < self.state.total_steps
+        every > 0 && self.state.step.is_multiple_of(every) && self.state.step < self.state.total_steps
     }
 
     /// Held-out loss of the current model (`None` without eval data).
@@ -690,7 +690,7 @@ impl<B: AutodiffBackend> Run<B> {
             return Ok(());
         }
         let every = self.cfg.train.checkpoint_every;
-        if (every > 0 && self.state.step % every == 0) || interrupted {
+        if (every > 0 && self.state.step.is_multiple_of(every)) || interrupted {
             let path = self.write_checkpoint()?;
             crate::run_info::write_csv(&self.metrics_path, &self.metrics_path.with_extension("csv"))?;
             if interrupted {

@@ -650,7 +650,7 @@ pub fn limited(task: &LoadedTask, limit: Option<usize>) -> TaskItems {
 const LSE_BLOCK: usize = 256;
 
 /// `log(sum(exp(x)))` of each row of `[n, v]`. Max-shifted, and the exponentials are summed in
-/// blocks of [`LSE_BLOCK`] and then across blocks: a straight f32 sum over a 49k vocabulary drifts by
+/// blocks of `LSE_BLOCK` (256) and then across blocks: a straight f32 sum over a 49k vocabulary drifts by
 /// ~1e-4 per position (the many tiny terms round away), which adds up to > 1e-3 over a 70-token
 /// continuation; the blocked sum stays within ~1e-6 of f64.
 pub fn logsumexp_rows<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 1> {
