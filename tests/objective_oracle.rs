@@ -348,3 +348,46 @@ fn lora_runs_every_dft_case_and_equals_the_merged_model() {
         }
     }
 }
+
+/// The same batch padded 40 columns wider (as another pipeline padding to a fixed length would): the
+/// objective trims the padding no loss reads (issue 21), and every loss component and gradient equals
+/// the unpadded batch's — for TFT, DFT-logits and DFT-feature.
+#[test]
+fn padding_no_loss_reads_changes_nothing() {
+    let seqs: Value = serde_json::from_str(&std::fs::read_to_string(dir().join("sequences.json")).unwrap()).unwrap();
+    let device = Default::default();
+    let model = load_pretrained::<AB>(&dir().join("llama"), &device).unwrap().model;
+    let batch = DftBatch {
+        main: sequences(&seqs["tft"]),
+        lc: Some(sequences(&seqs["lc"])),
+        et: Some(sequences(&seqs["et"])),
+        en_prompt: Some(sequences(&seqs["en_prompt"])),
+    };
+    let pad = |s: &Sequences| {
+        let w = s.seq_len + 40;
+        let mut p = Sequences { seq_len: w, ..s.clone() };
+        p.input_ids = s.input_ids.chunks(s.seq_len).flat_map(|r| r.iter().copied().chain(std::iter::repeat(0).take(40))).collect();
+        p.labels = s.labels.chunks(s.seq_len).flat_map(|r| r.iter().copied().chain(std::iter::repeat(-100).take(40))).collect();
+        p
+    };
+    let padded = DftBatch {
+        main: pad(&batch.main),
+        lc: batch.lc.as_ref().map(pad),
+        et: batch.et.as_ref().map(pad),
+        en_prompt: batch.en_prompt.as_ref().map(pad),
+    };
+    assert!(matches!(padded.trim_padding(), std::borrow::Cow::Owned(_)));
+    assert_eq!(padded.trim_padding().as_ref(), &batch, "trimming restores the batch");
+    for (name, cfg) in [
+        ("tft", ObjectiveConfig::default()),
+        ("dft-logits", ObjectiveConfig { lc: AuxLoss::Logits, et: AuxLoss::Logits, lc_layer: 1, et_layer: 2, ..Default::default() }),
+        ("dft-feature", ObjectiveConfig { lc: AuxLoss::Feature, et: AuxLoss::Feature, lc_layer: 1, et_layer: 2, ..Default::default() }),
+    ] {
+        let a = dft_loss(&model, &batch, &cfg, &device).unwrap();
+        let b = dft_loss(&model, &padded, &cfg, &device).unwrap();
+        assert_eq!(a.components, b.components, "{name}: loss components");
+        let (ga, gb) = (a.loss.backward(), b.loss.backward());
+        let w = |g: &<AB as burn::tensor::backend::AutodiffBackend>::Gradients| model.layers[0].mlp.down_proj.weight.grad(g).unwrap().into_data();
+        assert_eq!(w(&ga), w(&gb), "{name}: gradient of a weight");
+    }
+}

@@ -319,6 +319,47 @@ fn two_nodes_on_loopback_train_what_one_device_trains_and_survive_a_lost_node() 
     assert_same_steps("2 nodes, one killed, resumed on 1", &got, &want);
 }
 
+/// A panic in the collective engine on the main thread's peer (what burn-collective does when a node
+/// vanishes mid-transfer) stops the run with an error naming the peer — it must not hang.
+#[test]
+fn a_panicking_peer_stops_the_run_naming_it() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tmp("peer-panics");
+    let model = save_tiny_model(&dir, 3, true);
+    let o = overrides(&model, &dir.join("out"), &["train.batch_size=2", "parallel.devices=2", "parallel.timeout_s=5"]);
+    std::env::set_var("DFT_FAULT_PEER_FAIL", "0:2:panic");
+    let t0 = std::time::Instant::now();
+    let e = run(&o, false, &TrainHooks::default());
+    std::env::remove_var("DFT_FAULT_PEER_FAIL");
+    let e = e.unwrap_err().to_string();
+    assert!(e.contains("peer 0") && e.contains("injected panic"), "{e}");
+    assert!(t0.elapsed().as_secs() < 120, "took {:?}", t0.elapsed());
+}
+
+/// A node started with another config (here another learning rate) is refused before the first step:
+/// both nodes stop with an error saying the peers' runs differ, and nothing is trained.
+#[test]
+fn a_node_of_another_job_is_refused() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tmp("mixed-jobs");
+    let model = save_tiny_model(&dir, 3, true);
+    let port = free_port();
+    let _orch = spawn(&["orchestrator".into(), "--port".into(), port.to_string()], &dir.join("orchestrator.log"));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let outs = [dir.join("node0"), dir.join("node1")];
+    let extra: [&[&str]; 2] = [&["train.batch_size=2", "parallel.timeout_s=20"], &["train.batch_size=2", "parallel.timeout_s=20", "train.lr=0.001"]];
+    let mut nodes: Vec<Child> = (0..2)
+        .map(|r| spawn(&node_args(&overrides(&model, &outs[r], extra[r]), r, port, free_port()), &dir.join(format!("node{r}.log"))))
+        .collect();
+    for (r, n) in nodes.iter_mut().enumerate() {
+        let st = n.wait_for(120);
+        let log = std::fs::read_to_string(dir.join(format!("node{r}.log"))).unwrap();
+        assert!(st.is_some_and(|s| !s.success()), "node {r} must fail: {st:?}\n{log}");
+        assert!(log.contains("refuses to join"), "node {r}: {log}");
+    }
+    assert!(read_metrics(&outs[0].join("metrics.jsonl")).map_or(true, |m| m.is_empty()), "nothing trained");
+}
+
 /// The data-parallel path with a single peer (what a one-GPU check runs) is the plain path.
 #[test]
 fn one_peer_parallel_path_equals_the_plain_path() {

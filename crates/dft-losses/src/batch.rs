@@ -71,6 +71,26 @@ impl Sequences {
         Ok(())
     }
 
+    /// The same rows padded only to the longest real row (`max(lengths)`): columns after it are
+    /// padding in every row, which no loss reads, so a pass over them is wasted work (a batch padded
+    /// to a fixed length by another pipeline). Borrowed when there is nothing to trim.
+    pub fn trim_padding(&self) -> std::borrow::Cow<'_, Sequences> {
+        let width = self.lengths.iter().copied().max().unwrap_or(0);
+        if width >= self.seq_len || self.rows() == 0 {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let rows = |v: &[u32]| -> Vec<u32> { v.chunks(self.seq_len).flat_map(|r| r[..width].iter().copied()).collect() };
+        let labels = self.labels.chunks(self.seq_len).flat_map(|r| r[..width].iter().copied()).collect();
+        std::borrow::Cow::Owned(Sequences {
+            seq_len: width,
+            input_ids: rows(&self.input_ids),
+            labels,
+            lengths: self.lengths.clone(),
+            prompt_lens: self.prompt_lens.clone(),
+            query_spans: self.query_spans.clone(),
+        })
+    }
+
     /// Flat positions `r*seq_len + t` whose next token is labelled, with that token: the rows of
     /// hidden states the cross-entropy needs (logits are computed nowhere else).
     pub fn labelled_positions(&self) -> (Vec<i64>, Vec<u32>) {
@@ -102,4 +122,24 @@ pub struct DftBatch {
     pub et: Option<Sequences>,
     /// The English prompts `P(x_en)` (feature losses).
     pub en_prompt: Option<Sequences>,
+}
+
+impl DftBatch {
+    /// Every kind of sequence padded only to its longest real row ([`Sequences::trim_padding`]).
+    pub fn trim_padding(&self) -> std::borrow::Cow<'_, DftBatch> {
+        fn opt(s: &Option<Sequences>) -> Option<std::borrow::Cow<'_, Sequences>> {
+            s.as_ref().map(Sequences::trim_padding)
+        }
+        let (main, lc, et, en) = (self.main.trim_padding(), opt(&self.lc), opt(&self.et), opt(&self.en_prompt));
+        let owned = |c: &std::borrow::Cow<'_, Sequences>| matches!(c, std::borrow::Cow::Owned(_));
+        if !owned(&main) && ![&lc, &et, &en].iter().any(|c| c.as_ref().is_some_and(owned)) {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        std::borrow::Cow::Owned(DftBatch {
+            main: main.into_owned(),
+            lc: lc.map(|c| c.into_owned()),
+            et: et.map(|c| c.into_owned()),
+            en_prompt: en.map(|c| c.into_owned()),
+        })
+    }
 }

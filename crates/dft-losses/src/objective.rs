@@ -350,6 +350,9 @@ fn objective_with<B: Backend, M: DeepSupervisionModel<B>>(
     let l = model.num_layers();
     cfg.validate(l)?;
     batch.main.validate("main sequences")?;
+    // Padding after every row's last real token is read by no loss: run no pass over it.
+    let trimmed = batch.trim_padding();
+    let batch: &DftBatch = &trimmed;
     let rows = batch.main.rows();
     let need = |s: &Option<Sequences>, name: &'static str| -> Result<Sequences> {
         let s = s.clone().ok_or(LossError::MissingSequences(name))?;

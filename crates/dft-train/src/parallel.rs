@@ -91,7 +91,9 @@ impl Watch {
                 s.failed_at = Some(Instant::now());
             }
         }
-        burn_collective::reset_collective::<B>();
+        // On its own thread: with the collective's server gone (a panic in it), the reset would wait
+        // forever, and the watchdog calling this must keep running.
+        std::thread::spawn(burn_collective::reset_collective::<B>);
     }
 
     fn enter(&self, local: usize, op: u64, what: &'static str) -> Result<()> {
@@ -131,7 +133,7 @@ impl Watch {
             if s.failed.is_some() {
                 // Already failed: keep releasing stragglers that entered after the reset.
                 drop(s);
-                burn_collective::reset_collective::<B>();
+                std::thread::spawn(burn_collective::reset_collective::<B>);
                 return;
             }
             let missing: Vec<String> = s
@@ -269,6 +271,10 @@ pub(crate) fn injected_fault(rank: usize, step: usize) -> Result<()> {
     if spec == format!("{rank}:{step}") {
         return Err(TrainError::Parallel { msg: format!("injected fault (DFT_FAULT_PEER_FAIL={spec})") });
     }
+    // `RANK:STEP:panic`: a panic, as burn-collective raises when a node vanishes mid-transfer.
+    if spec == format!("{rank}:{step}:panic") {
+        panic!("injected panic (DFT_FAULT_PEER_FAIL={spec})");
+    }
     Ok(())
 }
 
@@ -401,13 +407,27 @@ pub fn train_parallel<B: AutodiffBackend>(
     };
     // Each peer: register, agree on the run, train, leave. A failed peer releases the others.
     let train_peer = |l: usize, run: &mut Run<B>| -> Result<()> {
-        let out = (|| {
+        let body = std::panic::AssertUnwindSafe(|| {
             let peer = peer_of(l, &run.device)?;
             check_same_run(&peer, run, &run.device)?;
             run.peer = Some(peer);
             run.fit(&data, hooks)?;
             run.peer.as_ref().expect("peer").finish()
-        })();
+        });
+        // burn-collective panics (unwraps) when a node vanishes mid-transfer: turn that into this
+        // peer's failure, so that the others are released and the process stops with an error
+        // instead of unwinding into the scope below, which would wait for the watchdog forever.
+        let out = std::panic::catch_unwind(body).unwrap_or_else(|payload| {
+            let what = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic".into());
+            let lost = watch.remote.as_ref().map(|r| format!("; lost contact with {r}?")).unwrap_or_default();
+            Err(TrainError::Parallel {
+                msg: format!("peer {}: the collective engine failed ({what}){lost}; continue with --resume from the last checkpoint", ranks[l]),
+            })
+        });
         if let Err(e) = &out {
             if !matches!(e, TrainError::Interrupted { .. }) {
                 watch.fail::<B::InnerBackend>(format!("peer {} failed: {e}", ranks[l]));
