@@ -105,7 +105,9 @@ fn main() {
             let data = free();
             let mut child = None;
             if rank == 0 {
-                std::thread::spawn(move || dft_train::parallel::run_orchestrator(std::net::Ipv4Addr::LOCALHOST.into(), orch));
+                std::thread::spawn(move || {
+                    dft_train::parallel::run_orchestrator(std::net::Ipv4Addr::LOCALHOST.into(), orch)
+                });
                 std::thread::sleep(std::time::Duration::from_millis(300));
                 let me = std::env::current_exe().expect("exe");
                 let args = ["node", "--rank", "1", "--orchestrator", &orch.to_string(), "--reps", &reps.to_string()];

@@ -30,7 +30,6 @@ use std::time::Instant;
 
 use dft_rs::backend::{Inner, Train as AB};
 
-
 /// The Chinese instruction generated from before and after fine-tuning (Alpaca prompt, as in training).
 const ZH_INSTRUCTION: &str = "用一句话介绍北京。";
 

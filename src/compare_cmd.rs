@@ -154,7 +154,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CompareError + '_ {
 impl Plan {
     pub fn load(path: &Path) -> Result<(Self, String), CompareError> {
         let text = std::fs::read_to_string(path).map_err(io(path))?;
-        let plan: Plan = toml::from_str(&text).map_err(|e| CompareError::Plan { path: path.into(), msg: e.to_string() })?;
+        let plan: Plan =
+            toml::from_str(&text).map_err(|e| CompareError::Plan { path: path.into(), msg: e.to_string() })?;
         let bad = |msg: String| CompareError::Plan { path: path.into(), msg };
         if plan.arms.is_empty() {
             return Err(bad("no [[arm]]: name at least the baseline and one other arm".into()));
@@ -171,7 +172,10 @@ impl Plan {
             return Err(bad(format!("baseline = \"{}\" is not one of the arms", plan.baseline)));
         }
         if plan.eval.resamples < 100 {
-            return Err(bad(format!("eval.resamples = {}: use at least 100 (2000 is the default)", plan.eval.resamples)));
+            return Err(bad(format!(
+                "eval.resamples = {}: use at least 100 (2000 is the default)",
+                plan.eval.resamples
+            )));
         }
         if !(50.0..100.0).contains(&plan.eval.level) {
             return Err(bad(format!("eval.level = {}: a confidence level in percent, e.g. 95", plan.eval.level)));
@@ -195,7 +199,11 @@ impl Plan {
 }
 
 fn compare_contents(dir: &Path) -> Vec<String> {
-    ["plan.toml", "report.json", "report.md", "runs"].into_iter().filter(|f| dir.join(f).exists()).map(String::from).collect()
+    ["plan.toml", "report.json", "report.md", "runs"]
+        .into_iter()
+        .filter(|f| dir.join(f).exists())
+        .map(String::from)
+        .collect()
 }
 
 /// Seconds spent per run, kept beside the report (not part of it: they differ between runs).
@@ -210,9 +218,10 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, C
         return Ok(None);
     }
     let text = std::fs::read_to_string(path).map_err(io(path))?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| CompareError::Plan { path: path.into(), msg: format!("unreadable ({e}); delete it to redo that step") })
+    serde_json::from_str(&text).map(Some).map_err(|e| CompareError::Plan {
+        path: path.into(),
+        msg: format!("unreadable ({e}); delete it to redo that step"),
+    })
 }
 
 fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), CompareError> {
@@ -223,7 +232,8 @@ fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), Compare
 
 pub fn run(args: CompareArgs) -> Result<(), CompareError> {
     let (plan, plan_text) = Plan::load(&args.plan)?;
-    let seeds: Vec<Option<u64>> = if plan.seeds.is_empty() { vec![None] } else { plan.seeds.iter().map(|&s| Some(s)).collect() };
+    let seeds: Vec<Option<u64>> =
+        if plan.seeds.is_empty() { vec![None] } else { plan.seeds.iter().map(|&s| Some(s)).collect() };
     // Every arm's config is checked (key names, ranges) before anything runs.
     let runs_dir = args.out.join("runs");
     let mut jobs = Vec::new();
@@ -256,7 +266,9 @@ pub fn run(args: CompareArgs) -> Result<(), CompareError> {
         for &task in &tasks {
             match load_tasks(&data_dir, &[task], &[lang], false, &Default::default()) {
                 Ok(mut t) => loaded.append(&mut t),
-                Err(e @ (dft_eval::EvalError::UnsupportedLanguage { .. } | dft_eval::EvalError::MissingFile { .. })) => {
+                Err(
+                    e @ (dft_eval::EvalError::UnsupportedLanguage { .. } | dft_eval::EvalError::MissingFile { .. }),
+                ) => {
                     eprintln!("note: {task} {lang}: skipped ({e})");
                     skipped.push(format!("{task}_{lang}: {e}"));
                 }
@@ -266,7 +278,10 @@ pub fn run(args: CompareArgs) -> Result<(), CompareError> {
     }
     crate::eval_cmd::apply_mmlu_prompt(&mut loaded, plan.eval.mmlu_prompt);
     if loaded.is_empty() {
-        return Err(CompareError::Plan { path: args.plan.clone(), msg: "no task has data for the plan's languages".into() });
+        return Err(CompareError::Plan {
+            path: args.plan.clone(),
+            msg: "no task has data for the plan's languages".into(),
+        });
     }
 
     if args.check {
@@ -421,7 +436,12 @@ pub fn run(args: CompareArgs) -> Result<(), CompareError> {
                     std::thread::sleep(std::time::Duration::from_millis(ms));
                 }
             }
-            let run = dft_eval::EvalRun { method: arm.clone(), model: summary.export_dir.display().to_string(), options: opts, results: results.clone() };
+            let run = dft_eval::EvalRun {
+                method: arm.clone(),
+                model: summary.export_dir.display().to_string(),
+                options: opts,
+                results: results.clone(),
+            };
             dft_eval::lm_eval::write_lm_eval(&eval_dir.join("lm-eval"), &run, &loaded)?;
         }
         // Evaluated: the training checkpoints (and, unless kept, the model) are no longer needed.
@@ -468,7 +488,8 @@ pub fn run(args: CompareArgs) -> Result<(), CompareError> {
     let stats = StatsOptions { resamples: plan.eval.resamples, level: plan.eval.level, seed: plan.eval.bootstrap_seed };
     let title = plan.title.clone().unwrap_or_else(|| format!("dft compare — {}", args.plan.display()));
     let report = CompareReport::build(title, &arm_runs, &plan.baseline, stats, notes)?;
-    let mut wall = String::from("## Wall time\n\n| Arm | seed | training (s) | evaluation (s) |\n|---|---:|---:|---:|\n");
+    let mut wall =
+        String::from("## Wall time\n\n| Arm | seed | training (s) | evaluation (s) |\n|---|---:|---:|---:|\n");
     for (arm, seed, t) in &timings {
         wall += &format!("| {arm} | {seed} | {:.0} | {:.0} |\n", t.train_s, t.eval_s);
     }
@@ -480,7 +501,11 @@ pub fn run(args: CompareArgs) -> Result<(), CompareError> {
         .collect();
     write_json(&args.out.join("timing.json"), &timing_json)?;
     println!("{}", report.markdown());
-    println!("wrote {}/report.{{json,md,svg}} in {:.1} min", args.out.display(), started.elapsed().as_secs_f64() / 60.0);
+    println!(
+        "wrote {}/report.{{json,md,svg}} in {:.1} min",
+        args.out.display(),
+        started.elapsed().as_secs_f64() / 60.0
+    );
     Ok(())
 }
 

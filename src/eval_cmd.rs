@@ -405,7 +405,12 @@ fn write_report(out: &Path, run: EvalRun, loaded: &[LoadedTask]) -> Result<(), E
     let table = report.markdown();
     let md = out.join("results.md");
     dft_eval::report::write_atomic(&md, format!("# dft eval\n\n{table}").as_bytes())?;
-    println!("\n{table}results: {} and {}; lm-eval style: {}/results.json", json.display(), md.display(), lm_dir.display());
+    println!(
+        "\n{table}results: {} and {}; lm-eval style: {}/results.json",
+        json.display(),
+        md.display(),
+        lm_dir.display()
+    );
     Ok(())
 }
 

@@ -409,7 +409,9 @@ fn main() {
             let s = run_training(&cfg, resume, quiet, overwrite, node);
             print_summary(&s);
         }
-        Cmd::Orchestrator { port, host } => dft_train::parallel::run_orchestrator(host, port).unwrap_or_else(|e| fail(e)),
+        Cmd::Orchestrator { port, host } => {
+            dft_train::parallel::run_orchestrator(host, port).unwrap_or_else(|e| fail(e))
+        }
         Cmd::Eval(args) => on_pool(0, || eval_cmd::run::<Inner>(&args)).unwrap_or_else(|e| fail(e)),
         Cmd::Generate { model, adapter, prompt, max_new_tokens, temperature, top_k, top_p, seed, chat, system } => {
             if prompt.trim().is_empty() {

@@ -130,7 +130,8 @@ fn compare_end_to_end_and_resume_after_sigkill_in_training_and_evaluation() {
     let full = dir.join("full");
     let o = compare(&plan, &full, false).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(full.join("report.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(full.join("report.json")).unwrap()).unwrap();
     let arms: Vec<&str> = report["arms"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
     assert_eq!(arms, ["tft", "dft-logits", "sft"]);
     let cols: Vec<&str> = report["columns"].as_array().unwrap().iter().map(|c| c["key"].as_str().unwrap()).collect();
@@ -189,7 +190,8 @@ fn compare_end_to_end_and_resume_after_sigkill_in_training_and_evaluation() {
 
     // Resuming with another plan is refused; so is a fresh compare over an earlier one.
     let other = dir.join("other.toml");
-    std::fs::write(&other, std::fs::read_to_string(&plan).unwrap().replace("resamples = 500", "resamples = 400")).unwrap();
+    std::fs::write(&other, std::fs::read_to_string(&plan).unwrap().replace("resamples = 500", "resamples = 400"))
+        .unwrap();
     let o = compare(&other, &cut, true).output().unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("differs from the plan this compare was started with"));

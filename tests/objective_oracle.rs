@@ -366,8 +366,16 @@ fn padding_no_loss_reads_changes_nothing() {
     let pad = |s: &Sequences| {
         let w = s.seq_len + 40;
         let mut p = Sequences { seq_len: w, ..s.clone() };
-        p.input_ids = s.input_ids.chunks(s.seq_len).flat_map(|r| r.iter().copied().chain(std::iter::repeat(0).take(40))).collect();
-        p.labels = s.labels.chunks(s.seq_len).flat_map(|r| r.iter().copied().chain(std::iter::repeat(-100).take(40))).collect();
+        p.input_ids = s
+            .input_ids
+            .chunks(s.seq_len)
+            .flat_map(|r| r.iter().copied().chain(std::iter::repeat(0).take(40)))
+            .collect();
+        p.labels = s
+            .labels
+            .chunks(s.seq_len)
+            .flat_map(|r| r.iter().copied().chain(std::iter::repeat(-100).take(40)))
+            .collect();
         p
     };
     let padded = DftBatch {
@@ -380,14 +388,34 @@ fn padding_no_loss_reads_changes_nothing() {
     assert_eq!(padded.trim_padding().as_ref(), &batch, "trimming restores the batch");
     for (name, cfg) in [
         ("tft", ObjectiveConfig::default()),
-        ("dft-logits", ObjectiveConfig { lc: AuxLoss::Logits, et: AuxLoss::Logits, lc_layer: 1, et_layer: 2, ..Default::default() }),
-        ("dft-feature", ObjectiveConfig { lc: AuxLoss::Feature, et: AuxLoss::Feature, lc_layer: 1, et_layer: 2, ..Default::default() }),
+        (
+            "dft-logits",
+            ObjectiveConfig {
+                lc: AuxLoss::Logits,
+                et: AuxLoss::Logits,
+                lc_layer: 1,
+                et_layer: 2,
+                ..Default::default()
+            },
+        ),
+        (
+            "dft-feature",
+            ObjectiveConfig {
+                lc: AuxLoss::Feature,
+                et: AuxLoss::Feature,
+                lc_layer: 1,
+                et_layer: 2,
+                ..Default::default()
+            },
+        ),
     ] {
         let a = dft_loss(&model, &batch, &cfg, &device).unwrap();
         let b = dft_loss(&model, &padded, &cfg, &device).unwrap();
         assert_eq!(a.components, b.components, "{name}: loss components");
         let (ga, gb) = (a.loss.backward(), b.loss.backward());
-        let w = |g: &<AB as burn::tensor::backend::AutodiffBackend>::Gradients| model.layers[0].mlp.down_proj.weight.grad(g).unwrap().into_data();
+        let w = |g: &<AB as burn::tensor::backend::AutodiffBackend>::Gradients| {
+            model.layers[0].mlp.down_proj.weight.grad(g).unwrap().into_data()
+        };
         assert_eq!(w(&ga), w(&gb), "{name}: gradient of a weight");
     }
 }

@@ -76,8 +76,10 @@ fn assert_same_steps(what: &str, got: &[StepMetrics], want: &[StepMetrics]) {
 /// element of 512 in a tensor of the tiny model, 1.2e-5 apart), so a per-tensor relative bound would
 /// test the optimiser's conditioning, not the reduction.
 fn assert_same_weights(what: &str, a: &Path, b: &Path) {
-    let (ba, bb) = (std::fs::read(a.join("model.safetensors")).unwrap(), std::fs::read(b.join("model.safetensors")).unwrap());
-    let (sa, sb) = (safetensors::SafeTensors::deserialize(&ba).unwrap(), safetensors::SafeTensors::deserialize(&bb).unwrap());
+    let (ba, bb) =
+        (std::fs::read(a.join("model.safetensors")).unwrap(), std::fs::read(b.join("model.safetensors")).unwrap());
+    let (sa, sb) =
+        (safetensors::SafeTensors::deserialize(&ba).unwrap(), safetensors::SafeTensors::deserialize(&bb).unwrap());
     let mut names = sa.names();
     names.sort();
     assert!(!names.is_empty());
@@ -113,11 +115,13 @@ fn two_local_peers_train_exactly_what_one_device_trains() {
             let one = dir.join(format!("{name}-{accum}-one"));
             let mut e1 = vec!["train.batch_size=4", ga.as_str()];
             e1.extend(method);
-            let s1 = run(&overrides(&model, &one, &e1), false, &TrainHooks::default()).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let s1 = run(&overrides(&model, &one, &e1), false, &TrainHooks::default())
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
             let two = dir.join(format!("{name}-{accum}-two"));
             let mut e2 = vec!["train.batch_size=2", "parallel.devices=2", ga.as_str()];
             e2.extend(method);
-            let s2 = run(&overrides(&model, &two, &e2), false, &TrainHooks::default()).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let s2 = run(&overrides(&model, &two, &e2), false, &TrainHooks::default())
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
             assert_eq!((s1.world_size, s2.world_size), (1, 2), "{what}");
             assert_eq!(s2.steps, 3, "{what}");
             let (m1, m2) = (read_metrics(&s1.metrics).unwrap(), read_metrics(&s2.metrics).unwrap());
@@ -175,7 +179,8 @@ fn listeners(port: u16) -> Vec<String> {
             if *state != "0A" || u16::from_str_radix(p, 16).ok() != Some(port) {
                 continue;
             }
-            let bytes: Vec<u8> = (0..addr.len() / 2).map(|i| u8::from_str_radix(&addr[2 * i..2 * i + 2], 16).unwrap()).collect();
+            let bytes: Vec<u8> =
+                (0..addr.len() / 2).map(|i| u8::from_str_radix(&addr[2 * i..2 * i + 2], 16).unwrap()).collect();
             // The kernel prints each 32-bit word in host (little-endian) order.
             let fixed: Vec<u8> = bytes.chunks(4).flat_map(|w| w.iter().rev().copied()).collect();
             out.push(if v6 {
@@ -232,18 +237,16 @@ fn node_args(o: &[String], rank: usize, orchestrator: u16, data_port: u16) -> Ve
         a.push("--set".into());
         a.push(x.clone());
     }
-    a.extend(
-        [
-            "--nodes".to_string(),
-            "2".into(),
-            "--node-rank".into(),
-            rank.to_string(),
-            "--orchestrator".into(),
-            format!("ws://127.0.0.1:{orchestrator}"),
-            "--data-port".into(),
-            data_port.to_string(),
-        ],
-    );
+    a.extend([
+        "--nodes".to_string(),
+        "2".into(),
+        "--node-rank".into(),
+        rank.to_string(),
+        "--orchestrator".into(),
+        format!("ws://127.0.0.1:{orchestrator}"),
+        "--data-port".into(),
+        data_port.to_string(),
+    ]);
     a
 }
 
@@ -256,19 +259,29 @@ fn two_nodes_on_loopback_train_what_one_device_trains_and_survive_a_lost_node() 
     let one = dir.join("one");
     let mut e1 = vec!["train.batch_size=4"];
     e1.extend(method);
-    let want = read_metrics(&run(&overrides(&model, &one, &e1), false, &TrainHooks::default()).unwrap().metrics).unwrap();
+    let want =
+        read_metrics(&run(&overrides(&model, &one, &e1), false, &TrainHooks::default()).unwrap().metrics).unwrap();
 
     let port = free_port();
     let mut orch = spawn(&["orchestrator".into(), "--port".into(), port.to_string()], &dir.join("orchestrator.log"));
     std::thread::sleep(std::time::Duration::from_millis(500));
-    assert!(orch.0.try_wait().unwrap().is_none(), "orchestrator exited: {}", std::fs::read_to_string(dir.join("orchestrator.log")).unwrap());
+    assert!(
+        orch.0.try_wait().unwrap().is_none(),
+        "orchestrator exited: {}",
+        std::fs::read_to_string(dir.join("orchestrator.log")).unwrap()
+    );
     // Security: the orchestrator listens on the loopback interface only unless told otherwise.
     assert_eq!(listeners(port), ["127.0.0.1"], "the orchestrator's listening sockets");
     let mut e2 = vec!["train.batch_size=2", "parallel.timeout_s=20"];
     e2.extend(method);
     let outs = [dir.join("node0"), dir.join("node1")];
     let mut nodes: Vec<Child> = (0..2)
-        .map(|r| spawn(&node_args(&overrides(&model, &outs[r], &e2), r, port, free_port()), &dir.join(format!("node{r}.log"))))
+        .map(|r| {
+            spawn(
+                &node_args(&overrides(&model, &outs[r], &e2), r, port, free_port()),
+                &dir.join(format!("node{r}.log")),
+            )
+        })
         .collect();
     for (r, n) in nodes.iter_mut().enumerate() {
         let st = n.wait_for(300);
@@ -286,19 +299,29 @@ fn two_nodes_on_loopback_train_what_one_device_trains_and_survive_a_lost_node() 
     let want_dir = dir.join("one-long");
     let mut e1l = e1.clone();
     e1l.extend(long);
-    let want = read_metrics(&run(&overrides(&model, &want_dir, &e1l), false, &TrainHooks::default()).unwrap().metrics).unwrap();
+    let want = read_metrics(&run(&overrides(&model, &want_dir, &e1l), false, &TrainHooks::default()).unwrap().metrics)
+        .unwrap();
     let mut e2l = vec!["train.batch_size=2", "parallel.timeout_s=5"];
     e2l.extend(method);
     e2l.extend(long);
     let outs = [dir.join("kill0"), dir.join("kill1")];
     let data_ports = [free_port(), free_port()];
     let mut nodes: Vec<Child> = (0..2)
-        .map(|r| spawn(&node_args(&overrides(&model, &outs[r], &e2l), r, port, data_ports[r]), &dir.join(format!("kill{r}.log"))))
+        .map(|r| {
+            spawn(
+                &node_args(&overrides(&model, &outs[r], &e2l), r, port, data_ports[r]),
+                &dir.join(format!("kill{r}.log")),
+            )
+        })
         .collect();
     let t0 = std::time::Instant::now();
     while !outs[0].join("checkpoint-000002").join("trainer_state.json").exists() {
         assert!(t0.elapsed().as_secs() < 300, "no checkpoint after 300 s");
-        assert!(nodes[0].0.try_wait().unwrap().is_none(), "{}", std::fs::read_to_string(dir.join("kill0.log")).unwrap());
+        assert!(
+            nodes[0].0.try_wait().unwrap().is_none(),
+            "{}",
+            std::fs::read_to_string(dir.join("kill0.log")).unwrap()
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     // Security: the nodes' tensor data services listen on loopback only (no --node-host given).
@@ -347,9 +370,17 @@ fn a_node_of_another_job_is_refused() {
     let _orch = spawn(&["orchestrator".into(), "--port".into(), port.to_string()], &dir.join("orchestrator.log"));
     std::thread::sleep(std::time::Duration::from_millis(500));
     let outs = [dir.join("node0"), dir.join("node1")];
-    let extra: [&[&str]; 2] = [&["train.batch_size=2", "parallel.timeout_s=20"], &["train.batch_size=2", "parallel.timeout_s=20", "train.lr=0.001"]];
+    let extra: [&[&str]; 2] = [
+        &["train.batch_size=2", "parallel.timeout_s=20"],
+        &["train.batch_size=2", "parallel.timeout_s=20", "train.lr=0.001"],
+    ];
     let mut nodes: Vec<Child> = (0..2)
-        .map(|r| spawn(&node_args(&overrides(&model, &outs[r], extra[r]), r, port, free_port()), &dir.join(format!("node{r}.log"))))
+        .map(|r| {
+            spawn(
+                &node_args(&overrides(&model, &outs[r], extra[r]), r, port, free_port()),
+                &dir.join(format!("node{r}.log")),
+            )
+        })
         .collect();
     for (r, n) in nodes.iter_mut().enumerate() {
         let st = n.wait_for(120);
@@ -384,7 +415,8 @@ fn a_failing_local_peer_stops_the_run_naming_it() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tmp("peer-fails");
     let model = save_tiny_model(&dir, 3, true);
-    let o = overrides(&model, &dir.join("out"), &["train.batch_size=2", "parallel.devices=2", "parallel.timeout_s=600"]);
+    let o =
+        overrides(&model, &dir.join("out"), &["train.batch_size=2", "parallel.devices=2", "parallel.timeout_s=600"]);
     std::env::set_var("DFT_FAULT_PEER_FAIL", "1:2");
     let t0 = std::time::Instant::now();
     let e = run(&o, false, &TrainHooks::default());

@@ -28,10 +28,9 @@ fn main() {
     }
     // ... and when a tracked file of the checkout is edited (cargo scans these top-level entries' files'
     // mtimes; `target/` is not tracked, so it is not scanned), so the dirty flag follows unstaged edits.
-    if let (Some(top), Some(entries)) = (
-        git(&["rev-parse", "--show-toplevel"]).filter(|s| !s.is_empty()),
-        git(&["ls-tree", "--name-only", "HEAD"]),
-    ) {
+    if let (Some(top), Some(entries)) =
+        (git(&["rev-parse", "--show-toplevel"]).filter(|s| !s.is_empty()), git(&["ls-tree", "--name-only", "HEAD"]))
+    {
         for entry in entries.lines() {
             let path = Path::new(&top).join(entry);
             if path.exists() {

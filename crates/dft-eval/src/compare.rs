@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{EvalError, Result};
 use crate::lm_eval::{item_scores, split_of, task_key};
 use crate::report::{display_name, write_atomic, TaskOutcome, TaskResult};
-use crate::stats::{bootstrap_stderr, mean, mean_stderr, paired_bootstrap, paired_bootstrap_multi, sample_sd, PairedDiff};
+use crate::stats::{
+    bootstrap_stderr, mean, mean_stderr, paired_bootstrap, paired_bootstrap_multi, sample_sd, PairedDiff,
+};
 use crate::tasks::Task;
 
 /// One trained model (an arm with one seed) and its evaluation.
@@ -179,7 +181,8 @@ impl CompareReport {
             .collect();
         // Paper order: language, then the task order of the tables.
         let order = |c: &Column| {
-            let t = Task::from_name(&c.task).map(|t| Task::ALL.iter().position(|x| *x == t).unwrap_or(99)).unwrap_or(99);
+            let t =
+                Task::from_name(&c.task).map(|t| Task::ALL.iter().position(|x| *x == t).unwrap_or(99)).unwrap_or(99);
             (c.lang.clone(), t)
         };
         columns.sort_by_key(order);
@@ -322,7 +325,8 @@ impl CompareReport {
             }
             s += &format!(" {} |\n", fd(a.diff_average.as_ref()));
         }
-        s += "\n**bold ✓**: the confidence interval excludes 0 (a difference beyond resampling noise over these items; \
+        s +=
+            "\n**bold ✓**: the confidence interval excludes 0 (a difference beyond resampling noise over these items; \
               it does not cover seed-to-seed variation unless several seeds were run).\n\n";
 
         if self.arms.iter().any(|a| a.seeds.len() > 1) {
@@ -417,7 +421,14 @@ fn plot_diffs(r: &CompareReport, path: &Path) -> std::result::Result<(), String>
         .draw()
         .map_err(|x| e(&x))?;
     chart.draw_series(LineSeries::new(vec![(-0.5, 0.0), (n - 0.5, 0.0)], BLACK.stroke_width(1))).map_err(|x| e(&x))?;
-    let palette = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40), RGBColor(148, 103, 189), RGBColor(140, 86, 75)];
+    let palette = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+    ];
     let k = arms.len().max(1) as f64;
     for (j, a) in arms.iter().enumerate() {
         let col = palette[j % palette.len()];
@@ -470,7 +481,10 @@ mod tests {
     }
 
     fn arm(name: &str, preds: &[usize], golds: &[usize]) -> ArmRuns {
-        ArmRuns { name: name.into(), runs: vec![SeedRun { seed: 1, eval_loss: Some(1.0), results: vec![mc(preds, golds)] }] }
+        ArmRuns {
+            name: name.into(),
+            runs: vec![SeedRun { seed: 1, eval_loss: Some(1.0), results: vec![mc(preds, golds)] }],
+        }
     }
 
     #[test]
@@ -488,6 +502,7 @@ mod tests {
         assert!(md.contains("| copy | +0.0 [+0.0, +0.0] |"), "{md}");
         // Other items for one arm: refused, never compared.
         let short = arm("dft", &golds[..10], &golds[..10]);
-        assert!(CompareReport::build("t".into(), &[arms[0].clone(), short], "tft", StatsOptions::default(), vec![]).is_err());
+        assert!(CompareReport::build("t".into(), &[arms[0].clone(), short], "tft", StatsOptions::default(), vec![])
+            .is_err());
     }
 }

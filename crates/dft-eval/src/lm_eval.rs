@@ -292,6 +292,9 @@ mod tests {
         assert_eq!(s("/d/mmlu/en/test/abstract_algebra_test.csv"), "test");
         assert_eq!(s("/d/mmlu/m_mmlu/zh_val.json"), "validation");
         assert_eq!(s("/d/flores200/zho_Hans.devtest.sample"), "devtest (sample)");
-        assert_eq!(s("/d/xstorycloze/spring2016.val.zh.tsv.split_20_80_train.tsv"), "train (20/80 split; lm-eval scores eval)");
+        assert_eq!(
+            s("/d/xstorycloze/spring2016.val.zh.tsv.split_20_80_train.tsv"),
+            "train (20/80 split; lm-eval scores eval)"
+        );
     }
 }

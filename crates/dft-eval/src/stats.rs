@@ -111,7 +111,12 @@ pub fn paired_bootstrap(a: &[f64], b: &[f64], resamples: usize, level: f64, seed
 
 /// Paired bootstrap of the average over tasks of `mean(a_t) - mean(b_t)`: every replicate resamples
 /// each task's items independently (tasks in the given order, items from one stream).
-pub fn paired_bootstrap_multi(tasks: &[(&[f64], &[f64])], resamples: usize, level: f64, seed: u64) -> Option<PairedDiff> {
+pub fn paired_bootstrap_multi(
+    tasks: &[(&[f64], &[f64])],
+    resamples: usize,
+    level: f64,
+    seed: u64,
+) -> Option<PairedDiff> {
     if tasks.is_empty() || resamples < 2 {
         return None;
     }

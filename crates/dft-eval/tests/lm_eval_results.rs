@@ -37,7 +37,15 @@ fn mc_task(task: Task, file: &str, n: usize, k: usize, right: impl Fn(usize) -> 
     let acc_norm = pct(&|p| p.pred_norm == p.gold);
     let logliks = per_item
         .iter()
-        .map(|p| (0..k).map(|c| Loglik { logprob: if c == p.pred { -1.5 } else { -2.25 - c as f64 }, is_greedy: false, tokens: 2 }).collect())
+        .map(|p| {
+            (0..k)
+                .map(|c| Loglik {
+                    logprob: if c == p.pred { -1.5 } else { -2.25 - c as f64 },
+                    is_greedy: false,
+                    tokens: 2,
+                })
+                .collect()
+        })
         .collect();
     let files = vec![PathBuf::from(file)];
     let r = TaskResult {
@@ -60,7 +68,11 @@ fn mc_task(task: Task, file: &str, n: usize, k: usize, right: impl Fn(usize) -> 
 fn qa_task() -> (TaskResult, LoadedTask) {
     let f1s = [1.0, 0.5, 0.0, 2.0 / 3.0, 0.25, 1.0, 0.0];
     let items: Vec<GenerativeItem> = (0..f1s.len())
-        .map(|i| GenerativeItem { id: format!("xquad-zh/{i}"), prompt: format!("问题：{i}\n答案："), answers: vec![format!("答{i}")] })
+        .map(|i| GenerativeItem {
+            id: format!("xquad-zh/{i}"),
+            prompt: format!("问题：{i}\n答案："),
+            answers: vec![format!("答{i}")],
+        })
         .collect();
     let per_item: Vec<QaScore> =
         f1s.iter().map(|&f| QaScore { f1: f, exact_match: if f == 1.0 { 1.0 } else { 0.0 } }).collect();
@@ -68,7 +80,13 @@ fn qa_task() -> (TaskResult, LoadedTask) {
     let f1 = 100.0 * f1s.iter().sum::<f64>() / n as f64;
     let em = 100.0 * per_item.iter().map(|s| s.exact_match).sum::<f64>() / n as f64;
     let generations = (0..n)
-        .map(|i| dft_eval::Generation { ids: vec![], text: format!("答{i}"), prompt_tokens: 5, prompt_seconds: 0.0, seconds: 0.0 })
+        .map(|i| dft_eval::Generation {
+            ids: vec![],
+            text: format!("答{i}"),
+            prompt_tokens: 5,
+            prompt_seconds: 0.0,
+            seconds: 0.0,
+        })
         .collect();
     let files = vec![PathBuf::from("xquad/xquad.zh.sample.json")];
     let r = TaskResult {
@@ -80,7 +98,10 @@ fn qa_task() -> (TaskResult, LoadedTask) {
         files: files.clone(),
         ids: items.iter().map(|i| i.id.clone()).collect(),
         throughput: Throughput::default(),
-        outcome: TaskOutcome::Generative { result: F1Result { f1, exact_match: em, n, per_item, f1_whitespace: None }, generations },
+        outcome: TaskOutcome::Generative {
+            result: F1Result { f1, exact_match: em, n, per_item, f1_whitespace: None },
+            generations,
+        },
     };
     (r, LoadedTask { task: Task::Xquad, lang: Lang::Zh, files, items: TaskItems::Generative(items) })
 }

@@ -35,7 +35,11 @@ fn stderr_and_bootstrap_match_numpy_and_scipy() {
         let seed = c["seed"].as_u64().unwrap();
         let resamples = c["resamples"].as_u64().unwrap() as usize;
         close(mean_stderr(&a), c["sem_a"].as_f64().unwrap(), &format!("case {i} sem"));
-        close(bootstrap_stderr(&a, resamples, seed), c["bootstrap_stderr_a"].as_f64().unwrap(), &format!("case {i} boot se"));
+        close(
+            bootstrap_stderr(&a, resamples, seed),
+            c["bootstrap_stderr_a"].as_f64().unwrap(),
+            &format!("case {i} boot se"),
+        );
         check(&paired_bootstrap(&a, &b, resamples, 95.0, seed).unwrap(), &c["paired_95"], &format!("case {i} 95%"));
         check(&paired_bootstrap(&a, &b, resamples, 90.0, seed).unwrap(), &c["paired_90"], &format!("case {i} 90%"));
         let sp = &c["scipy_bootstrap"];

@@ -79,7 +79,8 @@ impl Sequences {
         if width >= self.seq_len || self.rows() == 0 {
             return std::borrow::Cow::Borrowed(self);
         }
-        let rows = |v: &[u32]| -> Vec<u32> { v.chunks(self.seq_len).flat_map(|r| r[..width].iter().copied()).collect() };
+        let rows =
+            |v: &[u32]| -> Vec<u32> { v.chunks(self.seq_len).flat_map(|r| r[..width].iter().copied()).collect() };
         let labels = self.labels.chunks(self.seq_len).flat_map(|r| r[..width].iter().copied()).collect();
         std::borrow::Cow::Owned(Sequences {
             seq_len: width,

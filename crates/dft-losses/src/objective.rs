@@ -106,11 +106,7 @@ impl TermCounts {
             AuxLoss::Logits => labelled(s),
             AuxLoss::Feature => batch.main.rows(),
         };
-        Self {
-            main: batch.main.labelled_positions().1.len(),
-            lc: term(cfg.lc, &batch.lc),
-            et: term(cfg.et, &batch.et),
-        }
+        Self { main: batch.main.labelled_positions().1.len(), lc: term(cfg.lc, &batch.lc), et: term(cfg.et, &batch.et) }
     }
 
     /// This part's share of `whole` for each term (0 where the whole has none): the scale that makes

@@ -12,7 +12,6 @@ pub fn smollm2_gguf_path() -> PathBuf {
     })
 }
 
-
 /// `DFT_GEMMA3_GGUF`, else the cache `scripts/fetch-gemma3.sh` writes (`.cache/models/gemma3/…` in the
 /// workspace root): google/gemma-3-270m (the pretrained base model), Q4_K_M.
 pub fn gemma3_gguf_path() -> PathBuf {

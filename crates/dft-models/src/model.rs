@@ -472,7 +472,7 @@ impl<B: Backend> Attention<B> {
         let k = dft_kernels::permute_contiguous(k.reshape([b, s, nkv, 1, d]), [0, 2, 3, 1, 4]); // [b, nkv, 1, s, d]
         let kt = k.swap_dims(3, 4); // [b, nkv, 1, d, s]
         let v = dft_kernels::permute_contiguous(v.reshape([b, s, nkv, 1, d]), [0, 2, 3, 1, 4]); // [b, nkv, 1, s, d]
-        // softmax(scale·qkᵀ (Gemma-2: softcapped) + mask), one fused op (dft-kernels).
+                                                                                                // softmax(scale·qkᵀ (Gemma-2: softcapped) + mask), one fused op (dft-kernels).
         let spec = SoftmaxSpec { scale: self.scale as f32, softcap: self.softcap.map(|c| c as f32) };
         let probs = dft_kernels::attention_softmax(p.matmul(q, kt), Some(bias.clone()), spec);
         let out = dft_kernels::permute_contiguous(p.matmul(probs, v), [0, 3, 1, 2, 4]).reshape([b, t, nh * d]);
@@ -508,7 +508,8 @@ impl<B: Backend> DecoderBlock<B> {
     ) -> Tensor<B, 3> {
         let rope = ropes.for_layer(self.layer_type);
         let bias = masks.for_layer(self.layer_type);
-        let a = self.self_attn.forward(self.input_layernorm.forward(h.clone()), rope, &ropes.rotate_half, bias, cache, p);
+        let a =
+            self.self_attn.forward(self.input_layernorm.forward(h.clone()), rope, &ropes.rotate_half, bias, cache, p);
         match (&self.pre_feedforward_layernorm, &self.post_feedforward_layernorm) {
             (Some(pre), Some(post)) => {
                 let h = h + self.post_attention_layernorm.forward(a);
@@ -661,7 +662,8 @@ impl<B: Backend> CausalLm<B> {
         let done = cache.len - rows.prompt_width;
         let offsets: Vec<usize> = rows.prompt_lens.iter().map(|&p| p + done).collect();
         let rope = Ropes::new(&self.config, &offsets, b, t, &device);
-        let masks = Masks::new(&self.config, |window| ragged_bias::<B>(b, t, cache.len, rows, lengths, window, &device));
+        let masks =
+            Masks::new(&self.config, |window| ragged_bias::<B>(b, t, cache.len, rows, lengths, window, &device));
         let mut h = self.embed(input_ids);
         let upto = upto.min(self.num_layers());
         for (layer, (block, slot)) in self.layers[..upto].iter().zip(&mut cache.layers).enumerate() {

@@ -8,7 +8,9 @@ mod common;
 use burn::tensor::{Int, Tensor, TensorData};
 use common::*;
 use dft_models::gguf::hf_vocab::hf_tokenizer_metadata;
-use dft_models::gguf::{export_gguf, export_gguf_with_tokenizer, GgufExportType, GgufFile, GgufTokenizerSource, MetaValue};
+use dft_models::gguf::{
+    export_gguf, export_gguf_with_tokenizer, GgufExportType, GgufFile, GgufTokenizerSource, MetaValue,
+};
 use dft_models::{load_pretrained, ChatMessage, HfExportOptions, Pretrained};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -168,19 +170,35 @@ fn gguf_from_an_hf_directory_carries_the_tokenizer() {
             let ours = kv.iter().find(|(k, _)| k == key).map(|(_, v)| v);
             let theirs = base.get(key);
             // llama.cpp writes ids as u32 and token types as i32, as we do
-            assert!(ours.is_some() && ours == theirs, "{key}: ours {:?} vs llama.cpp's {:?}", ours.map(short), theirs.map(short));
+            assert!(
+                ours.is_some() && ours == theirs,
+                "{key}: ours {:?} vs llama.cpp's {:?}",
+                ours.map(short),
+                theirs.map(short)
+            );
         }
         let pre_name = kv.iter().find(|(k, _)| k == "tokenizer.ggml.pre").map(|(_, v)| v.clone());
         assert_eq!(pre_name, Some(MetaValue::String("gpt-2".into())));
 
         let gg = tmp.join("smollm2-from-hf.gguf");
         let from_hf = load_pretrained::<B>(&hf, &device).unwrap();
-        export_gguf_with_tokenizer(&from_hf.model, &gg, GgufExportType::F32, GgufTokenizerSource::HfDir(&hf), Some(&from_hf.meta), "smollm2")
-            .unwrap();
+        export_gguf_with_tokenizer(
+            &from_hf.model,
+            &gg,
+            GgufExportType::F32,
+            GgufTokenizerSource::HfDir(&hf),
+            Some(&from_hf.meta),
+            "smollm2",
+        )
+        .unwrap();
         let back = load_pretrained::<B>(&gg, &device).unwrap();
         let (a, b) = (pre.tokenizer.as_ref().unwrap(), back.tokenizer.as_ref().unwrap());
         for t in &texts {
-            assert_eq!(a.encode(t.as_str(), true).unwrap().get_ids(), b.encode(t.as_str(), true).unwrap().get_ids(), "{t}");
+            assert_eq!(
+                a.encode(t.as_str(), true).unwrap().get_ids(),
+                b.encode(t.as_str(), true).unwrap().get_ids(),
+                "{t}"
+            );
         }
         let ids = a.encode(texts[0].as_str(), true).unwrap().get_ids().to_vec();
         assert_eq!(logits(&pre, &ids).0, logits(&back, &ids).0, "weights round trip through HF then GGUF");

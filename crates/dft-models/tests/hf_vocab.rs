@@ -137,7 +137,11 @@ fn byte_level_bpe_vocab() {
                           {"id": 7, "content": "<|im_end|>", "special": false}]
     });
     std::fs::write(dir.join("tokenizer.json"), tj.to_string()).unwrap();
-    std::fs::write(dir.join("tokenizer_config.json"), r#"{"eos_token": "<|im_end|>", "bos_token": "<|endoftext|>", "add_bos_token": false}"#).unwrap();
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        r#"{"eos_token": "<|im_end|>", "bos_token": "<|endoftext|>", "add_bos_token": false}"#,
+    )
+    .unwrap();
     std::fs::write(dir.join("config.json"), r#"{"eos_token_id": 0, "pad_token_id": 7}"#).unwrap();
     let kv = hf_tokenizer_metadata(&dir, 9).unwrap().unwrap();
     assert_eq!(get(&kv, "tokenizer.ggml.model"), &MetaValue::String("gpt2".into()));
@@ -146,7 +150,10 @@ fn byte_level_bpe_vocab() {
         strings(get(&kv, "tokenizer.ggml.tokens")),
         ["<|endoftext|>", "a", "b", "ab", "Ġ", "Ġa", "<tool>", "<|im_end|>", "[PAD8]"]
     );
-    assert_eq!(get(&kv, "tokenizer.ggml.token_type"), &MetaValue::Array(MetaArray::I32(vec![3, 1, 1, 1, 1, 1, 4, 3, 5])));
+    assert_eq!(
+        get(&kv, "tokenizer.ggml.token_type"),
+        &MetaValue::Array(MetaArray::I32(vec![3, 1, 1, 1, 1, 1, 4, 3, 5]))
+    );
     assert_eq!(strings(get(&kv, "tokenizer.ggml.merges")), ["a b", "Ġ a"]);
     // tokenizer_config's strings first, config.json's ids only where those gave none
     assert_eq!(get(&kv, "tokenizer.ggml.eos_token_id"), &MetaValue::U32(7));

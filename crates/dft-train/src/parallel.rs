@@ -15,10 +15,10 @@
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::trainer::{Run, TrainHooks, TrainSummary};
-use burn::tensor::backend::{Device as _, DeviceId};
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::{Device as _, DeviceId};
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use burn_collective::{CollectiveConfig, PeerId, ReduceOperation};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -227,8 +227,12 @@ impl<B: Backend> Peer<B> {
         self.watch.leave(self.local);
         out.map_err(|e| TrainError::Parallel {
             msg: self.watch.failure().unwrap_or_else(|| {
-                let remote = self.watch.remote.as_ref().map(|r| format!(" (lost contact with {r}?)")).unwrap_or_default();
-                format!("peer {}: {what} failed: {e:?}{remote}; continue with --resume from the last checkpoint", self.rank)
+                let remote =
+                    self.watch.remote.as_ref().map(|r| format!(" (lost contact with {r}?)")).unwrap_or_default();
+                format!(
+                    "peer {}: {what} failed: {e:?}{remote}; continue with --resume from the last checkpoint",
+                    self.rank
+                )
             }),
         })
     }
@@ -348,9 +352,10 @@ pub fn all_reduce_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
 /// trusted networks only (docs/DISTRIBUTED.md).
 pub fn run_orchestrator(host: std::net::IpAddr, port: u16) -> Result<()> {
     burn_communication::websocket::set_listen_host(host);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| TrainError::Parallel {
-        msg: format!("starting the orchestrator's runtime: {e}"),
-    })?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| TrainError::Parallel { msg: format!("starting the orchestrator's runtime: {e}") })?;
     let scope = if host.is_loopback() { "this machine only" } else { "no authentication: trusted networks only" };
     eprintln!("orchestrator: listening on {host}:{port} ({scope}); Ctrl-C stops it");
     rt.block_on(burn_collective::start_global_orchestrator(port));
@@ -380,8 +385,7 @@ pub fn train_parallel<B: AutodiffBackend>(
     global.train.batch_size = cfg.train.batch_size * world;
     global.parallel = Default::default();
     let type_id = device.to_id().type_id;
-    let devices: Vec<B::Device> =
-        ids.iter().map(|&i| B::Device::from_id(DeviceId::new(type_id, i as u16))).collect();
+    let devices: Vec<B::Device> = ids.iter().map(|&i| B::Device::from_id(DeviceId::new(type_id, i as u16))).collect();
     let leader = node_rank == 0;
     if leader {
         eprintln!(
@@ -485,8 +489,9 @@ fn check_same_run<B: AutodiffBackend>(peer: &Peer<B::InnerBackend>, run: &Run<B>
     h.update(peer.world.to_le_bytes());
     let digest = h.finalize();
     // Four 20-bit pieces of the hash (exact in f32 sums); all peers equal ⇔ sum = world × mine.
-    let mine: Vec<f64> =
-        (0..4).map(|k| (u32::from_le_bytes(digest[4 * k..4 * k + 4].try_into().expect("4 bytes")) >> 12) as f64).collect();
+    let mine: Vec<f64> = (0..4)
+        .map(|k| (u32::from_le_bytes(digest[4 * k..4 * k + 4].try_into().expect("4 bytes")) >> 12) as f64)
+        .collect();
     let sums = peer.sum_f64(&mine, device)?;
     if sums.iter().zip(&mine).any(|(s, m)| *s != m * peer.world as f64) {
         return Err(TrainError::Parallel {

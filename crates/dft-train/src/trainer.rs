@@ -617,7 +617,8 @@ impl<B: AutodiffBackend> Run<B> {
             self.state.skipped_batches += sums.used;
             return Ok(None);
         }
-        let lr = cosine_with_warmup(self.cfg.train.lr, self.state.step, self.state.warmup_steps, self.state.total_steps);
+        let lr =
+            cosine_with_warmup(self.cfg.train.lr, self.state.step, self.state.warmup_steps, self.state.total_steps);
         self.model = self.optim.step(lr, self.model.clone(), grads);
         self.state.step += 1;
         Ok(Some((lr, grad_norm)))
@@ -631,7 +632,12 @@ impl<B: AutodiffBackend> Run<B> {
     /// Held-out loss of the current model (`None` without eval data).
     fn eval(&self, data: &RunData) -> Result<Option<f64>> {
         let bs = self.cfg.train.batch_size.max(4);
-        Ok(data.eval.as_ref().map(|e| eval_loss(&self.model.valid(), e, bs, self.cfg.method.name)).transpose()?.flatten())
+        Ok(data
+            .eval
+            .as_ref()
+            .map(|e| eval_loss(&self.model.valid(), e, bs, self.cfg.method.name))
+            .transpose()?
+            .flatten())
     }
 
     /// One metrics line (means over the step's micro-batches) and the progress bar.

@@ -186,13 +186,16 @@ pub fn looks_special(t: &str) -> bool {
 pub fn bpe_pre_name(pre: Option<&Value>) -> Option<&'static str> {
     let pre = pre?;
     let ty = |v: &Value| v.get("type").and_then(Value::as_str).map(String::from).unwrap_or_default();
-    let byte_level_regex = |v: &Value| ty(v) == "ByteLevel" && v.get("use_regex").and_then(Value::as_bool) != Some(false);
+    let byte_level_regex =
+        |v: &Value| ty(v) == "ByteLevel" && v.get("use_regex").and_then(Value::as_bool) != Some(false);
     if byte_level_regex(pre) {
         return Some("gpt-2");
     }
     let items = pre.get("pretokenizers").and_then(Value::as_array)?;
     match items.as_slice() {
-        [d, b] if ty(d) == "Digits" && d.get("individual_digits") == Some(&Value::Bool(true)) && byte_level_regex(b) => {
+        [d, b]
+            if ty(d) == "Digits" && d.get("individual_digits") == Some(&Value::Bool(true)) && byte_level_regex(b) =>
+        {
             Some("smollm")
         }
         [s, b] if ty(s) == "Split" && ty(b) == "ByteLevel" => {
@@ -234,7 +237,10 @@ pub fn hf_tokenizer_metadata(dir: &Path, vocab_size: usize) -> Result<Option<Vec
                  llama.cpp merges by are not in tokenizer.json; put the model's tokenizer.model beside it"
                     .to_string()
             } else {
-                format!("a {} tokenizer with a {} decoder (GGUF export supports byte-level BPE and SentencePiece)", model["type"], tj["decoder"]["type"])
+                format!(
+                    "a {} tokenizer with a {} decoder (GGUF export supports byte-level BPE and SentencePiece)",
+                    model["type"], tj["decoder"]["type"]
+                )
             };
             return Err(err(&tok_json_path, why));
         }
@@ -415,7 +421,12 @@ fn special_vocab(
         if let Some(single) = single.filter(|s| s.len() > 1) {
             let special = |v: &Value| v["SpecialToken"]["id"].as_str().map(String::from);
             if let Some(first) = special(&single[0]) {
-                set_add("bos", !tok_cfg.is_object() || Some(&first) == content("bos").as_ref() || Some(&first) == content("cls").as_ref());
+                set_add(
+                    "bos",
+                    !tok_cfg.is_object()
+                        || Some(&first) == content("bos").as_ref()
+                        || Some(&first) == content("cls").as_ref(),
+                );
             }
             if let Some(last) = special(&single[single.len() - 1]) {
                 set_add("eos", !tok_cfg.is_object() || Some(&last) == content("eos").as_ref());
