@@ -366,16 +366,10 @@ fn padding_no_loss_reads_changes_nothing() {
     let pad = |s: &Sequences| {
         let w = s.seq_len + 40;
         let mut p = Sequences { seq_len: w, ..s.clone() };
-        p.input_ids = s
-            .input_ids
-            .chunks(s.seq_len)
-            .flat_map(|r| r.iter().copied().chain(std::iter::repeat(0).take(40)))
-            .collect();
-        p.labels = s
-            .labels
-            .chunks(s.seq_len)
-            .flat_map(|r| r.iter().copied().chain(std::iter::repeat(-100).take(40)))
-            .collect();
+        p.input_ids =
+            s.input_ids.chunks(s.seq_len).flat_map(|r| r.iter().copied().chain(std::iter::repeat_n(0, 40))).collect();
+        p.labels =
+            s.labels.chunks(s.seq_len).flat_map(|r| r.iter().copied().chain(std::iter::repeat_n(-100, 40))).collect();
         p
     };
     let padded = DftBatch {
