@@ -10,6 +10,8 @@
 //! cargo bench --bench step -- --only dft-logits:no-share-prefix,tft:default:ckpt
 //! ```
 //! Options: `--steps K` timed steps after one warm-up step (default 3; median reported),
+//! `--pad-to N` (right-pad every row of the batch file to N columns: a fixed-length pipeline's batch),
+//! `--batch-quantile Q` (0.5: the batch whose TFT rows have the Q-quantile length, e.g. 0.1 for short rows),
 //! `--max-len N` (512), `--batch N` (4), `--batch-index I` (default: the batch of the epoch plan, seed 42,
 //! whose TFT rows have the median length), `--threads N` (2; rayon threads of each child), `--out FILE` (step.json),
 //! `--ckpt-steps K` (2, for the long-batch runs), `--prepare-only` (write the batch files and stop),
@@ -116,7 +118,13 @@ struct Prepared {
 }
 
 /// Tokenize the bundled data as `dft train` does and pick the benchmark batches.
-fn prepare(max_len: usize, batch_size: usize, batch_index: Option<usize>) -> Prepared {
+fn prepare(
+    max_len: usize,
+    batch_size: usize,
+    batch_index: Option<usize>,
+    quantile: f64,
+    pad_to: Option<usize>,
+) -> Prepared {
     let t = Instant::now();
     let path = gguf();
     let (gg, tokenizer) = dft_models::gguf::load_gguf(&path).expect("read the GGUF tokenizer");
@@ -137,13 +145,38 @@ fn prepare(max_len: usize, batch_size: usize, batch_index: Option<usize>) -> Pre
     let batch_index = batch_index.unwrap_or_else(|| {
         let mut full: Vec<usize> = (0..plan.len()).filter(|&i| plan[i].len() == batch_size).collect();
         full.sort_by_key(|&i| (tft_len(i), i));
-        full[full.len() / 2]
+        full[((full.len() - 1) as f64 * quantile.clamp(0.0, 1.0)).round() as usize]
     });
     let chosen = build(batch_index.min(plan.len() - 1));
     let longest = (0..plan.len()).filter(|&i| plan[i].len() == batch_size).max_by_key(|&i| tft_len(i)).unwrap_or(0);
     let long = build(longest);
     let describe = |b: &dft_data::DftBatch, index: usize| {
-        let lb = to_loss_batch(b, dft_train::Method::Dft);
+        let mut lb = to_loss_batch(b, dft_train::Method::Dft);
+        if let Some(n) = pad_to {
+            // Right-pad every kind to `n` columns, as a pipeline padding to a fixed length does (both
+            // implementations read this file; dft-losses trims padding no loss reads).
+            let pad = |s: &mut dft_losses::Sequences| {
+                if n > s.seq_len {
+                    let (w, rows) = (s.seq_len, s.rows());
+                    let id = |r: usize| s.input_ids[r * w + w - 1];
+                    let ids: Vec<u32> = (0..rows)
+                        .flat_map(|r| {
+                            s.input_ids[r * w..(r + 1) * w].iter().copied().chain(std::iter::repeat_n(id(r), n - w))
+                        })
+                        .collect();
+                    let labels: Vec<i64> = (0..rows)
+                        .flat_map(|r| {
+                            s.labels[r * w..(r + 1) * w].iter().copied().chain(std::iter::repeat_n(-100, n - w))
+                        })
+                        .collect();
+                    (s.input_ids, s.labels, s.seq_len) = (ids, labels, n);
+                }
+            };
+            pad(&mut lb.main);
+            for s in [&mut lb.lc, &mut lb.et, &mut lb.en_prompt].into_iter().flatten() {
+                pad(s);
+            }
+        }
         let mut methods = serde_json::Map::new();
         for m in Method::ALL {
             let c = objective(m);
@@ -278,6 +311,8 @@ fn driver(args: &[String]) {
     let max_len: usize = arg(args, "--max-len").unwrap_or(512);
     let batch_size: usize = arg(args, "--batch").unwrap_or(4);
     let batch_index: Option<usize> = arg(args, "--batch-index");
+    let quantile: f64 = arg(args, "--batch-quantile").unwrap_or(0.5);
+    let pad_to: Option<usize> = arg(args, "--pad-to");
     let threads: usize = arg(args, "--threads").unwrap_or(2);
     let out: String = arg(args, "--out").unwrap_or_else(|| "step.json".into());
     let runs = match arg::<String>(args, "--only") {
@@ -286,7 +321,7 @@ fn driver(args: &[String]) {
     };
     let started = Instant::now();
     let load_before = dft_step::loadavg();
-    let prepared = prepare(max_len, batch_size, batch_index);
+    let prepared = prepare(max_len, batch_size, batch_index, quantile, pad_to);
     let dir = common::results_dir();
     let batch_file = dir.join("step-batch.json");
     let long_file = dir.join("step-batch-long.json");
