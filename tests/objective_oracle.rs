@@ -17,26 +17,15 @@ fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/objective")
 }
 
-fn sequences(v: &Value) -> Sequences {
-    let nums = |k: &str| v[k].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect::<Vec<_>>();
-    Sequences {
-        seq_len: v["seq_len"].as_u64().unwrap() as usize,
-        input_ids: nums("input_ids").into_iter().map(|x| x as u32).collect(),
-        labels: nums("labels"),
-        lengths: nums("lengths").into_iter().map(|x| x as usize).collect(),
-        prompt_lens: nums("prompt_lens").into_iter().map(|x| x as usize).collect(),
-        query_spans: v["query_spans"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|row| {
-                row.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|s| s[0].as_u64().unwrap() as usize..s[1].as_u64().unwrap() as usize)
-                    .collect()
-            })
-            .collect(),
+use dft_test_support::step::seqs_from_json as sequences;
+
+/// The four-example oracle batch of sequences.json, every kind present.
+fn oracle_batch(seqs: &Value) -> DftBatch {
+    DftBatch {
+        main: sequences(&seqs["tft"]),
+        lc: Some(sequences(&seqs["lc"])),
+        et: Some(sequences(&seqs["et"])),
+        en_prompt: Some(sequences(&seqs["en_prompt"])),
     }
 }
 
@@ -167,12 +156,7 @@ fn bad_objective_inputs_are_typed_errors() {
     let seqs: Value = serde_json::from_str(&std::fs::read_to_string(dir().join("sequences.json")).unwrap()).unwrap();
     let device = Default::default();
     let model = load_pretrained::<AB>(&dir().join("llama"), &device).unwrap().model;
-    let batch = DftBatch {
-        main: sequences(&seqs["tft"]),
-        lc: Some(sequences(&seqs["lc"])),
-        et: Some(sequences(&seqs["et"])),
-        en_prompt: Some(sequences(&seqs["en_prompt"])),
-    };
+    let batch = oracle_batch(&seqs);
     let run = |cfg: ObjectiveConfig, batch: &DftBatch| dft_loss(&model, batch, &cfg, &device).map(|_| ()).unwrap_err();
     let e = run(ObjectiveConfig { et: AuxLoss::Logits, et_layer: 0, ..Default::default() }, &batch);
     assert!(matches!(e, LossError::LayerOutOfRange { layer: 0, .. }), "{e}");
@@ -357,12 +341,7 @@ fn padding_no_loss_reads_changes_nothing() {
     let seqs: Value = serde_json::from_str(&std::fs::read_to_string(dir().join("sequences.json")).unwrap()).unwrap();
     let device = Default::default();
     let model = load_pretrained::<AB>(&dir().join("llama"), &device).unwrap().model;
-    let batch = DftBatch {
-        main: sequences(&seqs["tft"]),
-        lc: Some(sequences(&seqs["lc"])),
-        et: Some(sequences(&seqs["et"])),
-        en_prompt: Some(sequences(&seqs["en_prompt"])),
-    };
+    let batch = oracle_batch(&seqs);
     let pad = |s: &Sequences| {
         let w = s.seq_len + 40;
         let mut p = Sequences { seq_len: w, ..s.clone() };
