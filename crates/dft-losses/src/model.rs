@@ -87,8 +87,8 @@ pub trait DeepSupervisionModel<B: Backend> {
 }
 
 /// Per-block keys and values of earlier positions (a prefix pass, or the KV cache of generation):
-/// `(k, v)` per block, each `[rows, seq, kv_heads, head_dim]` (keys after RoPE); `None` for blocks
-/// not captured. dft-models calls it `KvCache`.
+/// `(k, v)` per block, each `[rows, kv_heads, capacity, head_dim]` (keys after RoPE) of which the
+/// first `len` positions are filled; `None` for blocks not captured. dft-models calls it `KvCache`.
 #[derive(Debug, Clone)]
 pub struct PrefixKv<B: Backend> {
     pub layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
@@ -117,5 +117,30 @@ impl<B: Backend> PrefixKv<B> {
             })
             .collect();
         Self { layers, len: self.len }
+    }
+
+    /// Room for `more` positions after the `len` held, allocated once: the model writes the keys and
+    /// values of later steps into it in place instead of growing every block's tensors per step
+    /// (batched generation reserves its `max_new_tokens`). Positions past `len` are zeros that no
+    /// query reads. A no-op where the room is already there.
+    pub fn reserve(&mut self, more: usize) {
+        let want = self.len + more;
+        for (k, v) in self.layers.iter_mut().flatten() {
+            let [rows, heads, cap, dim] = k.dims();
+            if cap >= want {
+                continue;
+            }
+            let grow = |x: &Tensor<B, 4>| {
+                let held = x.clone().slice([0..rows, 0..heads, 0..self.len, 0..dim]);
+                let room = Tensor::zeros([rows, heads, want - self.len, dim], (&x.device(), x.dtype()));
+                Tensor::cat(vec![held, room], 2)
+            };
+            (*k, *v) = (grow(k), grow(v));
+        }
+    }
+
+    /// Positions the blocks' tensors can hold before they grow again (0 when nothing is captured).
+    pub fn capacity(&self) -> usize {
+        self.layers.iter().flatten().map(|(k, _)| k.dims()[2]).min().unwrap_or(0)
     }
 }

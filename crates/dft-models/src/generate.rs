@@ -206,6 +206,8 @@ fn generate_group<B: Backend>(model: &CausalLm<B>, prompts: &[&[u32]], cfg: &Gen
     let padded = lens.iter().any(|&l| l != width);
     let (states, mut cache) =
         model.forward_hidden_capture(ids, if padded { Some(&lens) } else { None }, &ForwardSpec::default(), layers);
+    // Room for every token still to come, allocated once: each step writes its keys/values in place.
+    cache.reserve(cfg.max_new_tokens.saturating_sub(1));
     let last: Vec<(usize, usize)> = lens.iter().enumerate().map(|(r, &l)| (r, l - 1)).collect();
     let mut logits = model.logits_at(states.last, &last);
     let mut prompt_seconds = None;

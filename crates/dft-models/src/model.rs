@@ -133,7 +133,10 @@ pub struct DecoderBlock<B: Backend> {
     pub layer_type: LayerType,
 }
 
-/// The keys and values of one block in a [`KvCache`]: `[rows, seq, kv_heads, head_dim]` each.
+/// The keys and values of one block in a [`KvCache`]: `[rows, kv_heads, capacity, head_dim]` each
+/// (the attention's head-major layout, so a step reads the cache without copying it), of which the
+/// first `cache.len` positions are filled; [`KvCache::reserve`] preallocates room that later steps
+/// write in place.
 pub type KvSlot<B> = Option<(Tensor<B, 4>, Tensor<B, 4>)>;
 
 /// A decoder-only causal LM exposing what deep supervision needs.
@@ -437,7 +440,7 @@ impl<B: Backend> Attention<B> {
         rope: &RopeTables<B>,
         rotate: &Tensor<B, 2>,
         bias: &Tensor<B, 5>,
-        cache: Option<&mut KvSlot<B>>,
+        cache: Option<(&mut KvSlot<B>, usize)>,
         p: Precision,
     ) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
@@ -446,7 +449,7 @@ impl<B: Backend> Attention<B> {
         // Heads stay in the projections' layout `[b, t, heads, d]` through QK-norm, RoPE and the KV cache.
         let mut q = self.q_proj.forward_in(x.clone(), p).reshape([b, t, nh, d]);
         let mut k = self.k_proj.forward_in(x.clone(), p).reshape([b, t, nkv, d]);
-        let mut v = self.v_proj.forward_in(x, p).reshape([b, t, nkv, d]);
+        let v = self.v_proj.forward_in(x, p).reshape([b, t, nkv, d]);
         if let Some(n) = &self.q_norm {
             q = n.forward(q);
         }
@@ -454,25 +457,46 @@ impl<B: Backend> Attention<B> {
             k = n.forward(k);
         }
         let q = apply_rope(q, &rope.q, rotate);
-        let mut k = apply_rope(k, &rope.k, rotate);
-        if let Some(slot) = cache {
-            if let Some((pk, pv)) = slot.take() {
-                k = Tensor::cat(vec![pk, k], 1);
-                v = Tensor::cat(vec![pv, v], 1);
-            }
-            *slot = Some((k.clone(), v.clone()));
-        }
-        let s = k.dims()[1];
+        let k = apply_rope(k, &rope.k, rotate);
         // Grouped-query attention without materialising repeated keys: query head `g * rep + r` uses key
-        // head `g`; the keys broadcast over `r`.
-        // The head transposes are materialised by `permute_contiguous` (on Flex a fast strided copy whose
-        // gradient comes back contiguous too; elsewhere the permuted view), and the keys are read
-        // transposed by the score matmul.
+        // head `g`; the keys broadcast over `r`. The head transposes are materialised by
+        // `permute_contiguous` (on Flex a fast strided copy whose gradient comes back contiguous too;
+        // elsewhere the permuted view), and the keys are read transposed by the score matmul.
         let q = dft_kernels::permute_contiguous(q.reshape([b, t, nkv, rep, d]), [0, 2, 3, 1, 4]); // [b, nkv, rep, t, d]
-        let k = dft_kernels::permute_contiguous(k.reshape([b, s, nkv, 1, d]), [0, 2, 3, 1, 4]); // [b, nkv, 1, s, d]
+        let (k, v) = match cache {
+            None => (
+                dft_kernels::permute_contiguous(k.reshape([b, t, nkv, 1, d]), [0, 2, 3, 1, 4]), // [b, nkv, 1, t, d]
+                dft_kernels::permute_contiguous(v.reshape([b, t, nkv, 1, d]), [0, 2, 3, 1, 4]),
+            ),
+            Some((slot, len)) => {
+                // Only the new positions are transposed; they go into the slot's free room in place
+                // (Flex writes into the slot's own buffer: the slot holds its only reference between
+                // steps), or the slot grows by one concatenation when it has no room left.
+                let kn = dft_kernels::permute_contiguous(k, [0, 2, 1, 3]); // [b, nkv, t, d]
+                let vn = dft_kernels::permute_contiguous(v, [0, 2, 1, 3]);
+                let s = len + t;
+                let (kc, vc) = match slot.take() {
+                    Some((pk, pv)) if pk.dims()[2] >= s => {
+                        let at = [0..b, 0..nkv, len..s, 0..d];
+                        (pk.slice_assign(at.clone(), kn), pv.slice_assign(at, vn))
+                    }
+                    Some((pk, pv)) => {
+                        let held = [0..b, 0..nkv, 0..len, 0..d];
+                        (Tensor::cat(vec![pk.slice(held.clone()), kn], 2), Tensor::cat(vec![pv.slice(held), vn], 2))
+                    }
+                    None => {
+                        assert_eq!(len, 0, "Attention: a cache of {len} positions without keys/values");
+                        (kn, vn)
+                    }
+                };
+                *slot = Some((kc.clone(), vc.clone()));
+                // The filled positions as strided views `[b, nkv, 1, s, d]` (the matmul reads strides).
+                let filled = [0..b, 0..nkv, 0..s, 0..d];
+                (kc.slice(filled.clone()).unsqueeze_dim::<5>(2), vc.slice(filled).unsqueeze_dim::<5>(2))
+            }
+        };
         let kt = k.swap_dims(3, 4); // [b, nkv, 1, d, s]
-        let v = dft_kernels::permute_contiguous(v.reshape([b, s, nkv, 1, d]), [0, 2, 3, 1, 4]); // [b, nkv, 1, s, d]
-                                                                                                // softmax(scale·qkᵀ (Gemma-2: softcapped) + mask), one fused op (dft-kernels).
+        // softmax(scale·qkᵀ (Gemma-2: softcapped) + mask), one fused op (dft-kernels).
         let spec = SoftmaxSpec { scale: self.scale as f32, softcap: self.softcap.map(|c| c as f32) };
         let probs = dft_kernels::attention_softmax(p.matmul(q, kt), Some(bias.clone()), spec);
         let out = dft_kernels::permute_contiguous(p.matmul(probs, v), [0, 3, 1, 2, 4]).reshape([b, t, nh * d]);
@@ -503,7 +527,7 @@ impl<B: Backend> DecoderBlock<B> {
         h: Tensor<B, 3>,
         ropes: &Ropes<B>,
         masks: &Masks<B>,
-        cache: Option<&mut KvSlot<B>>,
+        cache: Option<(&mut KvSlot<B>, usize)>,
         p: Precision,
     ) -> Tensor<B, 3> {
         let rope = ropes.for_layer(self.layer_type);
@@ -605,7 +629,7 @@ impl<B: Backend> CausalLm<B> {
         }
         let mut cache = KvCache::new(self.num_layers());
         for (layer, block) in self.layers[..upto].iter().enumerate() {
-            let capture = (layer < capture_layers).then(|| &mut cache.layers[layer]);
+            let capture = (layer < capture_layers).then(|| (&mut cache.layers[layer], 0));
             h = block.forward(h, &rope, &masks, capture, self.precision);
             if spec.keep.contains(&(layer + 1)) {
                 states[layer + 1] = Some(h.clone());
@@ -668,7 +692,7 @@ impl<B: Backend> CausalLm<B> {
         let upto = upto.min(self.num_layers());
         for (layer, (block, slot)) in self.layers[..upto].iter().zip(&mut cache.layers).enumerate() {
             assert!(slot.is_some(), "forward_ragged: the cache has no keys/values for block {}", layer + 1);
-            h = block.forward(h, &rope, &masks, Some(slot), self.precision);
+            h = block.forward(h, &rope, &masks, Some((slot, cache.len)), self.precision);
         }
         cache.len += t;
         h
@@ -760,7 +784,7 @@ impl<B: Backend> CausalLm<B> {
             Masks::new(&self.config, |window| attention_bias::<B>(b, t, offset + t, offset, None, window, &device));
         let mut h = self.embed(input_ids);
         for (block, slot) in self.layers.iter().zip(&mut cache.layers) {
-            h = block.forward(h, &rope, &masks, Some(slot), self.precision);
+            h = block.forward(h, &rope, &masks, Some((slot, offset)), self.precision);
         }
         cache.len += t;
         self.logit_lens(h, false)

@@ -139,6 +139,30 @@ fn kv_cache_greedy_equals_transformers_generate_and_full_recompute() {
         let v = model.config.vocab_size;
         let d = inc.iter().zip(&full[4 * v..]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(d <= 1e-5, "{name}: cached logits differ by {d:e}");
+        // A preallocated cache: the steps write into the reserved room (its capacity does not change),
+        // one token at a time, and give the same logits.
+        let mut cache = KvCache::new(model.num_layers());
+        let p: Tensor<B, 2, Int> = Tensor::from_data(
+            TensorData::new(want[..4].iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, 4]),
+            &device,
+        );
+        let _ = model.forward_cached(p, &mut cache);
+        assert_eq!(cache.capacity(), 4);
+        cache.reserve(2);
+        assert_eq!((cache.len, cache.capacity()), (4, 6), "{name}: reserve(2) after 4 positions");
+        let mut reserved = Vec::new();
+        for t in 4..6 {
+            let step: Tensor<B, 2, Int> = Tensor::from_data(TensorData::new(vec![want[t] as i64], [1, 1]), &device);
+            reserved.extend(to_vec(model.forward_cached(step, &mut cache)));
+            assert_eq!(cache.capacity(), 6, "{name}: a step within the reserved room grew the cache");
+        }
+        assert_eq!(cache.len, 6);
+        let d = reserved.iter().zip(&full[4 * v..]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(d <= 1e-5, "{name}: logits with a reserved cache differ by {d:e}");
+        // Past the reserved room the cache grows again.
+        let step: Tensor<B, 2, Int> = Tensor::from_data(TensorData::new(vec![want[6] as i64], [1, 1]), &device);
+        let _ = model.forward_cached(step, &mut cache);
+        assert_eq!((cache.len, cache.capacity()), (7, 7));
     }
 }
 
