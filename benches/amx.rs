@@ -230,7 +230,7 @@ mod amx {
     /// B `[k, n]` row-major → bf16 tiles in AMX's pair layout: for each 16-column strip and each 32-row
     /// slice, 16 rows of (B[2p][j], B[2p+1][j]) for j in the strip — 512 values, contiguous.
     pub fn pack_b(b: &[f32], k: usize, n: usize) -> Vec<bf16> {
-        assert!(k % 32 == 0 && n % 32 == 0, "the probe handles k, n multiples of 32");
+        assert!(k.is_multiple_of(32) && n.is_multiple_of(32), "the probe handles k, n multiples of 32");
         let mut out = vec![bf16::ZERO; k * n];
         let kb = k / 32;
         for nb in 0..n / 16 {
@@ -252,7 +252,7 @@ mod amx {
     /// of C and runs down all 32-row bands of A for it, so the strip's packed B (k × 32 bf16, 36 KiB at
     /// k = 576) stays in L1 while A streams from L2.
     pub fn matmul(a: &[bf16], b: &[bf16], m: usize, k: usize, n: usize, threads: usize) -> Vec<f32> {
-        assert!(m % 32 == 0 && k % 32 == 0 && n % 32 == 0, "the probe handles multiples of 32");
+        assert!(m % 32 == 0 && k.is_multiple_of(32) && n.is_multiple_of(32), "the probe handles multiples of 32");
         assert!(a.len() == m * k && b.len() == k * n);
         let mut c = vec![0f32; m * n];
         let c_addr = c.as_mut_ptr() as usize;
