@@ -151,8 +151,8 @@ fn kv_cache_greedy_equals_transformers_generate_and_full_recompute() {
         cache.reserve(2);
         assert_eq!((cache.len, cache.capacity()), (4, 6), "{name}: reserve(2) after 4 positions");
         let mut reserved = Vec::new();
-        for t in 4..6 {
-            let step: Tensor<B, 2, Int> = Tensor::from_data(TensorData::new(vec![want[t] as i64], [1, 1]), &device);
+        for &tok in &want[4..6] {
+            let step: Tensor<B, 2, Int> = Tensor::from_data(TensorData::new(vec![tok as i64], [1, 1]), &device);
             reserved.extend(to_vec(model.forward_cached(step, &mut cache)));
             assert_eq!(cache.capacity(), 6, "{name}: a step within the reserved room grew the cache");
         }
