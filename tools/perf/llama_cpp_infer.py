@@ -13,9 +13,9 @@ prints its tokens/s beside dft's and how often its predictions agree.
 - greedy generation: per prompt, decode the prompt, then one token at a time (argmax) until a stop id
   or `max_new` tokens.
 
-The Python binding is the prebuilt `llama-cpp-cffi==0.4.42` wheel (llama.cpp built with GCC 14): on a
-system with an older libstdc++ (Debian 12) preload a one-symbol shim, see tools/perf/llama-cpp/setup.sh.
-Usage: LLAMA_CPP_BACKEND=cpu python tools/perf/llama_cpp_infer.py --threads 1 --rust target/bench-results/infer-rust-1-1.json
+The binding is llama-cpp-python (its low-level API mirrors llama.h), built from source for this CPU
+(`GGML_NATIVE`: AVX-512, AVX512-BF16, AMX-INT8 here): tools/perf/llama-cpp/setup.sh.
+Usage: /work/llama-venv/bin/python tools/perf/llama_cpp_infer.py --threads 1 --rust target/bench-results/infer-rust-1-1.json
 """
 from __future__ import annotations
 
@@ -39,32 +39,45 @@ def main():
     ap.add_argument("--requests", type=Path, default=RESULTS / "infer-requests.json")
     ap.add_argument("--out", type=Path, default=RESULTS / "infer-llama-cpp.json")
     ap.add_argument("--rust", type=Path, help="the Rust bench's results, to compare")
+    ap.add_argument("--no-amx-bufts", action="store_true", help="no extra (AMX / repacked) weight buffers")
     args = ap.parse_args()
-    os.environ.setdefault("LLAMA_CPP_BACKEND", "cpu")
-    from llama.llama_cpp import ffi, lib
+    import ctypes
+
+    import llama_cpp as L
 
     req = json.loads(args.requests.read_text())
-    lib.llama_backend_init()
-    mp = lib.llama_model_default_params()
+    # llama.cpp's AMX path runs tile instructions on the calling threads; Linux faults them (SIGILL)
+    # unless the process asked for the tile state: arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA).
+    libc = ctypes.CDLL(None, use_errno=True)
+    amx = libc.syscall(158, 0x1023, 18) == 0
+    L.llama_backend_init()
+    mp = L.llama_model_default_params()
     mp.n_gpu_layers = 0
-    model = lib.llama_model_load_from_file(str(args.gguf).encode(), mp)
-    if model == ffi.NULL:
+    # llama.cpp's AMX weight buffers fault here (SIGILL in ggml_backend_amx_mul_mat's tileloadd: its tile
+    # configuration is not loaded on the computing thread in this build); --no-amx-bufts turns them off,
+    # leaving the AVX-512 / VNNI quantised kernels.
+    mp.use_extra_bufts = not args.no_amx_bufts
+    model = L.llama_model_load_from_file(str(args.gguf).encode(), mp)
+    if not model:
         raise SystemExit(f"llama.cpp could not load {args.gguf}")
-    vocab = lib.llama_model_get_vocab(model)
-    n_vocab = lib.llama_vocab_n_tokens(vocab)
+    n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(model))
     longest = max([len(r["context"]) + len(r["continuation"]) for r in req["requests"]]
                   + [len(p) + req["max_new"] for p in req["prompts"]])
-    cp = lib.llama_context_default_params()
+    cp = L.llama_context_default_params()
     cp.n_ctx = max(512, longest + 8)
     cp.n_batch = cp.n_ctx
     cp.n_ubatch = cp.n_ctx
     cp.n_threads = args.threads
     cp.n_threads_batch = args.threads
     cp.no_perf = True
-    ctx = lib.llama_init_from_model(model, cp)
-    if ctx == ffi.NULL:
+    ctx = L.llama_init_from_model(model, cp)
+    if not ctx:
         raise SystemExit("llama.cpp could not create a context")
-    batch = lib.llama_batch_init(cp.n_ctx, 0, 1)
+    memory = L.llama_get_memory(ctx)
+    batch = L.llama_batch_init(cp.n_ctx, 0, 1)
+
+    def clear():
+        L.llama_memory_clear(memory, True)
 
     def decode(ids, start, want_logits):
         """Decode `ids` at positions start.., logits for the indices in `want_logits`; rows of logits."""
@@ -75,10 +88,11 @@ def main():
             batch.n_seq_id[i] = 1
             batch.seq_id[i][0] = 0
             batch.logits[i] = 1 if i in want_logits else 0
-        rc = lib.llama_decode(ctx, batch)
+        rc = L.llama_decode(ctx, batch)
         if rc != 0:
             raise SystemExit(f"llama_decode returned {rc}")
-        return {i: np.frombuffer(ffi.buffer(lib.llama_get_logits_ith(ctx, i), 4 * n_vocab), dtype=np.float32).copy()
+        return {i: np.ctypeslib.as_array(ctypes.cast(L.llama_get_logits_ith(ctx, i), ctypes.POINTER(ctypes.c_float)),
+                                         shape=(n_vocab,)).copy()
                 for i in want_logits}
 
     results, tokens = [], 0
@@ -86,7 +100,7 @@ def main():
     for r in req["requests"]:
         ids = (r["context"] + r["continuation"])[:-1]
         n_cont = len(r["continuation"])
-        lib.llama_kv_self_clear(ctx)
+        clear()
         want = set(range(len(ids) - n_cont, len(ids)))
         rows = decode(ids, 0, want)
         ll, greedy = 0.0, True
@@ -103,7 +117,7 @@ def main():
     gens, new_tokens, prompt_tokens = [], 0, 0
     t0, c0 = time.perf_counter(), time.process_time()
     for p in req["prompts"]:
-        lib.llama_kv_self_clear(ctx)
+        clear()
         z = decode(p, 0, {len(p) - 1})[len(p) - 1]
         new = []
         while True:
@@ -116,8 +130,10 @@ def main():
         new_tokens += len(new)
         prompt_tokens += len(p)
     gen_s, gen_cpu = time.perf_counter() - t0, time.process_time() - c0
-    lib.llama_batch_free(batch)
-    out = {"engine": "llama.cpp (llama-cpp-cffi 0.4.42, CPU)", "threads": args.threads, "gguf": str(args.gguf),
+    L.llama_batch_free(batch)
+    out = {"engine": f"llama.cpp (llama-cpp-python {L.__version__}, CPU, native build)",
+           "system_info": L.llama_print_system_info().decode(), "amx_permission": amx,
+           "extra_bufts": not args.no_amx_bufts, "threads": args.threads, "gguf": str(args.gguf),
            "loglik": {"seconds": ll_s, "cpu_seconds": ll_cpu, "model_tokens": tokens, "results": results},
            "generate": {"seconds": gen_s, "cpu_seconds": gen_cpu, "prompt_tokens": prompt_tokens,
                         "new_tokens": new_tokens, "ids": gens}}
