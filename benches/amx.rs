@@ -47,7 +47,10 @@ fn main() {
         .collect();
     let reps: usize = arg("--reps").unwrap_or(5);
     let amx = amx::available();
-    println!("AMX-bf16: {}", amx.as_ref().map(|_| "available".to_string()).unwrap_or_else(|e| format!("not used ({e})")));
+    println!(
+        "AMX-bf16: {}",
+        amx.as_ref().map(|_| "available".to_string()).unwrap_or_else(|e| format!("not used ({e})"))
+    );
     let mut rows = Vec::new();
     let mut md = String::from(
         "| shape (m×k×n) | threads | Flex f32 GFLOP/s | AMX bf16 kernel GFLOP/s | AMX incl. f32→bf16 + packing | rel. error f32 / AMX |\n|---|---:|---:|---:|---:|---|\n",
@@ -65,9 +68,8 @@ fn main() {
             let device = Default::default();
             let ta = Tensor::<Inner, 2>::from_data(TensorData::new(a.clone(), [m, k]), &device);
             let tb = Tensor::<Inner, 2>::from_data(TensorData::new(b.clone(), [k, n]), &device);
-            let (t_flex, c_flex) = pool.install(|| {
-                best_of(reps, || ta.clone().matmul(tb.clone()).into_data().to_vec::<f32>().expect("f32"))
-            });
+            let (t_flex, c_flex) = pool
+                .install(|| best_of(reps, || ta.clone().matmul(tb.clone()).into_data().to_vec::<f32>().expect("f32")));
             let err_flex = rel_err(&c_flex, &reference);
             let (amx_cells, t_kernel, t_conv) = match &amx {
                 Ok(()) => {
@@ -103,7 +105,9 @@ fn main() {
                 "flex_f32_s": t_flex, "amx_kernel_s": t_kernel, "amx_with_conversion_s": t_conv,
                 "flex_rel_err": err_flex}));
         }
-        step.push(json!({"threads": t, "flex_f32_s": flex_s, "amx_kernel_s": amx_s, "amx_with_conversion_s": amx_conv_s}));
+        step.push(
+            json!({"threads": t, "flex_f32_s": flex_s, "amx_kernel_s": amx_s, "amx_with_conversion_s": amx_conv_s}),
+        );
     }
     println!("\n{md}");
     println!("The step's projection and head matmuls (× 3 for the backward), summed:");
@@ -252,7 +256,10 @@ mod amx {
     /// of C and runs down all 32-row bands of A for it, so the strip's packed B (k × 32 bf16, 36 KiB at
     /// k = 576) stays in L1 while A streams from L2.
     pub fn matmul(a: &[bf16], b: &[bf16], m: usize, k: usize, n: usize, threads: usize) -> Vec<f32> {
-        assert!(m.is_multiple_of(32) && k.is_multiple_of(32) && n.is_multiple_of(32), "the probe handles multiples of 32");
+        assert!(
+            m.is_multiple_of(32) && k.is_multiple_of(32) && n.is_multiple_of(32),
+            "the probe handles multiples of 32"
+        );
         assert!(a.len() == m * k && b.len() == k * n);
         let mut c = vec![0f32; m * n];
         let c_addr = c.as_mut_ptr() as usize;
@@ -286,10 +293,10 @@ mod amx {
     unsafe fn block(a: &[bf16], b: &[bf16], c: *mut f32, row0: usize, nb: usize, k: usize, n: usize) {
         let kb = k / 32;
         let a_stride = (k * 2) as isize; // bytes per A row
-        // SAFETY: the tiles were configured (ldtilecfg) by this thread; every tileloadd reads 16 rows of
-        // 64 bytes inside `a` (rows row0..row0+32, columns s*32..s*32+32 with k % 32 == 0) or one
-        // 1,024-byte packed tile of `b` (index < (n/16) * kb, asserted by the caller's shapes); the stores
-        // write 16 rows of 64 bytes inside the block of `c` the caller owns (see # Safety).
+                                         // SAFETY: the tiles were configured (ldtilecfg) by this thread; every tileloadd reads 16 rows of
+                                         // 64 bytes inside `a` (rows row0..row0+32, columns s*32..s*32+32 with k % 32 == 0) or one
+                                         // 1,024-byte packed tile of `b` (index < (n/16) * kb, asserted by the caller's shapes); the stores
+                                         // write 16 rows of 64 bytes inside the block of `c` the caller owns (see # Safety).
         unsafe {
             asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
             for s in 0..kb {
