@@ -38,15 +38,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-RESULTS = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "bench-results"
-
-
-def loadavg():
-    try:
-        return [float(x) for x in open("/proc/loadavg").read().split()[:3]]
-    except OSError:
-        return []
+from torch_step import RESULTS, loadavg, run_steps  # the same step loop as the transformers reference
 
 
 def child(args):
@@ -192,26 +184,7 @@ def child(args):
         comps["total"] = total.item()
         return total, comps
 
-    opt = torch.optim.AdamW(model.parameters(), lr=opt_spec["lr"], betas=tuple(opt_spec["betas"]),
-                            eps=opt_spec["eps"], weight_decay=opt_spec["weight_decay"])
-    steps = []
-    for s in range(args.steps + 1):
-        opt.zero_grad(set_to_none=True)
-        t0 = time.perf_counter()
-        loss, comps = objective()
-        t1 = time.perf_counter()
-        loss.backward()
-        t2 = time.perf_counter()
-        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), opt_spec["max_grad_norm"])
-        opt.step()
-        t3 = time.perf_counter()
-        rec = {"total_s": t3 - t0, "loss_s": t1 - t0, "backward_s": t2 - t1, "optim_s": t3 - t2,
-               "loss": comps, "grad_norm": float(gn)}
-        steps.append(rec)
-        print(f"  lean {method}/{args.attn} step {s}{' (warm-up)' if s == 0 else ''}: {rec['total_s']:.2f} s "
-              f"(loss {rec['loss_s']:.2f}, bwd {rec['backward_s']:.2f}, optim {rec['optim_s']:.2f}) | "
-              f"loss {comps['total']:.4f} main {comps['main']:.4f} lc {comps['lc']} et {comps['et']}",
-              file=sys.stderr, flush=True)
+    steps = run_steps(model.parameters(), objective, opt_spec, args.steps, f"lean {method}/{args.attn}")
     timed = steps[1:]
     med = lambda k: statistics.median(x[k] for x in timed)  # noqa: E731
     print("RESULT " + json.dumps({
