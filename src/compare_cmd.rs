@@ -8,11 +8,12 @@
 //! dft compare --plan configs/compare-smollm2-zh.toml --out runs/compare --resume
 //! ```
 //!
-//! The plan (TOML, see docs/COMPARE.md): a base `dft train` config plus `set` overrides shared by every
+//! The plan (TOML; example: configs/compare-smollm2-zh.toml): a base `dft train` config plus `set` overrides shared by every
 //! arm, `seeds`, the `baseline` arm, `[eval]` (tasks, languages, data folder, limit, bootstrap) and one
 //! `[[arm]]` per method with its own `set` overrides. Layout under `--out`:
 //! `plan.toml` (a copy; a resumed compare refuses another plan), `runs/<arm>-s<seed>/` (an ordinary
-//! training run; `eval/<task>_<lang>.json` per evaluated task; `eval/lm-eval/` lm-eval style results) and
+//! training run; `eval/<task>_<lang>.json` per evaluated task; `eval/heldout.json`, the held-out TFT loss;
+//! `eval/lm-eval/` lm-eval style results) and
 //! `report.{json,md,svg}`. Every step is resumable: a finished evaluation file is read back, a finished
 //! training (`summary.json`) is not repeated, an interrupted one continues from its newest checkpoint.
 use std::path::{Path, PathBuf};
@@ -355,7 +356,8 @@ pub fn run(args: CompareArgs) -> Result<(), CompareError> {
         let mut timing: Timing = read_json(&timing_path)?.unwrap_or_default();
         let tag = format!("compare {}/{n_jobs} {arm} seed {seed}", k + 1);
         let result_path = |t: &LoadedTask| eval_dir.join(format!("{}_{}.json", t.task.name(), t.lang.code()));
-        let all_scored = loaded.iter().all(|t| result_path(t).exists());
+        let heldout_path = eval_dir.join("heldout.json");
+        let all_scored = loaded.iter().all(|t| result_path(t).exists()) && heldout_path.exists();
         let summary_path = dir.join("summary.json");
         let mut summary: Option<TrainSummary> = read_json(&summary_path)?;
         if summary.is_none() {
@@ -390,11 +392,13 @@ pub fn run(args: CompareArgs) -> Result<(), CompareError> {
         pace.steps_left = pace.steps_left.saturating_sub(cfg.train.max_steps);
 
         let mut results: Vec<TaskResult> = Vec::new();
+        let heldout: HeldOut;
         if all_scored {
             eprintln!("{tag}: evaluated earlier, read back");
             for t in &loaded {
                 results.push(read_json(&result_path(t))?.expect("checked above"));
             }
+            heldout = read_json(&heldout_path)?.expect("checked above");
             pace.items_left = pace.items_left.saturating_sub(items);
         } else {
             if !summary.export_dir.is_dir() {
@@ -436,6 +440,24 @@ pub fn run(args: CompareArgs) -> Result<(), CompareError> {
                     std::thread::sleep(std::time::Duration::from_millis(ms));
                 }
             }
+            heldout = match read_json(&heldout_path)? {
+                Some(h) => h,
+                None => {
+                    let t0 = Instant::now();
+                    let h = heldout_loss(cfg, &pre, tok)?;
+                    if let Some(l) = h.loss {
+                        eprintln!(
+                            "{tag}: held-out TFT loss {l:.4} (perplexity {:.2}, {} examples)",
+                            l.exp(),
+                            h.examples
+                        );
+                    }
+                    write_json(&heldout_path, &h)?;
+                    timing.eval_s += t0.elapsed().as_secs_f64();
+                    write_json(&timing_path, &timing)?;
+                    h
+                }
+            };
             let run = dft_eval::EvalRun {
                 method: arm.clone(),
                 model: summary.export_dir.display().to_string(),
@@ -451,7 +473,7 @@ pub fn run(args: CompareArgs) -> Result<(), CompareError> {
         if !plan.keep_models && summary.export_dir.is_dir() {
             std::fs::remove_dir_all(&summary.export_dir).map_err(io(&summary.export_dir))?;
         }
-        let seed_run = SeedRun { seed: *seed, eval_loss: summary.eval_loss_after, results };
+        let seed_run = SeedRun { seed: *seed, eval_loss: heldout.loss, results };
         match arm_runs.iter_mut().find(|a| &a.name == arm) {
             Some(a) => a.runs.push(seed_run),
             None => arm_runs.push(ArmRuns { name: arm.clone(), runs: vec![seed_run] }),
@@ -472,7 +494,8 @@ pub fn run(args: CompareArgs) -> Result<(), CompareError> {
             jobs.iter().filter(|j| j.0 == jobs[0].0).map(|j| j.1).collect::<Vec<_>>()
         ),
         format!(
-            "Held-out perplexity: the TFT loss on {} ({} examples) after training, exp(mean token NLL).",
+            "Held-out perplexity: every arm's final model (SFT's included) scored with the TFT loss — target-language \
+             response given target-language prompt — on {} ({} examples), exp(mean token NLL).",
             base.data.eval.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "–".into()),
             base.data.eval_limit
         ),
@@ -507,6 +530,33 @@ pub fn run(args: CompareArgs) -> Result<(), CompareError> {
         started.elapsed().as_secs_f64() / 60.0
     );
     Ok(())
+}
+
+/// The held-out measurement of one run (`eval/heldout.json`): the same for every arm, whatever it
+/// trained on.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct HeldOut {
+    /// `data.eval` (`null`: the config names none, no perplexity is reported).
+    file: Option<PathBuf>,
+    /// Pairs scored (`data.eval_limit` or fewer).
+    examples: usize,
+    /// Token-weighted mean cross-entropy of the target-language response given the target-language prompt.
+    loss: Option<f64>,
+}
+
+/// Score `pre` (a run's exported model) with the TFT loss on the run's held-out pairs.
+fn heldout_loss(
+    cfg: &dft_train::TrainConfig,
+    pre: &dft_models::Pretrained<Inner>,
+    tok: &tokenizers::Tokenizer,
+) -> Result<HeldOut, CompareError> {
+    let special = dft_train::data_prep::special_tokens(&pre.model.config, tok);
+    let corpus = dft_train::heldout_corpus(cfg, dft_train::Method::Tft, special, tok, &pre.meta)?;
+    let Some(corpus) = corpus else {
+        return Ok(HeldOut { file: None, examples: 0, loss: None });
+    };
+    let loss = dft_train::eval_loss(&pre.model, &corpus, cfg.train.batch_size, dft_train::Method::Tft)?;
+    Ok(HeldOut { file: cfg.data.eval.clone(), examples: corpus.examples.len(), loss })
 }
 
 /// Work left and the rates measured in this process, for the ETA.

@@ -167,6 +167,25 @@ fn compare_end_to_end_and_resume_after_sigkill_in_training_and_evaluation() {
         assert!(!run.join("final").exists(), "models are removed once evaluated (keep_models = false)");
         assert!(dft_train::checkpoint::list_checkpoints(&run).is_empty());
     }
+    // The held-out perplexity is one measurement for every arm: the TFT loss on the zh pairs. For the
+    // TFT-family arms it is the run's own held-out loss; SFT's own is on English pairs and differs.
+    let json =
+        |p: PathBuf| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap() };
+    for a in report["arms"].as_array().unwrap() {
+        let name = a["name"].as_str().unwrap();
+        let run = full.join("runs").join(format!("{name}-s42"));
+        let heldout = json(run.join("eval/heldout.json"));
+        assert_eq!(heldout["examples"], 4, "{heldout}");
+        let loss = heldout["loss"].as_f64().unwrap();
+        let ppl = a["perplexity"].as_f64().unwrap();
+        assert!((ppl - loss.exp()).abs() < 1e-6 * ppl, "{name}: report ppl {ppl} vs held-out loss {loss}");
+        let own = json(run.join("summary.json"))["eval_loss_after"].as_f64().unwrap();
+        if name == "sft" {
+            assert!((own - loss).abs() > 1e-3, "SFT's own held-out loss (English) {own} vs the TFT measure {loss}");
+        } else {
+            assert!((own - loss).abs() < 1e-4 * own, "{name}: training's held-out loss {own} vs compare's {loss}");
+        }
+    }
 
     // Killed in the middle of the second arm's training, then in the middle of its evaluation.
     let cut = dir.join("cut");

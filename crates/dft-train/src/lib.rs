@@ -34,4 +34,4 @@ pub use error::{Result, TrainError};
 pub use optim::FusedAdamW;
 pub use plan::MemoryPlan;
 pub use sweep::{run_sweep, SweepAux, SweepReport, SweepRun, SweepSpec};
-pub use trainer::{eval_loss, resolve_model_path, train, TrainHooks, TrainSummary};
+pub use trainer::{eval_loss, heldout_corpus, resolve_model_path, train, TrainHooks, TrainSummary};

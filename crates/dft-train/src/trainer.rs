@@ -97,6 +97,31 @@ pub fn eval_loss<B: Backend>(
     Ok((n > 0).then(|| sum / n as f64))
 }
 
+/// The tokenized held-out corpus of a run (`data.eval`, its first `data.eval_limit` pairs) as `method`'s
+/// main loss reads it: English pairs for SFT, target-language pairs (TFT) for every other method.
+/// `None` when the config names no held-out file (or `data.eval_limit = 0`).
+///
+/// A run's `eval_loss_after` uses its own method; `dft compare` scores every arm with
+/// `Method::Tft` so that the held-out perplexity is one measurement across arms.
+pub fn heldout_corpus(
+    cfg: &TrainConfig,
+    method: Method,
+    special: dft_data::SpecialTokens,
+    tokenizer: &tokenizers::Tokenizer,
+    meta: &dft_models::TokenizerMeta,
+) -> Result<Option<TokenizedCorpus>> {
+    let none = SequenceKinds { tft: false, lc: false, et: false, sft: false, en_prompt: false, tgt_prompt: false };
+    let kinds =
+        if method == Method::Sft { SequenceKinds { sft: true, ..none } } else { SequenceKinds { tft: true, ..none } };
+    match &cfg.data.eval {
+        Some(p) if cfg.data.eval_limit > 0 => {
+            let corpus = read_corpus(p, &cfg.data)?;
+            Ok(Some(tokenize_with(&corpus, &cfg.data, kinds, tokenizer, special, cfg.data.eval_limit, meta)?))
+        }
+        _ => Ok(None),
+    }
+}
+
 fn all_finite<B: Backend>(model: &CausalLm<B>) -> bool {
     use burn::module::{ModuleVisitor, Param};
     use burn::tensor::Tensor;
@@ -329,18 +354,7 @@ impl<B: AutodiffBackend> Run<B> {
         } else {
             (layer_plan.0.unwrap_or(1), layer_plan.1.unwrap_or(1))
         };
-        let eval_kind = if cfg.method.name == Method::Sft {
-            SequenceKinds { tft: false, lc: false, et: false, sft: true, en_prompt: false, tgt_prompt: false }
-        } else {
-            SequenceKinds { tft: true, lc: false, et: false, sft: false, en_prompt: false, tgt_prompt: false }
-        };
-        let eval = match &cfg.data.eval {
-            Some(p) if cfg.data.eval_limit > 0 => {
-                let corpus = read_corpus(p, &cfg.data)?;
-                Some(tokenize_with(&corpus, &cfg.data, eval_kind, &tokenizer, special, cfg.data.eval_limit, &meta)?)
-            }
-            _ => None,
-        };
+        let eval = heldout_corpus(cfg, cfg.method.name, special, &tokenizer, &meta)?;
         let data = RunData { train, eval };
         let batcher = data.batcher(cfg)?;
         let per_epoch = batcher.batches_per_epoch().div_ceil(cfg.train.grad_accum);
