@@ -162,7 +162,7 @@ pub fn generate_batch<B: Backend, P: AsRef<[u32]>>(
     cfg.sampling.validate()?;
     let mut order: Vec<usize> = (0..prompts.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(prompts[i].as_ref().len()));
-    let mut out = vec![None; prompts.len()];
+    let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
     let mut i = 0;
     while i < order.len() {
         let longest = prompts[order[i]].as_ref().len();
@@ -174,13 +174,26 @@ pub fn generate_batch<B: Backend, P: AsRef<[u32]>>(
         {
             j += 1;
         }
-        let group: Vec<&[u32]> = order[i..j].iter().map(|&k| prompts[k].as_ref()).collect();
-        for (g, &k) in generate_group(model, &group, cfg)?.into_iter().zip(&order[i..j]) {
-            out[k] = Some(g);
-        }
-        progress(j - i);
+        groups.push(i..j);
         i = j;
     }
+    // Whole groups side by side, one per thread (see [`crate::jobs`]); a group decodes the same
+    // tokens whichever thread runs it.
+    let mut out = vec![None; prompts.len()];
+    let prompts: Vec<&[u32]> = prompts.iter().map(|p| p.as_ref()).collect();
+    crate::jobs::run_jobs(
+        &groups,
+        |range| {
+            let group: Vec<&[u32]> = order[range.clone()].iter().map(|&k| prompts[k]).collect();
+            generate_group(model, &group, cfg)
+        },
+        |g, generated| {
+            for (x, &k) in generated.into_iter().zip(&order[groups[g].clone()]) {
+                out[k] = Some(x);
+            }
+            progress(groups[g].len());
+        },
+    )?;
     Ok(out.into_iter().map(|g| g.expect("every prompt is in one batch")).collect())
 }
 

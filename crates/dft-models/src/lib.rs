@@ -42,6 +42,7 @@ pub mod error;
 pub mod export;
 pub mod generate;
 pub mod gguf;
+pub mod jobs;
 pub mod loading;
 pub mod lora;
 pub mod model;

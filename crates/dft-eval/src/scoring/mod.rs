@@ -288,7 +288,7 @@ impl<'a, B: Backend> Scorer<'a, B> {
             units.extend(members.chunks(batch_size).map(|c| (ctx, c.to_vec())));
         }
         units.sort_by_key(|(ctx, _)| std::cmp::Reverse(ctx.len()));
-        let mut out = vec![None; requests.len()];
+        let mut passes: Vec<(std::ops::Range<usize>, usize)> = Vec::new();
         let mut i = 0;
         while i < units.len() {
             let cmax = units[i].0.len();
@@ -302,14 +302,23 @@ impl<'a, B: Backend> Scorer<'a, B> {
                 rows += units[j].1.len();
                 j += 1;
             }
-            let (scored, tokens) = self.score_pass(&units[i..j], requests)?;
-            stats.model_tokens += tokens;
-            for (r, ll) in scored {
-                out[r] = Some(ll);
-            }
-            progress(rows);
+            passes.push((i..j, rows));
             i = j;
         }
+        // Whole passes side by side, one per thread (small passes scale badly inside one matrix
+        // product); each pass computes the same numbers whichever thread runs it.
+        let mut out = vec![None; requests.len()];
+        dft_models::jobs::run_jobs(
+            &passes,
+            |(range, _)| self.score_pass(&units[range.clone()], requests),
+            |k, (scored, tokens)| {
+                stats.model_tokens += tokens;
+                for (r, ll) in scored {
+                    out[r] = Some(ll);
+                }
+                progress(passes[k].1);
+            },
+        )?;
         stats.seconds = start.elapsed().as_secs_f64();
         Ok((out.into_iter().map(|l| l.expect("every request is in one unit")).collect(), stats))
     }
@@ -700,6 +709,48 @@ mod tests {
             greedy &= best == tok as usize;
         }
         (sum, greedy)
+    }
+
+    /// Passes and generation groups run side by side on several threads ([`dft_models::jobs`]): the
+    /// log-likelihoods, greedy flags, generated ids and progress total are the same as on one thread.
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        let tok = byte_tokenizer();
+        let model = tiny_model(tok.get_vocab_size(true));
+        let scorer = Scorer::new(&model, &tok).unwrap();
+        let gen_scorer = Scorer::new(&model, &tok).unwrap().with_batch_size(2);
+        let items: Vec<MultipleChoiceItem> = (0..23)
+            .map(|i| {
+                let ctx = "context ".repeat(1 + i % 5) + &i.to_string();
+                MultipleChoiceItem::new(
+                    format!("{i}"),
+                    &ctx,
+                    vec![" a".into(), " bb c".into(), " d".repeat(1 + i % 3)],
+                    0,
+                )
+                .unwrap()
+            })
+            .collect();
+        let requests = scorer.encode_items(&items).unwrap();
+        let prompts: Vec<(String, String)> = (0..9).map(|i| (format!("g{i}"), "Q: ".repeat(1 + i % 4) + "?")).collect();
+        let prompts: Vec<(&str, &str)> = prompts.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let mut seen = 0;
+                let (lls, stats) = scorer.loglikelihoods_batched(&requests, 2, &mut |k| seen += k).unwrap();
+                let gens = gen_scorer.generate_until_many(&prompts, 6, &mut |_| {}).unwrap();
+                let lls: Vec<(u64, bool, usize)> =
+                    lls.iter().map(|l| (l.logprob.to_bits(), l.is_greedy, l.tokens)).collect();
+                let ids: Vec<Vec<u32>> = gens.into_iter().map(|g| g.ids).collect();
+                (lls, ids, seen, stats.model_tokens)
+            })
+        };
+        let one = run(1);
+        assert_eq!(one.2, requests.len());
+        for threads in [2, 3] {
+            assert_eq!(run(threads), one, "{threads} threads");
+        }
     }
 
     #[test]
