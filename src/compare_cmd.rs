@@ -8,13 +8,12 @@
 //! dft compare --plan configs/compare-smollm2-zh.toml --out runs/compare --resume
 //! ```
 //!
-//! The plan (TOML; example: configs/compare-smollm2-zh.toml): a base `dft train` config plus `set` overrides shared by every
-//! arm, `seeds`, the `baseline` arm, `[eval]` (tasks, languages, data folder, limit, bootstrap) and one
-//! `[[arm]]` per method with its own `set` overrides. Layout under `--out`:
+//! The plan (TOML; example: configs/compare-smollm2-zh.toml): a base `dft train` config plus `set`
+//! overrides shared by every arm, `seeds`, the `baseline` arm, `[eval]` (tasks, languages, data folder,
+//! limit, bootstrap) and one `[[arm]]` per method with its own `set` overrides. Layout under `--out`:
 //! `plan.toml` (a copy; a resumed compare refuses another plan), `runs/<arm>-s<seed>/` (an ordinary
-//! training run; `eval/<task>_<lang>.json` per evaluated task; `eval/heldout.json`, the held-out TFT loss;
-//! `eval/lm-eval/` lm-eval style results) and
-//! `report.{json,md,svg}`. Every step is resumable: a finished evaluation file is read back, a finished
+//! training run; `eval/<task>_<lang>.json` per evaluated task; `eval/heldout.json`, the held-out TFT
+//! loss; `eval/lm-eval/` lm-eval style results) and `report.{json,md,svg}`. Every step is resumable: a finished evaluation file is read back, a finished
 //! training (`summary.json`) is not repeated, an interrupted one continues from its newest checkpoint.
 use std::path::{Path, PathBuf};
 use std::time::Instant;
