@@ -13,11 +13,37 @@
 //! both libraries on the same operands; the maximum difference of the products is printed.
 use std::time::Instant;
 extern "C" {
-    fn cblas_sgemm(layout: i32, ta: i32, tb: i32, m: i32, n: i32, k: i32, alpha: f32, a: *const f32, lda: i32, b: *const f32, ldb: i32, beta: f32, c: *mut f32, ldc: i32);
+    fn cblas_sgemm(
+        layout: i32,
+        ta: i32,
+        tb: i32,
+        m: i32,
+        n: i32,
+        k: i32,
+        alpha: f32,
+        a: *const f32,
+        lda: i32,
+        b: *const f32,
+        ldb: i32,
+        beta: f32,
+        c: *mut f32,
+        ldc: i32,
+    );
     fn openblas_set_num_threads(n: i32);
 }
-const ROW: i32 = 101; const NT: i32 = 111; const T: i32 = 112;
-fn best<F: FnMut()>(mut f: F) -> f64 { let mut b = f64::MAX; f(); for _ in 0..3 { let t = Instant::now(); f(); b = b.min(t.elapsed().as_secs_f64()); } b }
+const ROW: i32 = 101;
+const NT: i32 = 111;
+const T: i32 = 112;
+fn best<F: FnMut()>(mut f: F) -> f64 {
+    let mut b = f64::MAX;
+    f();
+    for _ in 0..3 {
+        let t = Instant::now();
+        f();
+        b = b.min(t.elapsed().as_secs_f64());
+    }
+    b
+}
 fn main() {
     let threads: usize = std::env::args().nth(1).map(|s| s.parse().unwrap()).unwrap_or(1);
     unsafe { openblas_set_num_threads(threads as i32) };
@@ -46,15 +72,43 @@ fn main() {
         let (brs, bcs) = if rt { (1isize, k as isize) } else { (n as isize, 1isize) };
         let g = best(|| unsafe {
             gemm::gemm(
-                m, n, k, c1.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), acs, ars, b.as_ptr(), bcs, brs, 0.0, 1.0,
-                false, false, false, par,
+                m,
+                n,
+                k,
+                c1.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                a.as_ptr(),
+                acs,
+                ars,
+                b.as_ptr(),
+                bcs,
+                brs,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
             )
         });
         let o = best(|| unsafe {
             cblas_sgemm(
-                ROW, if lt { T } else { NT }, if rt { T } else { NT }, m as i32, n as i32, k as i32, 1.0, a.as_ptr(),
-                if lt { m as i32 } else { k as i32 }, b.as_ptr(), if rt { k as i32 } else { n as i32 }, 0.0,
-                c2.as_mut_ptr(), n as i32,
+                ROW,
+                if lt { T } else { NT },
+                if rt { T } else { NT },
+                m as i32,
+                n as i32,
+                k as i32,
+                1.0,
+                a.as_ptr(),
+                if lt { m as i32 } else { k as i32 },
+                b.as_ptr(),
+                if rt { k as i32 } else { n as i32 },
+                0.0,
+                c2.as_mut_ptr(),
+                n as i32,
             )
         });
         let err = c1.iter().zip(&c2).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
