@@ -204,6 +204,7 @@ pub fn merge_shards(
             throughput.scored_tokens += th.scored_tokens;
             throughput.seconds += th.seconds;
             throughput.prompt_seconds += th.prompt_seconds;
+            throughput.busy_seconds += th.busy_seconds;
             throughput.decode_tokens += th.decode_tokens;
             parts.push(&r.outcome);
         }

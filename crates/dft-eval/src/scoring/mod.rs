@@ -99,6 +99,10 @@ pub struct Throughput {
     /// Generation only: tokens produced by single-token decoding steps (all but each first one).
     #[serde(default)]
     pub decode_tokens: usize,
+    /// Generation only: seconds the batches ran, summed over the threads that ran them side by side
+    /// (so at least `seconds × threads in use`, not wall time); `prompt_seconds` is a part of it.
+    #[serde(default)]
+    pub busy_seconds: f64,
 }
 
 impl Throughput {
@@ -108,6 +112,7 @@ impl Throughput {
             self.scored_tokens += g.ids.len();
             self.model_tokens += g.prompt_tokens + g.ids.len();
             self.prompt_seconds += g.prompt_seconds;
+            self.busy_seconds += g.seconds;
             self.decode_tokens += g.ids.len().saturating_sub(1);
         }
     }
@@ -126,9 +131,16 @@ impl Throughput {
             / 1e9
     }
 
-    /// Generation only: generated tokens per second of decoding (prompt passes excluded).
+    /// Generation only: generated tokens per second of decoding (prompt passes excluded). Batches
+    /// may run side by side, so `prompt_seconds` is thread time: the decoding share of the wall time is
+    /// the share of decoding in the batches' busy time.
     pub fn decode_tokens_per_s(&self) -> f64 {
-        self.decode_tokens as f64 / (self.seconds - self.prompt_seconds).max(1e-9)
+        let decoding = if self.busy_seconds > 0.0 {
+            self.seconds * ((self.busy_seconds - self.prompt_seconds) / self.busy_seconds).clamp(0.0, 1.0)
+        } else {
+            self.seconds - self.prompt_seconds
+        };
+        self.decode_tokens as f64 / decoding.max(1e-9)
     }
 }
 
@@ -709,6 +721,31 @@ mod tests {
             greedy &= best == tok as usize;
         }
         (sum, greedy)
+    }
+
+    #[test]
+    fn decode_rate_counts_wall_time_when_batches_run_side_by_side() {
+        // Two batches side by side for 10 s of wall time: 20 s busy, of which 4 s prompt passes.
+        let t = Throughput {
+            seconds: 10.0,
+            busy_seconds: 20.0,
+            prompt_seconds: 4.0,
+            decode_tokens: 400,
+            ..Default::default()
+        };
+        assert!((t.decode_tokens_per_s() - 400.0 / 8.0).abs() < 1e-9, "{}", t.decode_tokens_per_s());
+        // One batch at a time: busy ≈ wall.
+        let t = Throughput {
+            seconds: 10.0,
+            busy_seconds: 10.0,
+            prompt_seconds: 2.0,
+            decode_tokens: 400,
+            ..Default::default()
+        };
+        assert!((t.decode_tokens_per_s() - 50.0).abs() < 1e-9);
+        // Results written before `busy_seconds` existed read as 0: the old formula.
+        let t = Throughput { seconds: 10.0, prompt_seconds: 2.0, decode_tokens: 400, ..Default::default() };
+        assert!((t.decode_tokens_per_s() - 50.0).abs() < 1e-9);
     }
 
     /// Passes and generation groups run side by side on several threads ([`dft_models::jobs`]): the
