@@ -495,8 +495,9 @@ impl<B: Backend> Attention<B> {
                 (kc.slice(filled.clone()).unsqueeze_dim::<5>(2), vc.slice(filled).unsqueeze_dim::<5>(2))
             }
         };
-        let kt = k.swap_dims(3, 4); // [b, nkv, 1, d, s]
-                                    // softmax(scale·qkᵀ (Gemma-2: softcapped) + mask), one fused op (dft-kernels).
+        // kᵀ: [b, nkv, 1, d, s].
+        let kt = k.swap_dims(3, 4);
+        // softmax(scale·qkᵀ (Gemma-2: softcapped) + mask), one fused op (dft-kernels).
         let spec = SoftmaxSpec { scale: self.scale as f32, softcap: self.softcap.map(|c| c as f32) };
         let probs = dft_kernels::attention_softmax(p.matmul(q, kt), Some(bias.clone()), spec);
         let out = dft_kernels::permute_contiguous(p.matmul(probs, v), [0, 3, 1, 2, 4]).reshape([b, t, nh * d]);

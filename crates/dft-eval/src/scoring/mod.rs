@@ -725,27 +725,16 @@ mod tests {
 
     #[test]
     fn decode_rate_counts_wall_time_when_batches_run_side_by_side() {
+        let rate = |seconds, busy_seconds, prompt_seconds| {
+            Throughput { seconds, busy_seconds, prompt_seconds, decode_tokens: 400, ..Default::default() }
+                .decode_tokens_per_s()
+        };
         // Two batches side by side for 10 s of wall time: 20 s busy, of which 4 s prompt passes.
-        let t = Throughput {
-            seconds: 10.0,
-            busy_seconds: 20.0,
-            prompt_seconds: 4.0,
-            decode_tokens: 400,
-            ..Default::default()
-        };
-        assert!((t.decode_tokens_per_s() - 400.0 / 8.0).abs() < 1e-9, "{}", t.decode_tokens_per_s());
+        assert!((rate(10.0, 20.0, 4.0) - 400.0 / 8.0).abs() < 1e-9, "{}", rate(10.0, 20.0, 4.0));
         // One batch at a time: busy ≈ wall.
-        let t = Throughput {
-            seconds: 10.0,
-            busy_seconds: 10.0,
-            prompt_seconds: 2.0,
-            decode_tokens: 400,
-            ..Default::default()
-        };
-        assert!((t.decode_tokens_per_s() - 50.0).abs() < 1e-9);
+        assert!((rate(10.0, 10.0, 2.0) - 50.0).abs() < 1e-9);
         // Results written before `busy_seconds` existed read as 0: the old formula.
-        let t = Throughput { seconds: 10.0, prompt_seconds: 2.0, decode_tokens: 400, ..Default::default() };
-        assert!((t.decode_tokens_per_s() - 50.0).abs() < 1e-9);
+        assert!((rate(10.0, 0.0, 2.0) - 50.0).abs() < 1e-9);
     }
 
     /// Passes and generation groups run side by side on several threads ([`dft_models::jobs`]): the
