@@ -23,16 +23,16 @@ use burn::tensor::{Bytes, DType, Shape, Tensor, TensorPrimitive};
 use std::any::{Any, TypeId};
 
 /// The float primitive of `Autodiff<Flex, C>` (the same type for every checkpointing strategy).
-type AdTensor = burn::tensor::ops::FloatTensor<Autodiff<Flex>>;
+pub(crate) type AdTensor = burn::tensor::ops::FloatTensor<Autodiff<Flex>>;
 
 #[derive(Clone, Copy)]
-enum Kind {
+pub(crate) enum Kind {
     Plain,
     AdPlain,
     AdBalanced,
 }
 
-fn kind<B: Backend>() -> Option<Kind> {
+pub(crate) fn kind<B: Backend>() -> Option<Kind> {
     let id = TypeId::of::<B>();
     if id == TypeId::of::<Flex>() {
         Some(Kind::Plain)
@@ -58,20 +58,20 @@ fn cast<T: 'static, U: 'static>(x: T) -> U {
         .expect("dft-kernels: backend type checked before the cast")
 }
 
-fn prim<B: Backend, const D: usize, P: 'static>(t: Tensor<B, D>) -> P {
+pub(crate) fn prim<B: Backend, const D: usize, P: 'static>(t: Tensor<B, D>) -> P {
     cast::<B::FloatTensorPrimitive, P>(t.into_primitive().tensor())
 }
 
-fn wrap<B: Backend, const D: usize, P: 'static>(p: P) -> Tensor<B, D> {
+pub(crate) fn wrap<B: Backend, const D: usize, P: 'static>(p: P) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(cast::<P, B::FloatTensorPrimitive>(p)))
 }
 
-fn new_tensor(data: Vec<f32>, shape: Shape) -> FlexTensor {
+pub(crate) fn new_tensor(data: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::new(Bytes::from_elems(data), Layout::contiguous(shape), DType::F32)
 }
 
 /// A contiguous f32 copy of `t`'s data that this call owns (copied only if the buffer is shared).
-fn owned(t: FlexTensor) -> FlexTensor {
+pub(crate) fn owned(t: FlexTensor) -> FlexTensor {
     let mut c = t.to_contiguous();
     drop(t);
     let _ = c.storage_mut::<f32>(); // copy-on-write if still shared

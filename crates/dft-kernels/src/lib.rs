@@ -19,6 +19,8 @@
 pub mod cpu;
 #[cfg(feature = "flex")]
 mod flex;
+#[cfg(feature = "flex")]
+mod flex_matmul;
 pub mod reference;
 
 pub use cpu::{AdamWStep, GateAct, SoftmaxSpec};
@@ -90,6 +92,30 @@ pub fn permute_contiguous<B: Backend, const D: usize>(x: Tensor<B, D>, axes: [us
         Err(x) => x,
     };
     x.permute(axes)
+}
+
+/// `a.matmul(b)` (batched over the leading dims, which broadcast). On `Flex` and `Autodiff<Flex, _>`
+/// (f32) the product is written once into a fresh buffer (Flex's own matmul zero-fills and copies its
+/// output) and the backward multiplies the strided operands directly, summing over broadcast batch
+/// dims inside the GEMM; elsewhere Burn's `matmul`.
+pub fn matmul<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
+    #[cfg(feature = "flex")]
+    let (a, b) = match flex_matmul::matmul(a, b) {
+        Ok(out) => return out,
+        Err(inputs) => inputs,
+    };
+    a.matmul(b)
+}
+
+/// `acc + a.matmul(b)` for 2-d tensors (no autodiff); on plain `Flex` (f32) accumulated by the GEMM into
+/// `acc`'s own buffer when nothing else holds it.
+pub fn matmul_add<B: Backend>(acc: Tensor<B, 2>, a: Tensor<B, 2>, b: Tensor<B, 2>) -> Tensor<B, 2> {
+    #[cfg(feature = "flex")]
+    let (acc, a, b) = match flex_matmul::matmul_add(acc, a, b) {
+        Ok(out) => return out,
+        Err(inputs) => inputs,
+    };
+    acc + a.matmul(b)
 }
 
 /// `(param, m, v)` after [`adamw_step`].

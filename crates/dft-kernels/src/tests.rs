@@ -211,3 +211,65 @@ fn permute_contiguous_matches_permute() {
     let expect = w.inner().permute([1, 3, 0, 2]);
     assert_close(x.grad(&g).unwrap(), expect, 0.0, "grad");
 }
+
+/// Values and gradients (w.r.t. both operands) of [`matmul`] against Burn's own `matmul`, on autodiff
+/// backend `B`; `make` builds the two operands (possibly strided views) from the backend's tensors.
+fn matmul_case<B: AutodiffBackend, const D: usize>(
+    a_shape: [usize; D],
+    b_shape: [usize; D],
+    view: impl Fn(Tensor<B, D>, Tensor<B, D>) -> (Tensor<B, D>, Tensor<B, D>),
+    what: &str,
+) {
+    let run = |fused: bool| {
+        let a = random::<B, D>(a_shape, 11).require_grad();
+        let b = random::<B, D>(b_shape, 12).require_grad();
+        let (va, vb) = view(a.clone(), b.clone());
+        let c = if fused { matmul(va, vb) } else { va.matmul(vb) };
+        let w = random::<B, D>(c.dims(), 13);
+        let grads = (c.clone() * w).sum().backward();
+        (c.inner(), a.grad(&grads).expect("grad into a"), b.grad(&grads).expect("grad into b"))
+    };
+    let (c, ga, gb) = run(true);
+    let (c0, ga0, gb0) = run(false);
+    assert_eq!(c.dims(), c0.dims(), "{what}: output shape");
+    assert_close(c, c0, 1e-5, &format!("{what}: value"));
+    assert_close(ga, ga0, 1e-5, &format!("{what}: grad a"));
+    assert_close(gb, gb0, 1e-5, &format!("{what}: grad b"));
+}
+
+fn matmul_cases<B: AutodiffBackend>() {
+    matmul_case::<B, 2>([37, 23], [23, 41], |a, b| (a, b), "2-d");
+    // The tied LM head: the weight read transposed; a row slice of the activations (start offset).
+    matmul_case::<B, 2>([50, 23], [41, 23], |a, b| (a.slice([7..44, 0..23]), b.transpose()), "strided 2-d");
+    // Large enough for the GEMM's own threads.
+    matmul_case::<B, 2>([200, 300], [300, 250], |a, b| (a, b), "parallel 2-d");
+    // Grouped-query attention: keys broadcast over the query heads of their group and read transposed.
+    matmul_case::<B, 5>([2, 3, 2, 5, 4], [2, 3, 1, 6, 4], |a, b| (a, b.swap_dims(3, 4)), "broadcast batch");
+    // Many small products, one per thread.
+    matmul_case::<B, 3>([8, 64, 64], [8, 64, 64], |a, b| (a, b), "batch-parallel");
+    matmul_case::<B, 4>([1, 4, 9, 7], [3, 1, 7, 5], |a, b| (a, b), "both operands broadcast");
+}
+
+#[test]
+fn matmul_matches_burn_with_gradients() {
+    matmul_cases::<Ad>();
+    matmul_cases::<AdCkpt>();
+    // Plain Flex and an empty inner dimension.
+    let (a, b) = (random::<Flex, 3>([2, 6, 5], 1), random::<Flex, 3>([1, 5, 3], 2));
+    assert_close(matmul(a.clone(), b.clone()), a.matmul(b), 1e-5, "plain Flex");
+    let z = matmul(Tensor::<Flex, 2>::zeros([3, 0], &Default::default()), Tensor::zeros([0, 4], &Default::default()));
+    assert_eq!(z.into_data().to_vec::<f32>().unwrap(), vec![0f32; 12], "k = 0");
+}
+
+#[test]
+fn matmul_add_accumulates_without_touching_shared_buffers() {
+    let (a, b) = (random::<Flex, 2>([30, 20], 3), random::<Flex, 2>([40, 20], 4).transpose());
+    let acc = random::<Flex, 2>([30, 40], 5);
+    let keep = acc.clone(); // shared: the sum must go to a copy
+    let want = acc.clone() + a.clone().matmul(b.clone());
+    let got = matmul_add(acc, a.clone(), b.clone());
+    assert_close(got.clone(), want.clone(), 1e-5, "shared accumulator");
+    assert_close(keep.clone(), random::<Flex, 2>([30, 40], 5), 0.0, "the shared accumulator is untouched");
+    // Unique accumulator: in place, same result.
+    assert_close(matmul_add(got, a.clone(), b.clone()), want + a.matmul(b), 1e-5, "owned accumulator");
+}

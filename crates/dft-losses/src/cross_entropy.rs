@@ -124,10 +124,12 @@ pub fn chunked_ce_inner<B: Backend>(
                 grad_x_chunks.push(mm(dz.clone(), wt.clone()));
             }
             if need_grad_w {
-                let gw = if opts.head_vocab_major { mm(dz.transpose(), xc) } else { mm(xc.transpose(), dz) };
+                let (l, r) = if opts.head_vocab_major { (dz.transpose(), xc) } else { (xc.transpose(), dz) };
                 grad_w = Some(match grad_w {
-                    Some(acc) => acc + gw,
-                    None => gw,
+                    // f32: the GEMM adds into the running sum's own buffer (dft-kernels, on Flex).
+                    Some(acc) if opts.precision == crate::Precision::F32 => dft_kernels::matmul_add(acc, l, r),
+                    Some(acc) => acc + mm(l, r),
+                    None => mm(l, r),
                 });
             }
         }

@@ -323,7 +323,7 @@ fn pool_weights(seqs: &Sequences, pooling: Pooling, what: &'static str) -> Resul
 fn pool<B: Backend>(h: Tensor<B, 3>, weights: &[f32]) -> Tensor<B, 2> {
     let [r, t, hd] = h.dims();
     let w: Tensor<B, 3> = Tensor::from_data(TensorData::new(weights.to_vec(), [r, 1, t]), &h.device());
-    w.matmul(h).reshape([r, hd])
+    dft_kernels::matmul(w, h).reshape([r, hd])
 }
 
 /// Mean over rows of `1 − cos(a, b)`, with PyTorch's `cosine_similarity` epsilon (1e-8).

@@ -36,7 +36,7 @@ impl Precision {
     /// Operands stored in another float type (a LoRA run's frozen bf16 base) are widened to f32 first.
     pub fn matmul<B: Backend, const D: usize>(self, a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
         match self {
-            Precision::F32 => as_f32(a).matmul(as_f32(b)),
+            Precision::F32 => dft_kernels::matmul(as_f32(a), as_f32(b)),
             Precision::Bf16Mixed if has_bf16::<B>(&a.device()) => {
                 a.cast(FloatDType::BF16).matmul(b.cast(FloatDType::BF16)).cast(FloatDType::F32)
             }

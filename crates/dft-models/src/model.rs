@@ -301,7 +301,7 @@ fn apply_rope<B: Backend>(
     rotate: &Tensor<B, 2>,
 ) -> Tensor<B, 4> {
     let [b, t, h, d] = x.dims();
-    let rotated = x.clone().reshape([b * t * h, d]).matmul(rotate.clone()).reshape([b, t, h, d]);
+    let rotated = dft_kernels::matmul(x.clone().reshape([b * t * h, d]), rotate.clone()).reshape([b, t, h, d]);
     x * table.0.clone() + rotated * table.1.clone()
 }
 
