@@ -45,7 +45,8 @@ pub fn split_of(files: &[PathBuf]) -> String {
         "train (20/80 split; lm-eval scores eval)"
     } else if name.contains("dev") {
         "dev"
-    } else if name.contains("val") {
+    } else if name.contains("val") || file.starts_with("xquad.") {
+        // XQuAD ships one split, its validation set (as the HF dataset names it).
         "validation"
     } else {
         "unknown"
@@ -291,6 +292,8 @@ mod tests {
         assert_eq!(s("/data/xcopa/val.zh.jsonl"), "validation");
         assert_eq!(s("/d/mmlu/en/test/abstract_algebra_test.csv"), "test");
         assert_eq!(s("/d/mmlu/m_mmlu/zh_val.json"), "validation");
+        assert_eq!(s("/d/xquad/xquad.zh.json"), "validation");
+        assert_eq!(s("/d/xquad/xquad.zh.sample.json"), "validation (sample)");
         assert_eq!(s("/d/flores200/zho_Hans.devtest.sample"), "devtest (sample)");
         assert_eq!(
             s("/d/xstorycloze/spring2016.val.zh.tsv.split_20_80_train.tsv"),

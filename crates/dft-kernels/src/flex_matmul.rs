@@ -25,8 +25,8 @@ const PARALLEL_OPS: usize = 192 * 192 * 192;
 /// Batches of smaller products run one product per thread once their total reaches this (Flex's).
 const BATCH_PARALLEL_OPS: usize = 128 * 128 * 128;
 
-/// A batch of equally shaped matrices in one buffer: element `(b, i, j)` of batch entry `b` (a flat
-/// index into `batch`) lives at `offsets[b] + i·rs + j·cs`.
+/// Equally shaped strided matrices in one buffer: element `(i, j)` of the matrix at offset `o` is
+/// `data[o + i·rs + j·cs]` (the offsets come with each product, see [`products_into`]).
 struct Mats<'a> {
     data: &'a [f32],
     rows: usize,
@@ -41,58 +41,51 @@ impl Mats<'_> {
     }
 }
 
-/// The batch layout of one operand: its batch dims and their element strides (0 where it broadcasts).
+/// `f(index)` for every multi-index of `dims`, in row-major order.
+fn for_each_index(dims: &[usize], mut f: impl FnMut(&[usize])) {
+    let total: usize = dims.iter().product();
+    let mut idx = vec![0usize; dims.len()];
+    for _ in 0..total {
+        f(&idx);
+        for k in (0..idx.len()).rev() {
+            idx[k] += 1;
+            if idx[k] < dims[k] {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
+}
+
+/// For every entry of the output batch `out_batch` (row-major), the element offset of the matrix of
+/// `t` it reads (`t`'s batch dims broadcast: a dim of size 1 stays put).
 fn batch_offsets(t: &FlexTensor, out_batch: &[usize]) -> Vec<isize> {
     let layout = t.layout();
     let dims = layout.shape().as_slice();
-    let strides = layout.strides();
-    let nb = dims.len() - 2;
-    let lead = out_batch.len() - nb;
+    let lead = out_batch.len() - (dims.len() - 2);
     let mut bstride = vec![0isize; out_batch.len()];
-    for k in 0..nb {
-        if dims[k] != 1 {
-            bstride[lead + k] = strides[k];
+    for (k, (&d, &s)) in dims[..dims.len() - 2].iter().zip(layout.strides()).enumerate() {
+        if d != 1 {
+            bstride[lead + k] = s;
         }
     }
-    let total: usize = out_batch.iter().product();
-    let mut idx = vec![0usize; out_batch.len()];
-    let mut out = Vec::with_capacity(total);
-    for _ in 0..total {
+    let mut out = Vec::with_capacity(out_batch.iter().product());
+    for_each_index(out_batch, |idx| {
         out.push(
             layout.start_offset() as isize + idx.iter().zip(&bstride).map(|(&i, &s)| i as isize * s).sum::<isize>(),
-        );
-        for k in (0..idx.len()).rev() {
-            idx[k] += 1;
-            if idx[k] < out_batch[k] {
-                break;
-            }
-            idx[k] = 0;
-        }
-    }
+        )
+    });
     out
 }
 
-/// Index of every output batch entry in the (contiguous, row-major) batch of an operand of batch
-/// dims `dims` broadcast to `out_batch`.
+/// For every entry of the output batch `out_batch` (row-major), the flat index of the matrix it reads in
+/// a contiguous batch of dims `dims` broadcast to `out_batch`.
 fn operand_batch_index(dims: &[usize], out_batch: &[usize]) -> Vec<usize> {
     let lead = out_batch.len() - dims.len();
-    let total: usize = out_batch.iter().product();
-    let mut idx = vec![0usize; out_batch.len()];
-    let mut out = Vec::with_capacity(total);
-    for _ in 0..total {
-        let mut flat = 0;
-        for (k, &d) in dims.iter().enumerate() {
-            flat = flat * d + if d == 1 { 0 } else { idx[lead + k] };
-        }
-        out.push(flat);
-        for k in (0..idx.len()).rev() {
-            idx[k] += 1;
-            if idx[k] < out_batch[k] {
-                break;
-            }
-            idx[k] = 0;
-        }
-    }
+    let mut out = Vec::with_capacity(out_batch.iter().product());
+    for_each_index(out_batch, |idx| {
+        out.push(dims.iter().enumerate().fold(0, |flat, (k, &d)| flat * d + if d == 1 { 0 } else { idx[lead + k] }))
+    });
     out
 }
 
