@@ -27,12 +27,22 @@ const BATCH_PARALLEL_OPS: usize = 128 * 128 * 128;
 
 /// Equally shaped strided matrices in one buffer: element `(i, j)` of the matrix at offset `o` is
 /// `data[o + i·rs + j·cs]` (the offsets come with each product, see [`products_into`]).
-struct Mats<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-    rs: isize,
-    cs: isize,
+pub(crate) struct Mats<'a> {
+    pub(crate) data: &'a [f32],
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    pub(crate) rs: isize,
+    pub(crate) cs: isize,
+}
+
+/// How a product is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Prec {
+    /// f32 operands and result (the `gemm` crate).
+    F32,
+    /// bf16 operands (rounded to nearest even), f32 accumulation, the result rounded to bf16 and stored
+    /// in f32: AMX tiles (see `amx`).
+    Bf16,
 }
 
 impl Mats<'_> {
@@ -95,10 +105,28 @@ fn operand_batch_index(dims: &[usize], out_batch: &[usize]) -> Vec<usize> {
 /// # Safety
 /// `dst` holds `groups.len()·L.rows·R.cols` elements (initialised when `accumulate`); every offset with
 /// its matrix's rows, cols and strides stays inside that matrix's buffer.
-unsafe fn products_into(dst: *mut f32, l: &Mats, r: &Mats, groups: &[Vec<(isize, isize)>], accumulate: bool) {
+unsafe fn products_into(
+    dst: *mut f32,
+    l: &Mats,
+    r: &Mats,
+    groups: &[Vec<(isize, isize)>],
+    accumulate: bool,
+    prec: Prec,
+) {
     assert_eq!(l.cols, r.rows, "matmul: inner dimensions {} and {}", l.cols, r.rows);
     let (m, n, k) = (l.rows, r.cols, l.cols);
     if k == 0 || m * n == 0 {
+        return;
+    }
+    if prec == Prec::Bf16 {
+        // SAFETY: the same contract; `matmul` takes this path only when `amx_available()`.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            crate::amx::products_bf16(dst, l, r, groups, accumulate)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("bf16 products need AMX (x86-64)");
+        #[cfg(target_arch = "x86_64")]
         return;
     }
     let dst = dst as usize;
@@ -147,19 +175,19 @@ unsafe fn products_into(dst: *mut f32, l: &Mats, r: &Mats, groups: &[Vec<(isize,
 }
 
 /// `out[g] = Σ_{(l, r) in groups[g]} L[l]·R[r]`, a fresh contiguous `[groups, m, n]` buffer written once.
-fn grouped_products(l: &Mats, r: &Mats, groups: &[Vec<(isize, isize)>]) -> Vec<f32> {
+fn grouped_products(l: &Mats, r: &Mats, groups: &[Vec<(isize, isize)>], prec: Prec) -> Vec<f32> {
     let total = l.rows * r.cols * groups.len();
     if l.cols == 0 || groups.iter().any(Vec::is_empty) {
         // Sums with no term are zeros, which the GEMM would not write.
         let mut out = vec![0f32; total];
         // SAFETY: `out` is initialised and sized as `products_into` requires.
-        unsafe { products_into(out.as_mut_ptr(), l, r, groups, true) };
+        unsafe { products_into(out.as_mut_ptr(), l, r, groups, true, prec) };
         return out;
     }
     let mut out = Vec::with_capacity(total);
     // SAFETY: capacity `total`; every block is written by its first term before `set_len`.
     unsafe {
-        products_into(out.as_mut_ptr(), l, r, groups, false);
+        products_into(out.as_mut_ptr(), l, r, groups, false, prec);
         out.set_len(total);
     }
     out
@@ -205,20 +233,20 @@ fn eligible(a: &FlexTensor, b: &FlexTensor) -> bool {
 }
 
 /// `a·b` on Flex primitives.
-fn forward(a: &FlexTensor, b: &FlexTensor) -> FlexTensor {
+fn forward(a: &FlexTensor, b: &FlexTensor, prec: Prec) -> FlexTensor {
     let (sa, sb) = (a.layout().shape().as_slice(), b.layout().shape().as_slice());
     let batch = broadcast_batch(sa, sb).expect("checked by `eligible`");
     let (ao, bo) = (batch_offsets(a, &batch), batch_offsets(b, &batch));
     let groups: Vec<Vec<(isize, isize)>> = ao.into_iter().zip(bo).map(|p| vec![p]).collect();
     let (la, rb) = (mats(a), mats(b));
-    let out = grouped_products(&la, &rb, &groups);
+    let out = grouped_products(&la, &rb, &groups, prec);
     let mut dims = batch;
     dims.extend([la.rows, rb.cols]);
     new_tensor(out, Shape::from(dims))
 }
 
 /// `∂A` (`lhs = true`, shape `a_shape`) or `∂B` of `C = A·B` from `∂C` and the other operand.
-fn grad(d: &FlexTensor, other: &FlexTensor, target: &Shape, lhs: bool) -> FlexTensor {
+fn grad(d: &FlexTensor, other: &FlexTensor, target: &Shape, lhs: bool, prec: Prec) -> FlexTensor {
     let out_batch: Vec<usize> = d.layout().shape().as_slice()[..d.layout().shape().num_dims() - 2].to_vec();
     let tdims = target.as_slice();
     let tb = &tdims[..tdims.len() - 2];
@@ -232,16 +260,18 @@ fn grad(d: &FlexTensor, other: &FlexTensor, target: &Shape, lhs: bool) -> FlexTe
     let (dm, om) = (mats(d), mats(other));
     let out = if lhs {
         // ∂A = ∂C · Bᵀ
-        grouped_products(&dm, &om.transposed(), &groups)
+        grouped_products(&dm, &om.transposed(), &groups, prec)
     } else {
         // ∂B = Aᵀ · ∂C
-        grouped_products(&om.transposed(), &dm, &groups)
+        grouped_products(&om.transposed(), &dm, &groups, prec)
     };
     new_tensor(out, target.clone())
 }
 
+/// The backward of a product computed in `.0` (its gradient products run in the same precision, as
+/// a cast → matmul → cast chain's would).
 #[derive(Debug)]
-struct MatmulBackward;
+struct MatmulBackward(Prec);
 
 impl Backward<Flex, 2> for MatmulBackward {
     /// `A` (kept when `B` needs a gradient), `B` (kept when `A` does) and both shapes.
@@ -255,33 +285,35 @@ impl Backward<Flex, 2> for MatmulBackward {
         let d = if d.layout().strides().iter().any(|&s| s < 0) { d.to_contiguous() } else { d };
         let [pa, pb] = ops.parents;
         if let (Some(node), Some(b)) = (pa, &b) {
-            grads.register::<Flex>(node.id, grad(&d, b, &ashape, true));
+            grads.register::<Flex>(node.id, grad(&d, b, &ashape, true, self.0));
         }
         if let (Some(node), Some(a)) = (pb, &a) {
-            grads.register::<Flex>(node.id, grad(&d, a, &bshape, false));
+            grads.register::<Flex>(node.id, grad(&d, a, &bshape, false, self.0));
         }
     }
 }
 
-fn matmul_ad<C: CheckpointStrategy>(a: AdTensor, b: AdTensor) -> AdTensor {
+fn matmul_ad<C: CheckpointStrategy>(a: AdTensor, b: AdTensor, prec: Prec) -> AdTensor {
     let (at, bt) = (a.is_tracked(), b.is_tracked());
     let (ashape, bshape) = (a.primitive.layout().shape().clone(), b.primitive.layout().shape().clone());
-    match MatmulBackward.prepare::<C>([a.node.clone(), b.node.clone()]).compute_bound().stateful() {
+    match MatmulBackward(prec).prepare::<C>([a.node.clone(), b.node.clone()]).compute_bound().stateful() {
         OpsKind::Tracked(mut prep) => {
             let astate = bt.then(|| prep.checkpoint(&a));
             let bstate = at.then(|| prep.checkpoint(&b));
-            prep.finish((astate, bstate, ashape, bshape), forward(&a.primitive, &b.primitive))
+            prep.finish((astate, bstate, ashape, bshape), forward(&a.primitive, &b.primitive, prec))
         }
-        OpsKind::UnTracked(prep) => prep.finish(forward(&a.primitive, &b.primitive)),
+        OpsKind::UnTracked(prep) => prep.finish(forward(&a.primitive, &b.primitive, prec)),
     }
 }
 
+/// `a·b` in `prec` on Flex / `Autodiff<Flex, _>` for f32 tensors; the inputs back otherwise.
 pub(crate) fn matmul<B: Backend, const D: usize>(
     a: Tensor<B, D>,
     b: Tensor<B, D>,
+    prec: Prec,
 ) -> Result<Tensor<B, D>, (Tensor<B, D>, Tensor<B, D>)> {
     let Some(kind) = kind::<B>() else { return Err((a, b)) };
-    if a.dtype() != DType::F32 || b.dtype() != DType::F32 {
+    if a.dtype() != DType::F32 || b.dtype() != DType::F32 || (prec == Prec::Bf16 && !crate::amx_available()) {
         return Err((a, b));
     }
     let out = match kind {
@@ -290,7 +322,7 @@ pub(crate) fn matmul<B: Backend, const D: usize>(
             if !eligible(&pa, &pb) {
                 return Err((wrap::<B, D, _>(pa), wrap::<B, D, _>(pb)));
             }
-            return Ok(wrap::<B, D, _>(forward(&pa, &pb)));
+            return Ok(wrap::<B, D, _>(forward(&pa, &pb, prec)));
         }
         Kind::AdPlain | Kind::AdBalanced => {
             let (pa, pb) = (prim::<B, D, AdTensor>(a), prim::<B, D, AdTensor>(b));
@@ -298,9 +330,9 @@ pub(crate) fn matmul<B: Backend, const D: usize>(
                 return Err((wrap::<B, D, _>(pa), wrap::<B, D, _>(pb)));
             }
             if matches!(kind, Kind::AdPlain) {
-                matmul_ad::<NoCheckpointing>(pa, pb)
+                matmul_ad::<NoCheckpointing>(pa, pb, prec)
             } else {
-                matmul_ad::<BalancedCheckpointing>(pa, pb)
+                matmul_ad::<BalancedCheckpointing>(pa, pb, prec)
             }
         }
     };
@@ -329,6 +361,6 @@ pub(crate) fn matmul_add<B: Backend>(
     let dst = c.storage_mut::<f32>()[offset..].as_mut_ptr();
     let terms = vec![vec![(pa.layout().start_offset() as isize, pb.layout().start_offset() as isize)]];
     // SAFETY: `c` is a contiguous [m, n] f32 tensor this call owns; the operands' offsets are theirs.
-    unsafe { products_into(dst, &mats(&pa), &mats(&pb), &terms, true) };
+    unsafe { products_into(dst, &mats(&pa), &mats(&pb), &terms, true, Prec::F32) };
     Ok(wrap::<B, 2, _>(c))
 }

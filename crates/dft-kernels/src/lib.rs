@@ -16,6 +16,8 @@
 //! ops against the compositions (values and gradients) on `Autodiff<Flex>`; the model parity tests
 //! check the whole decoder against transformers.
 
+#[cfg(all(feature = "flex", target_arch = "x86_64"))]
+mod amx;
 pub mod cpu;
 #[cfg(feature = "flex")]
 mod flex;
@@ -100,11 +102,57 @@ pub fn permute_contiguous<B: Backend, const D: usize>(x: Tensor<B, D>, axes: [us
 /// dims inside the GEMM; elsewhere Burn's `matmul`.
 pub fn matmul<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
     #[cfg(feature = "flex")]
-    let (a, b) = match flex_matmul::matmul(a, b) {
+    let (a, b) = match flex_matmul::matmul(a, b, flex_matmul::Prec::F32) {
         Ok(out) => return out,
         Err(inputs) => inputs,
     };
     a.matmul(b)
+}
+
+/// `a·b` with bf16 operands and a bf16 result, accumulated in f32 and returned as f32 tensors — the
+/// values of `a.cast(BF16).matmul(b.cast(BF16)).cast(F32)` up to the order of the f32 sums, gradients
+/// alike (the backward products also take bf16 operands and round their results to bf16). Runs on
+/// the CPU's AMX tiles for f32 tensors on `Flex` / `Autodiff<Flex, _>` when [`amx_available`];
+/// otherwise the inputs come back (`Err`) for the caller's own bf16 product.
+#[allow(clippy::type_complexity)]
+pub fn matmul_bf16<B: Backend, const D: usize>(
+    a: Tensor<B, D>,
+    b: Tensor<B, D>,
+) -> Result<Tensor<B, D>, (Tensor<B, D>, Tensor<B, D>)> {
+    #[cfg(feature = "flex")]
+    {
+        flex_matmul::matmul(a, b, flex_matmul::Prec::Bf16)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        Err((a, b))
+    }
+}
+
+/// Whether [`matmul_bf16`] runs on AMX tiles here: an x86-64 CPU with AMX-TILE and AMX-BF16, a kernel
+/// that grants the tile state, the `flex` feature, and `DFT_AMX` not set to `0`.
+pub fn amx_available() -> bool {
+    #[cfg(all(feature = "flex", target_arch = "x86_64"))]
+    {
+        amx::available()
+    }
+    #[cfg(not(all(feature = "flex", target_arch = "x86_64")))]
+    {
+        false
+    }
+}
+
+/// Why [`amx_available`] is false (a test helper).
+#[cfg(test)]
+pub(crate) fn amx_why() -> String {
+    #[cfg(all(feature = "flex", target_arch = "x86_64"))]
+    {
+        amx::detect().err().unwrap_or_else(|| "DFT_AMX=0".into())
+    }
+    #[cfg(not(all(feature = "flex", target_arch = "x86_64")))]
+    {
+        "not an x86-64 build with the flex feature".into()
+    }
 }
 
 /// `acc + a.matmul(b)` for 2-d tensors (no autodiff); on plain `Flex` (f32) accumulated by the GEMM into

@@ -273,3 +273,142 @@ fn matmul_add_accumulates_without_touching_shared_buffers() {
     // Unique accumulator: in place, same result.
     assert_close(matmul_add(got, a.clone(), b.clone()), want + a.matmul(b), 1e-5, "owned accumulator");
 }
+
+/// `x` as bf16 bits' neighbour count from `y` (0: equal after rounding both to bf16).
+fn bf16_ulps(x: f32, y: f32) -> i64 {
+    let key = |v: f32| {
+        let b = (v.to_bits() >> 16) as i32 as i64;
+        if b & 0x8000 != 0 {
+            -(b & 0x7FFF)
+        } else {
+            b
+        }
+    };
+    (key(x) - key(y)).abs()
+}
+
+/// `got` and `want` (both bf16 values stored in f32) agree to one bf16 step everywhere and exactly at
+/// `exact_share` of the elements (the f32 sums are accumulated in another order, which can move a sum
+/// across a bf16 rounding boundary).
+fn assert_bf16_close(got: &[f32], want: &[f32], exact_share: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g.to_bits() & 0xFFFF, 0, "{what}: element {i} = {g} is not a bf16 value");
+        assert!(bf16_ulps(g, w) <= 1 || (g - w).abs() <= 1e-6, "{what}: element {i}: {g} vs {w}");
+    }
+    let exact = got.iter().zip(want).filter(|(g, w)| g == w).count() as f64 / got.len() as f64;
+    assert!(exact >= exact_share, "{what}: only {:.1}% of the elements equal", 100.0 * exact);
+}
+
+/// `random` rounded to bf16 values (see [`matmul_bf16_case`]).
+fn random_bf16<B: Backend, const D: usize>(shape: [usize; D], seed: u64) -> Tensor<B, D> {
+    let v = random::<B, D>(shape, seed).into_data().to_vec::<f32>().unwrap();
+    Tensor::from_data(TensorData::new(v.into_iter().map(half_round).collect::<Vec<_>>(), shape), &Default::default())
+}
+
+/// [`matmul_bf16`] (AMX) against Burn's f32 product with results rounded to bf16 (`rt`: a cast to bf16
+/// and back, which rounds the value forward and the gradient backward), values and both gradients.
+/// The operands and the upstream gradient are bf16 values already: Burn 0.21's f32 → bf16 cast on Flex
+/// is not round-to-nearest (it rounds 0x…8003-type values down; see the next test), so only the
+/// results' rounding goes through it, and the operands' rounding is checked against f64 separately.
+fn matmul_bf16_case<B: AutodiffBackend, const D: usize>(
+    a_shape: [usize; D],
+    b_shape: [usize; D],
+    view: impl Fn(Tensor<B, D>, Tensor<B, D>) -> (Tensor<B, D>, Tensor<B, D>),
+    exact_share: f64,
+    what: &str,
+) {
+    use burn::tensor::FloatDType;
+    let run = |amx: bool| {
+        let a = random_bf16::<B, D>(a_shape, 21).require_grad();
+        let b = random_bf16::<B, D>(b_shape, 22).require_grad();
+        let (va, vb) = view(a.clone(), b.clone());
+        let c = if amx {
+            matmul_bf16(va, vb).unwrap_or_else(|_| panic!("{what}: AMX path not taken"))
+        } else {
+            let rt = |t: Tensor<B, D>| t.cast(FloatDType::BF16).cast(FloatDType::F32);
+            // On the bf16 operands the inner casts change no value; backward they round the gradients.
+            rt(rt(va).matmul(rt(vb)))
+        };
+        let w = random_bf16::<B, D>(c.dims(), 23);
+        let grads = (c.clone() * w).sum().backward();
+        let v = |t: Tensor<B::InnerBackend, D>| t.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+        (v(c.inner()), v(a.grad(&grads).expect("grad into a")), v(b.grad(&grads).expect("grad into b")))
+    };
+    let (c, ga, gb) = run(true);
+    let (c0, ga0, gb0) = run(false);
+    assert_bf16_close(&c, &c0, exact_share, &format!("{what}: value"));
+    assert_bf16_close(&ga, &ga0, exact_share, &format!("{what}: grad a"));
+    assert_bf16_close(&gb, &gb0, exact_share, &format!("{what}: grad b"));
+}
+
+#[test]
+fn matmul_bf16_on_amx_matches_burn_with_gradients() {
+    if !amx_available() {
+        let (a, b) = (random::<Flex, 2>([3, 4], 1), random::<Flex, 2>([4, 5], 2));
+        assert!(matmul_bf16(a, b).is_err(), "without AMX the inputs come back");
+        eprintln!("matmul_bf16: no AMX here ({}); only the fallback was checked", crate::amx_why());
+        return;
+    }
+    fn cases<B: AutodiffBackend>() {
+        // Edges everywhere: m, k, n not multiples of 16 / 32.
+        matmul_bf16_case::<B, 2>([37, 45], [45, 70], |a, b| (a, b), 0.97, "2-d, ragged");
+        // The tied LM head: activations sliced (offset), the weight read transposed.
+        matmul_bf16_case::<B, 2>([50, 64], [99, 64], |a, b| (a.slice([7..44, 0..64]), b.transpose()), 0.97, "strided");
+        // Large enough for the threaded path (strips across threads).
+        matmul_bf16_case::<B, 2>([200, 300], [300, 260], |a, b| (a, b), 0.97, "parallel");
+        // Grouped-query attention's keys: broadcast over the heads of a group, read transposed.
+        matmul_bf16_case::<B, 5>([2, 3, 2, 5, 40], [2, 3, 1, 6, 40], |a, b| (a, b.swap_dims(3, 4)), 0.97, "broadcast");
+        matmul_bf16_case::<B, 3>([8, 64, 48], [8, 48, 33], |a, b| (a, b), 0.97, "batch-parallel");
+    }
+    cases::<Ad>();
+    cases::<AdCkpt>();
+}
+
+/// The AMX product against an f64 product of the operands rounded to nearest-even bf16, rounded to
+/// bf16: operands are rounded (not truncated) on every packing path (row-major, transposed views,
+/// offsets) and the sum is rounded once. Also pins the Burn cast behaviour the test above works around.
+#[test]
+fn matmul_bf16_rounds_operands_and_result_to_nearest() {
+    let x = f32::from_bits(0xbe9c_8003); // just above halfway between two bf16 values
+    assert_eq!(half_round(x).to_bits(), 0xbe9d_0000);
+    if !amx_available() {
+        return; // covered by the test above
+    }
+    for (m, k, n, transposed) in [(45, 300, 67, false), (200, 300, 260, false), (37, 45, 70, true), (16, 300, 16, true)]
+    {
+        let (a, b) = (random::<Flex, 2>([m, k], 31), random::<Flex, 2>([k, n], 32));
+        let (av, bv) = (a.clone().into_data().to_vec::<f32>().unwrap(), b.clone().into_data().to_vec::<f32>().unwrap());
+        let (a, b) = if transposed {
+            // The same matrices, stored transposed and read through transposed views.
+            (a.transpose().into_data(), b.transpose().into_data())
+        } else {
+            (a.into_data(), b.into_data())
+        };
+        let (a, b) = (
+            Tensor::<Flex, 2>::from_data(a, &Default::default()),
+            Tensor::<Flex, 2>::from_data(b, &Default::default()),
+        );
+        let (a, b) = if transposed { (a.transpose(), b.transpose()) } else { (a, b) };
+        let got = matmul_bf16(a, b).ok().unwrap().into_data().to_vec::<f32>().unwrap();
+        let r = |x: f32| half_round(x) as f64;
+        let mut want = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                want[i * n + j] = half_round((0..k).map(|p| r(av[i * k + p]) * r(bv[p * n + j])).sum::<f64>() as f32);
+            }
+        }
+        assert_bf16_close(&got, &want, 0.99, &format!("{m}×{k}×{n} (transposed: {transposed}) against f64"));
+    }
+}
+
+/// Round to nearest even bf16, written independently of the kernel's bit trick.
+fn half_round(x: f32) -> f32 {
+    let (lo, hi) = (f32::from_bits(x.to_bits() & 0xFFFF_0000), f32::from_bits((x.to_bits() & 0xFFFF_0000) + 0x1_0000));
+    let (dl, dh) = ((x - lo).abs(), (hi - x).abs());
+    if dl < dh || (dl == dh && (lo.to_bits() >> 16) & 1 == 0) {
+        lo
+    } else {
+        hi
+    }
+}
