@@ -184,11 +184,20 @@ def child(args):
         comps["total"] = total.item()
         return total, comps
 
-    steps = run_steps(model.parameters(), objective, opt_spec, args.steps, f"lean {method}/{args.attn}")
+    def step_objective():
+        # --autocast: PyTorch's bf16 mixed precision (products in bf16 on oneDNN/AMX, the rest f32).
+        if not args.autocast:
+            return objective()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return objective()
+
+    label = f"lean {method}/{args.attn}" + (" autocast-bf16" if args.autocast else "")
+    steps = run_steps(model.parameters(), step_objective, opt_spec, args.steps, label)
     timed = steps[1:]
     med = lambda k: statistics.median(x[k] for x in timed)  # noqa: E731
     print("RESULT " + json.dumps({
         "method": method, "attn": args.attn, "reference": "lean", "torch": torch.__version__,
+        "precision": "autocast-bf16" if args.autocast else "f32",
         "threads": torch.get_num_threads(), "load_s": load_s, "median_s": med("total_s"),
         "min_s": min(x["total_s"] for x in timed), "max_s": max(x["total_s"] for x in timed),
         "loss_s_median": med("loss_s"), "backward_s_median": med("backward_s"), "optim_s_median": med("optim_s"),
@@ -205,6 +214,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="lean_step.json")
     ap.add_argument("--rust", help="the Rust bench's results, to check the first step's losses against")
+    ap.add_argument("--autocast", action="store_true", help="torch.autocast(cpu, bfloat16) around the objective")
     ap.add_argument("--child", action="store_true")
     ap.add_argument("--method")
     args = ap.parse_args()
@@ -217,6 +227,8 @@ def main():
     for method in args.methods.split(","):
         cmd = [sys.executable, __file__, "--child", "--method", method, "--attn", args.attn, "--steps",
                str(args.steps), "--threads", str(args.threads), "--batch-file", args.batch_file]
+        if args.autocast:
+            cmd.append("--autocast")
         p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
         line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
         if p.returncode != 0 or line is None:
@@ -241,6 +253,7 @@ def main():
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = Path(args.out) if os.sep in args.out else RESULTS / args.out
     path.write_text(json.dumps({"bench": "lean_step", "threads": args.threads, "attn": args.attn,
+                                "precision": "autocast-bf16" if args.autocast else "f32",
                                 "batch_file": args.batch_file, "results": results, "loss_check_vs_rust": check},
                                indent=1) + "\n")
 

@@ -12,11 +12,17 @@ batch, and A B A B … order spreads the VM's drift over both. Shapes:
   in the batch file (a fixed-length pipeline); dft-rs trims each pass to its longest real row, the lean
   step computes all 256 positions as such a PyTorch step does.
 
+Precision: `--precision f32` (default) times dft-rs's f32 step; `--precision bf16-mixed` its bf16-mixed
+step (`train.precision = "bf16-mixed"`: products on AMX tiles where the CPU has them). The lean step runs
+in f32 (PyTorch's fastest CPU step here) unless `--torch-autocast` (torch.autocast bf16 on the CPU).
+
 Prints one table (each cell the median over rounds of each side's median step time, with the per-round
-ratios) and writes target/bench-results/step-matrix.json. First-step losses of the two sides are checked
-on every pair (relative difference printed, fails above 1e-4).
+ratios) and writes target/bench-results/step-matrix[-PRECISION].json. First-step losses of the two sides
+are checked on every pair (relative difference printed; fails above 1e-4 when both sides run in f32,
+above 1e-2 when either runs bf16 products).
 
     python tools/perf/step_matrix.py --rounds 2 --threads 1,2 --shapes bundled,padded --steps 3
+    python tools/perf/step_matrix.py --precision bf16-mixed --rounds 2 --threads 1,2 --shapes bundled,padded
 """
 from __future__ import annotations
 
@@ -58,24 +64,30 @@ def main():
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="the lean step's attention")
     ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--precision", default="f32", choices=["f32", "bf16-mixed"], help="dft-rs's step")
+    ap.add_argument("--torch-autocast", action="store_true", help="the lean step under torch.autocast(bf16)")
     args = ap.parse_args()
+    mixed = args.precision == "bf16-mixed"
+    loss_tol = 1e-2 if mixed or args.torch_autocast else 1e-4
+    suffix = "" if not (mixed or args.torch_autocast) else f"-{args.precision}" + ("-autocast" if args.torch_autocast else "")
     threads = [int(t) for t in args.threads.split(",")]
     shapes = args.shapes.split(",")
     started = time.time()
     subprocess.run(["cargo", "bench", "--bench", "step", "--no-run"], check=True, cwd=ROOT)
     cells = {}  # (shape, threads, method) -> {"rust": [...], "torch": [...], "ratio": [...], "loss_rel": [...]}
-    only = ",".join(f"{m}:default" for m in METHODS)
+    only = ",".join(f"{m}:default" + (":mixed" if mixed else "") for m in METHODS)
     for r in range(1, args.rounds + 1):
         for shape in shapes:
             for t in threads:
-                tag = f"{shape}-t{t}-r{r}"
+                tag = f"{shape}-t{t}-r{r}{suffix}"
                 rust_out = f"matrix-rust-{tag}.json"
                 env = dict(os.environ, RAYON_NUM_THREADS=str(t))
                 run(["cargo", "bench", "--bench", "step", "--", "--only", only, "--steps", str(args.steps),
                      "--threads", str(t), "--out", rust_out, *SHAPES[shape]], env=env)
                 torch_out = f"matrix-lean-{tag}.json"
                 run([args.python, "tools/perf/lean_step.py", "--threads", str(t), "--attn", args.attn,
-                     "--steps", str(args.steps), "--out", torch_out, "--rust", str(RESULTS / rust_out)])
+                     "--steps", str(args.steps), "--out", torch_out, "--rust", str(RESULTS / rust_out),
+                     *(["--autocast"] if args.torch_autocast else [])])
                 rust = {x["method"]: x for x in json.loads((RESULTS / rust_out).read_text())["results"]}
                 lean = json.loads((RESULTS / torch_out).read_text())
                 for x in lean["results"]:
@@ -90,9 +102,10 @@ def main():
                     c["shape"] = rust[m]["shapes"]["main"]
                     rel = max(lean["loss_check_vs_rust"].get(m, {}).values(), default=float("nan"))
                     c["loss_rel"].append(rel)
-                    if not rel <= 1e-4:
+                    if not rel <= loss_tol:
                         sys.exit(f"{tag} {m}: first-step losses differ by {rel:.2e} (relative)")
-    lines = [f"| shape | threads | method | dft-rs s/step | lean PyTorch ({args.attn}) s/step | dft-rs / PyTorch time "
+    torch_label = f"lean PyTorch ({args.attn}{', autocast bf16' if args.torch_autocast else ', f32'})"
+    lines = [f"| shape | threads | method | dft-rs ({args.precision}) s/step | {torch_label} s/step | dft-rs / PyTorch time "
              "(per round) | PyTorch / dft-rs speed | peak RSS MiB dft-rs / PyTorch |",
              "|---|---:|---|---:|---:|---|---:|---:|"]
     for (shape, t, m), c in cells.items():
@@ -104,11 +117,13 @@ def main():
     md = "\n".join(lines)
     print("\n" + md)
     out = {"bench": "step_matrix", "rounds": args.rounds, "steps": args.steps, "attn": args.attn,
+           "precision": args.precision, "torch_autocast": args.torch_autocast,
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)), "total_s": time.time() - started,
            "cells": [{"shape": k[0], "threads": k[1], "method": k[2], **v} for k, v in cells.items()],
            "markdown": md}
-    (RESULTS / "step-matrix.json").write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {RESULTS / 'step-matrix.json'} ({time.time() - started:.0f} s)")
+    path = RESULTS / f"step-matrix{suffix}.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {path} ({time.time() - started:.0f} s)")
 
 
 if __name__ == "__main__":
