@@ -562,12 +562,14 @@ pub(crate) unsafe fn products_bf16(
         // SAFETY: group g's block of `dst` (m·n elements at g·m·n) belongs to this call alone.
         unsafe { group_product((dst as *mut f32).add(g * m * n), &terms, m, n, accumulate, parallel) };
     };
-    // Large products use every thread inside; batches of small ones one product per thread.
+    // Large products use every thread inside; batches of small ones one product per thread; a single
+    // small product (under 128³ multiply-adds, a few µs on the tiles) runs on the calling thread.
     let ops = m * n * k;
     if groups.len() > 1 && (ops < 256 * 256 * 256 || groups.len() >= 2 * rayon::current_num_threads()) {
         (0..groups.len()).into_par_iter().for_each(|g| one(g, false));
     } else {
-        (0..groups.len()).for_each(|g| one(g, true));
+        let parallel = ops * groups.len() >= 128 * 128 * 128;
+        (0..groups.len()).for_each(|g| one(g, parallel));
     }
 }
 

@@ -845,13 +845,23 @@ fn load_model<B: AutodiffBackend>(
         }
     }
     let (trainable, total) = model.parameter_counts();
+    // Where the products run, when the CPU has AMX (Flex only: CUDA has its own tensor cores).
+    let amx = dft_kernels::fast_path::<B>() && dft_kernels::amx_available();
+    let where_products = match (cfg.train.precision, amx) {
+        (dft_losses::Precision::Bf16Mixed, true) => " (products on the CPU's AMX tiles)",
+        (dft_losses::Precision::F32, true) => {
+            " (this CPU has AMX: train.precision = \"bf16-mixed\" runs the products 2–4× faster)"
+        }
+        _ => "",
+    };
     eprintln!(
-        "model: {} parameters, {} trainable ({:.2}%){}, precision {}",
+        "model: {} parameters, {} trainable ({:.2}%){}, precision {}{}",
         total,
         trainable,
         100.0 * trainable as f64 / total.max(1) as f64,
         if cfg.lora.is_some() { " — LoRA" } else { "" },
-        cfg.train.precision
+        cfg.train.precision,
+        where_products
     );
     Ok((model, tokenizer, pre.meta, trainable, total))
 }
