@@ -16,7 +16,7 @@
 //! (`arch_prctl(ARCH_REQ_XCOMP_PERM)`); `DFT_AMX=0` turns it off (the caller then takes Burn's bf16
 //! matmul). [`available`] says which.
 
-use crate::flex_matmul::Mats;
+use crate::flex_matmul::{Mats, Src};
 use rayon::prelude::*;
 use std::arch::asm;
 use std::arch::x86_64::*;
@@ -39,9 +39,10 @@ pub fn available() -> bool {
 pub fn detect() -> Result<(), String> {
     if !std::arch::is_x86_feature_detected!("avx512f")
         || !std::arch::is_x86_feature_detected!("avx512bw")
+        || !std::arch::is_x86_feature_detected!("avx512vl")
         || !std::arch::is_x86_feature_detected!("avx512bf16")
     {
-        return Err("the CPU has no AVX-512 F/BW/BF16".into());
+        return Err("the CPU has no AVX-512 F/BW/VL/BF16".into());
     }
     let max_leaf = std::arch::x86_64::__cpuid(0).eax;
     let edx = if max_leaf >= 7 { std::arch::x86_64::__cpuid_count(7, 0).edx } else { 0 };
@@ -221,16 +222,16 @@ fn pack_left(l: &Mats, off: isize, parallel: bool) -> Packed {
 /// # Safety
 /// The CPU has AVX-512 (F, BW, BF16); every `(i, j)` with `i` in `rows`, `j < l.cols` is inside `l.data`
 /// at `off + i·rs + j·cs`; `out` has room for `kt·512` values.
-#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
 unsafe fn pack_left_strip(out: *mut u16, l: &Mats, off: isize, rows: std::ops::Range<usize>, kt: usize) {
     let (k, h, r0) = (l.cols, rows.len(), rows.start);
-    let base = l.data.as_ptr().offset(off);
+    let base = Reader::at(l.data, off);
     if l.cs == 1 {
         // Rows contiguous: 32 values at a time, converted and stored as one tile row (zeros past k).
         for ks in 0..kt {
             let tile = out.add(ks * TILE_ELEMS);
             for i in 0..h {
-                let v = convert32(base.offset((r0 + i) as isize * l.rs).add(ks * KT), k - ks * KT);
+                let v = convert32(base, (r0 + i) as isize * l.rs + (ks * KT) as isize, k - ks * KT);
                 _mm512_storeu_si512(tile.add(i * KT) as *mut __m512i, v);
             }
             zero(tile.add(h * KT), (TILE - h) * KT);
@@ -241,7 +242,7 @@ unsafe fn pack_left_strip(out: *mut u16, l: &Mats, off: isize, rows: std::ops::R
         let mask: __mmask16 = if h >= 16 { 0xFFFF } else { ((1u32 << h) - 1) as __mmask16 };
         let col = |j: usize| {
             if j < k {
-                _mm512_maskz_loadu_ps(mask, base.offset(j as isize * l.cs + r0 as isize))
+                base.load16(j as isize * l.cs + r0 as isize, mask)
             } else {
                 _mm512_setzero_ps()
             }
@@ -261,20 +262,70 @@ unsafe fn pack_left_strip(out: *mut u16, l: &Mats, off: isize, rows: std::ops::R
         zero(out, kt * TILE_ELEMS);
         for j in 0..k {
             for i in 0..h {
-                let x = *base.offset((r0 + i) as isize * l.rs + j as isize * l.cs);
+                let x = base.get((r0 + i) as isize * l.rs + j as isize * l.cs);
                 *out.add((j / KT) * TILE_ELEMS + i * KT + j % KT) = bf16_bits(x);
             }
         }
     }
 }
 
-/// Up to 32 contiguous f32 from `src` (`len` of them valid; the rest read as zero) as 32 bf16.
+/// Where a packing pass reads: an operand's f32 values, or its bf16 bits (a bf16-stored weight), from
+/// an element offset on.
+#[derive(Clone, Copy)]
+enum Reader {
+    F32(*const f32),
+    Bf16(*const u16),
+}
+
+impl Reader {
+    /// The operand's storage from element `off` on.
+    ///
+    /// # Safety
+    /// `off` is inside the storage.
+    unsafe fn at(src: Src, off: isize) -> Self {
+        match src {
+            Src::F32(d) => Reader::F32(d.as_ptr().offset(off)),
+            Src::Bf16(d) => Reader::Bf16(d.as_ptr().offset(off)),
+        }
+    }
+
+    /// 16 consecutive values from element `at` as f32 (lanes outside `mask` read as zero and are not
+    /// touched in memory). bf16 widens exactly, so packing converts it back bit for bit.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VL; the lanes in `mask` are readable.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn load16(self, at: isize, mask: __mmask16) -> __m512 {
+        match self {
+            Reader::F32(p) => _mm512_maskz_loadu_ps(mask, p.offset(at)),
+            Reader::Bf16(p) => {
+                let bits = _mm256_maskz_loadu_epi16(mask, p.offset(at) as *const i16);
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(bits)))
+            }
+        }
+    }
+
+    /// The value at element `at`, as f32.
+    ///
+    /// # Safety
+    /// `at` is readable.
+    #[inline]
+    unsafe fn get(self, at: isize) -> f32 {
+        match self {
+            Reader::F32(p) => *p.offset(at),
+            Reader::Bf16(p) => f32::from_bits((*p.offset(at) as u32) << 16),
+        }
+    }
+}
+
+/// Up to 32 consecutive values from element `at` (`len` of them valid; the rest read as zero) as 32 bf16.
 ///
 /// # Safety
-/// AVX-512 F/BW/BF16; `src..src+min(len, 32)` readable.
+/// AVX-512 F/BW/VL/BF16; elements `at..at+min(len, 32)` readable.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-unsafe fn convert32(src: *const f32, len: usize) -> __m512i {
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+unsafe fn convert32(src: Reader, at: isize, len: usize) -> __m512i {
     let m = |n: usize| -> __mmask16 {
         if n >= 16 {
             0xFFFF
@@ -282,8 +333,8 @@ unsafe fn convert32(src: *const f32, len: usize) -> __m512i {
             ((1u32 << n) - 1) as __mmask16
         }
     };
-    let lo = _mm512_maskz_loadu_ps(m(len), src);
-    let hi = _mm512_maskz_loadu_ps(m(len.saturating_sub(16)), src.add(16));
+    let lo = src.load16(at, m(len));
+    let hi = src.load16(at + 16, m(len.saturating_sub(16)));
     std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo))
 }
 
@@ -354,10 +405,10 @@ fn pack_right(r: &Mats, off: isize, parallel: bool) -> Packed {
 ///
 /// # Safety
 /// As [`pack_left_strip`], for `(p, j)` with `p < r.rows`, `j` in `cols`.
-#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
 unsafe fn pack_right_strip(out: *mut u16, r: &Mats, off: isize, cols: std::ops::Range<usize>, kt: usize) {
     let (k, w, c0) = (r.rows, cols.len(), cols.start);
-    let base = r.data.as_ptr().offset(off);
+    let base = Reader::at(r.data, off);
     if r.cs == 1 && w > 0 {
         // Rows of R contiguous: two rows at a time, interleaved into one 64-byte pair row.
         if !k.is_multiple_of(KT) {
@@ -366,12 +417,9 @@ unsafe fn pack_right_strip(out: *mut u16, r: &Mats, off: isize, cols: std::ops::
         let mask: __mmask16 = if w >= 16 { 0xFFFF } else { ((1u32 << w) - 1) as __mmask16 };
         let mut p = 0;
         while p < k {
-            let r0 = _mm512_maskz_loadu_ps(mask, base.offset(p as isize * r.rs + c0 as isize));
-            let r1 = if p + 1 < k {
-                _mm512_maskz_loadu_ps(mask, base.offset((p + 1) as isize * r.rs + c0 as isize))
-            } else {
-                _mm512_setzero_ps()
-            };
+            let r0 = base.load16(p as isize * r.rs + c0 as isize, mask);
+            let r1 =
+                if p + 1 < k { base.load16((p + 1) as isize * r.rs + c0 as isize, mask) } else { _mm512_setzero_ps() };
             let at = out.add((p / KT) * TILE_ELEMS + (p % KT) / 2 * KT);
             _mm512_storeu_si512(at as *mut __m512i, interleave16(r0, r1));
             p += 2;
@@ -382,7 +430,7 @@ unsafe fn pack_right_strip(out: *mut u16, r: &Mats, off: isize, cols: std::ops::
         for ks in 0..kt {
             let mut v = [_mm512_setzero_si512(); 16];
             for (j, vj) in v.iter_mut().enumerate().take(w) {
-                *vj = convert32(base.offset((c0 + j) as isize * r.cs).add(ks * KT), k - ks * KT);
+                *vj = convert32(base, (c0 + j) as isize * r.cs + (ks * KT) as isize, k - ks * KT);
             }
             let rows = transpose16(v);
             for (p, row) in rows.iter().enumerate() {
@@ -393,7 +441,7 @@ unsafe fn pack_right_strip(out: *mut u16, r: &Mats, off: isize, cols: std::ops::
         zero(out, kt * TILE_ELEMS);
         for j in 0..w {
             for p in 0..k {
-                let x = *base.offset(p as isize * r.rs + (c0 + j) as isize * r.cs);
+                let x = base.get(p as isize * r.rs + (c0 + j) as isize * r.cs);
                 *out.add((p / KT) * TILE_ELEMS + (p % KT) / 2 * KT + j * 2 + p % 2) = bf16_bits(x);
             }
         }

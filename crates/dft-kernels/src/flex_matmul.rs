@@ -28,11 +28,29 @@ const BATCH_PARALLEL_OPS: usize = 128 * 128 * 128;
 /// Equally shaped strided matrices in one buffer: element `(i, j)` of the matrix at offset `o` is
 /// `data[o + i·rs + j·cs]` (the offsets come with each product, see [`products_into`]).
 pub(crate) struct Mats<'a> {
-    pub(crate) data: &'a [f32],
+    pub(crate) data: Src<'a>,
     pub(crate) rows: usize,
     pub(crate) cols: usize,
     pub(crate) rs: isize,
     pub(crate) cs: isize,
+}
+
+/// The storage a [`Mats`] reads: f32, or bf16 bits (only the bf16 products read those; a LoRA run's
+/// frozen base is stored in bf16).
+#[derive(Clone, Copy)]
+pub(crate) enum Src<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [u16]),
+}
+
+impl<'a> Src<'a> {
+    /// The f32 storage (the f32 GEMM takes only f32 operands: see [`eligible`]).
+    fn f32s(self) -> &'a [f32] {
+        match self {
+            Src::F32(d) => d,
+            Src::Bf16(_) => unreachable!("an f32 product over bf16 storage (excluded by `eligible`)"),
+        }
+    }
 }
 
 /// How a product is computed.
@@ -144,10 +162,10 @@ unsafe fn products_into(
                     1,
                     n as isize,
                     accumulate || i > 0,
-                    l.data.as_ptr().offset(lo),
+                    l.data.f32s().as_ptr().offset(lo),
                     l.cs,
                     l.rs,
-                    r.data.as_ptr().offset(ro),
+                    r.data.f32s().as_ptr().offset(ro),
                     r.cs,
                     r.rs,
                     1.0,
@@ -198,7 +216,14 @@ fn mats(t: &FlexTensor) -> Mats<'_> {
     let dims = layout.shape().as_slice();
     let strides = layout.strides();
     let d = dims.len();
-    Mats { data: t.storage::<f32>(), rows: dims[d - 2], cols: dims[d - 1], rs: strides[d - 2], cs: strides[d - 1] }
+    let data = if t.dtype() == DType::BF16 {
+        let v = t.storage::<burn::tensor::bf16>();
+        // SAFETY: `half::bf16` is a `repr(transparent)` u16: same size, alignment and bit validity.
+        Src::Bf16(unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u16, v.len()) })
+    } else {
+        Src::F32(t.storage::<f32>())
+    };
+    Mats { data, rows: dims[d - 2], cols: dims[d - 1], rs: strides[d - 2], cs: strides[d - 1] }
 }
 
 /// The broadcast batch dims of `a` and `b` (both of rank ≥ 2), or `None` if they do not broadcast.
@@ -219,12 +244,13 @@ fn broadcast_batch(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
         .collect()
 }
 
-/// Whether the fast path takes `a·b`: f32, rank ≥ 2, matching inner dims, broadcastable batches and
-/// non-negative strides.
-fn eligible(a: &FlexTensor, b: &FlexTensor) -> bool {
+/// Whether the fast path takes `a·b` in `prec`: f32 operands (bf16 products also read bf16 storage),
+/// rank ≥ 2, matching inner dims, broadcastable batches and non-negative strides.
+fn eligible(a: &FlexTensor, b: &FlexTensor, prec: Prec) -> bool {
     let (sa, sb) = (a.layout().shape().as_slice(), b.layout().shape().as_slice());
-    a.dtype() == DType::F32
-        && b.dtype() == DType::F32
+    let dtype_ok = |d: DType| d == DType::F32 || (prec == Prec::Bf16 && d == DType::BF16);
+    dtype_ok(a.dtype())
+        && dtype_ok(b.dtype())
         && sa.len() >= 2
         && sa.len() == sb.len()
         && sa[sa.len() - 1] == sb[sb.len() - 2]
@@ -313,20 +339,22 @@ pub(crate) fn matmul<B: Backend, const D: usize>(
     prec: Prec,
 ) -> Result<Tensor<B, D>, (Tensor<B, D>, Tensor<B, D>)> {
     let Some(kind) = kind::<B>() else { return Err((a, b)) };
-    if a.dtype() != DType::F32 || b.dtype() != DType::F32 || (prec == Prec::Bf16 && !crate::amx_available()) {
+    if prec == Prec::Bf16 && !crate::amx_available() {
         return Err((a, b));
     }
     let out = match kind {
         Kind::Plain => {
             let (pa, pb) = (prim::<B, D, FlexTensor>(a), prim::<B, D, FlexTensor>(b));
-            if !eligible(&pa, &pb) {
+            if !eligible(&pa, &pb, prec) {
                 return Err((wrap::<B, D, _>(pa), wrap::<B, D, _>(pb)));
             }
             return Ok(wrap::<B, D, _>(forward(&pa, &pb, prec)));
         }
         Kind::AdPlain | Kind::AdBalanced => {
             let (pa, pb) = (prim::<B, D, AdTensor>(a), prim::<B, D, AdTensor>(b));
-            if !eligible(&pa.primitive, &pb.primitive) {
+            // A bf16 operand must be a constant (a frozen base): its gradient would have to be bf16.
+            let constant_or_f32 = |t: &AdTensor| t.primitive.dtype() == DType::F32 || !t.is_tracked();
+            if !eligible(&pa.primitive, &pb.primitive, prec) || !constant_or_f32(&pa) || !constant_or_f32(&pb) {
                 return Err((wrap::<B, D, _>(pa), wrap::<B, D, _>(pb)));
             }
             if matches!(kind, Kind::AdPlain) {
@@ -353,7 +381,7 @@ pub(crate) fn matmul_add<B: Backend>(
         return Err((acc, a, b));
     }
     let (pc, pa, pb) = (prim::<B, 2, FlexTensor>(acc), prim::<B, 2, FlexTensor>(a), prim::<B, 2, FlexTensor>(b));
-    if !eligible(&pa, &pb) {
+    if !eligible(&pa, &pb, Prec::F32) {
         return Err((wrap::<B, 2, _>(pc), wrap::<B, 2, _>(pa), wrap::<B, 2, _>(pb)));
     }
     let mut c = owned(pc);

@@ -112,8 +112,9 @@ pub fn matmul<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> T
 /// `a·b` with bf16 operands and a bf16 result, accumulated in f32 and returned as f32 tensors — the
 /// values of `a.cast(BF16).matmul(b.cast(BF16)).cast(F32)` up to the order of the f32 sums, gradients
 /// alike (the backward products also take bf16 operands and round their results to bf16). Runs on
-/// the CPU's AMX tiles for f32 tensors on `Flex` / `Autodiff<Flex, _>` when [`amx_available`];
-/// otherwise the inputs come back (`Err`) for the caller's own bf16 product.
+/// the CPU's AMX tiles for f32 tensors on `Flex` / `Autodiff<Flex, _>` when [`amx_available`] — and
+/// for bf16-stored operands that need no gradient (a frozen base), read without widening; otherwise the
+/// inputs come back (`Err`) for the caller's own bf16 product.
 #[allow(clippy::type_complexity)]
 pub fn matmul_bf16<B: Backend, const D: usize>(
     a: Tensor<B, D>,

@@ -412,3 +412,40 @@ fn half_round(x: f32) -> f32 {
         hi
     }
 }
+
+/// bf16-stored operands (a LoRA run's frozen base) are read as they are: the product, and the gradient
+/// into the f32 operand, equal bit for bit those of the same values stored in f32 — with the weight read
+/// row-major (forward) and transposed (its gradient product, the tied head), on the left and the right.
+#[test]
+fn matmul_bf16_reads_bf16_storage_like_f32() {
+    use burn::tensor::FloatDType;
+    if !amx_available() {
+        return; // covered by the fallback check above
+    }
+    let vals = |t: Tensor<Flex, 2>| t.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+    for (m, k, n) in [(37, 45, 70), (64, 96, 48), (200, 300, 260)] {
+        let x = random::<Ad, 2>([m, k], 41).require_grad();
+        let w32 = random_bf16::<Ad, 2>([k, n], 42); // bf16 values, f32 storage
+        let w16 = w32.clone().cast(FloatDType::BF16); // the same values, bf16 storage
+        assert_eq!(w16.dtype(), burn::tensor::DType::BF16);
+        let up = random::<Ad, 2>([m, n], 43);
+        let run = |w: Tensor<Ad, 2>| {
+            let c = matmul_bf16(x.clone(), w).unwrap_or_else(|_| panic!("AMX path not taken"));
+            let g = (c.clone() * up.clone()).sum().backward();
+            (vals(c.inner()), vals(x.grad(&g).expect("grad into x")))
+        };
+        let (c32, g32) = run(w32.clone());
+        let (c16, g16) = run(w16.clone());
+        assert_eq!(c16, c32, "{m}×{k}×{n}: product over bf16 storage");
+        assert_eq!(g16, g32, "{m}×{k}×{n}: gradient through bf16 storage (the weight read transposed)");
+        // bf16 storage on the left, read transposed, on plain Flex.
+        let (l32, l16) = (w32.inner().transpose(), w16.inner().transpose());
+        let r = random::<Flex, 2>([k, 29], 44);
+        let a = vals(matmul_bf16(l16, r.clone()).unwrap_or_else(|_| panic!("AMX path")));
+        let b = vals(matmul_bf16(l32, r).unwrap_or_else(|_| panic!("AMX path")));
+        assert_eq!(a, b, "{m}×{k}×{n}: bf16 storage on the left, transposed");
+    }
+    // A tracked bf16 operand would need a bf16 gradient: not this path.
+    let w = random::<Ad, 2>([8, 4], 45).cast(FloatDType::BF16).require_grad();
+    assert!(matmul_bf16(random::<Ad, 2>([3, 8], 46), w).is_err());
+}

@@ -35,12 +35,14 @@ pub enum Precision {
 
 impl Precision {
     /// `a @ b` in this precision; the result is f32 either way.
-    /// Operands stored in another float type (a LoRA run's frozen bf16 base) are widened to f32 first.
+    /// Operands stored in another float type (a LoRA run's frozen bf16 base) are read as they are on the
+    /// AMX path and widened to f32 first elsewhere.
     pub fn matmul<B: Backend, const D: usize>(self, a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
         match self {
             Precision::F32 => dft_kernels::matmul(as_f32(a), as_f32(b)),
-            // Flex on a CPU with AMX: bf16 tiles, straight from the f32 tensors (dft-kernels).
-            Precision::Bf16Mixed => match dft_kernels::matmul_bf16(as_f32(a), as_f32(b)) {
+            // Flex on a CPU with AMX: bf16 tiles, straight from the f32 tensors (dft-kernels), or from
+            // bf16 storage (a LoRA run's frozen base) without widening it first.
+            Precision::Bf16Mixed => match dft_kernels::matmul_bf16(a, b) {
                 Ok(c) => c,
                 Err((a, b)) => bf16_product(a, b),
             },
@@ -62,7 +64,7 @@ fn bf16_product<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) ->
     } else {
         // Backends without bf16 tensors (ndarray): operands and result rounded to bf16's 8 significant
         // bits; the backward products then run in f32.
-        round_bf16(round_bf16(a).matmul(round_bf16(b)))
+        round_bf16(round_bf16(as_f32(a)).matmul(round_bf16(as_f32(b))))
     }
 }
 
