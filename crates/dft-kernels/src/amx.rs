@@ -543,11 +543,12 @@ unsafe fn group_product(
 ) {
     let (bands, strips) = (terms[0].0.outer / 2, terms[0].1.outer / 2);
     let dst = dst as usize;
-    let run_strips = |range: std::ops::Range<usize>| {
+    // The blocks of `strip_range` × `band_range`, strip by strip (the strip's right panel stays in L1).
+    let run = |strip_range: std::ops::Range<usize>, band_range: std::ops::Range<usize>| {
         with_tiles(|| {
             let mut tmp = Block([0f32; 1024]);
-            for strip in range {
-                for band in 0..bands {
+            for strip in strip_range {
+                for band in band_range.clone() {
                     // SAFETY: indices in range; tiles configured; blocks are disjoint between tasks.
                     unsafe {
                         block(terms, band, strip, &mut tmp);
@@ -558,29 +559,18 @@ unsafe fn group_product(
         })
     };
     let threads = if parallel { rayon::current_num_threads() } else { 1 };
+    let chunks = |total: usize| {
+        let chunk = total.div_ceil(threads * 2).max(1);
+        (0..total.div_ceil(chunk)).map(move |c| c * chunk..((c + 1) * chunk).min(total))
+    };
     if threads <= 1 {
-        run_strips(0..strips);
+        run(0..strips, 0..bands);
     } else if strips >= 2 * threads || strips >= bands {
         // Strips in contiguous chunks (a few per thread, for balance).
-        let chunk = strips.div_ceil(threads * 2).max(1);
-        (0..strips.div_ceil(chunk)).into_par_iter().for_each(|c| run_strips(c * chunk..((c + 1) * chunk).min(strips)));
+        chunks(strips).collect::<Vec<_>>().into_par_iter().for_each(|r| run(r, 0..bands));
     } else {
         // Few strips, many bands (a narrow product): split the bands.
-        let chunk = bands.div_ceil(threads * 2).max(1);
-        (0..bands.div_ceil(chunk)).into_par_iter().for_each(|c| {
-            with_tiles(|| {
-                let mut tmp = Block([0f32; 1024]);
-                for strip in 0..strips {
-                    for band in c * chunk..((c + 1) * chunk).min(bands) {
-                        // SAFETY: as above.
-                        unsafe {
-                            block(terms, band, strip, &mut tmp);
-                            write_block(dst as *mut f32, m, n, band, strip, &tmp, accumulate);
-                        }
-                    }
-                }
-            })
-        });
+        chunks(bands).collect::<Vec<_>>().into_par_iter().for_each(|r| run(0..strips, r));
     }
 }
 

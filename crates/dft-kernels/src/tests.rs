@@ -355,8 +355,10 @@ fn matmul_bf16_on_amx_matches_burn_with_gradients() {
         matmul_bf16_case::<B, 2>([37, 45], [45, 70], |a, b| (a, b), 0.97, "2-d, ragged");
         // The tied LM head: activations sliced (offset), the weight read transposed.
         matmul_bf16_case::<B, 2>([50, 64], [99, 64], |a, b| (a.slice([7..44, 0..64]), b.transpose()), 0.97, "strided");
-        // Large enough for the threaded path (strips across threads).
+        // Large enough for the threaded path (strips across threads) …
         matmul_bf16_case::<B, 2>([200, 300], [300, 260], |a, b| (a, b), 0.97, "parallel");
+        // … and a narrow one (row bands across threads).
+        matmul_bf16_case::<B, 2>([300, 200], [200, 40], |a, b| (a, b), 0.97, "parallel, narrow");
         // Grouped-query attention's keys: broadcast over the heads of a group, read transposed.
         matmul_bf16_case::<B, 5>([2, 3, 2, 5, 40], [2, 3, 1, 6, 40], |a, b| (a, b.swap_dims(3, 4)), 0.97, "broadcast");
         matmul_bf16_case::<B, 3>([8, 64, 48], [8, 48, 33], |a, b| (a, b), 0.97, "batch-parallel");
