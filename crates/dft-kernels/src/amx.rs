@@ -13,7 +13,7 @@
 //! product per thread.
 //!
 //! Used only when the CPU has AMX-TILE and AMX-BF16 and Linux grants the tile state to the process
-//! (`arch_prctl(ARCH_REQ_XCOMP_PERM)`); `DFT_AMX=0` turns it off (the caller then takes Burn's bf16
+//! (`arch_prctl(ARCH_REQ_XCOMP_PERM)`); `DFT_AMX=0` (or off) turns it off (the caller then takes Burn's bf16
 //! matmul). [`available`] says which.
 
 use crate::flex_matmul::{Mats, Src};
@@ -29,10 +29,24 @@ const KT: usize = 32;
 /// bf16 values per tile.
 const TILE_ELEMS: usize = TILE * KT;
 
-/// Whether the AMX path is used: the CPU has it, the OS grants it and `DFT_AMX` is not `0`.
+/// Whether the AMX path is used: the CPU has it, the OS grants it and `DFT_AMX` is not `0` / `off` /
+/// `false` / `no` (another unrecognised value is named on stderr and leaves it on).
 pub fn available() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| std::env::var("DFT_AMX").map(|v| v.trim() != "0").unwrap_or(true) && detect().is_ok())
+    *OK.get_or_init(|| {
+        let wanted = match std::env::var("DFT_AMX") {
+            Err(_) => true,
+            Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "" | "1" | "on" | "true" | "yes" => true,
+                "0" | "off" | "false" | "no" => false,
+                other => {
+                    eprintln!("DFT_AMX={other:?} is not 0/1 (off/on): AMX stays on where the CPU has it");
+                    true
+                }
+            },
+        };
+        wanted && detect().is_ok()
+    })
 }
 
 /// Why AMX is not used, or `Ok` when it can be (ignores `DFT_AMX`).
@@ -239,7 +253,7 @@ unsafe fn pack_left_strip(out: *mut u16, l: &Mats, off: isize, rows: std::ops::R
     } else if l.rs == 1 {
         // Columns contiguous (a transposed view, e.g. Xᵀ): per k slice, 16 column pairs of 16 rows
         // interleaved (one u32 per row and pair), transposed in registers into the 16 tile rows.
-        let mask: __mmask16 = if h >= 16 { 0xFFFF } else { ((1u32 << h) - 1) as __mmask16 };
+        let mask = lanes(h);
         let col = |j: usize| {
             if j < k {
                 base.load16(j as isize * l.cs + r0 as isize, mask)
@@ -319,6 +333,16 @@ impl Reader {
     }
 }
 
+/// A mask of the first `min(n, 16)` of 16 lanes.
+#[inline]
+fn lanes(n: usize) -> __mmask16 {
+    if n >= 16 {
+        0xFFFF
+    } else {
+        ((1u32 << n) - 1) as __mmask16
+    }
+}
+
 /// Up to 32 consecutive values from element `at` (`len` of them valid; the rest read as zero) as 32 bf16.
 ///
 /// # Safety
@@ -326,15 +350,8 @@ impl Reader {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
 unsafe fn convert32(src: Reader, at: isize, len: usize) -> __m512i {
-    let m = |n: usize| -> __mmask16 {
-        if n >= 16 {
-            0xFFFF
-        } else {
-            ((1u32 << n) - 1) as __mmask16
-        }
-    };
-    let lo = src.load16(at, m(len));
-    let hi = src.load16(at + 16, m(len.saturating_sub(16)));
+    let lo = src.load16(at, lanes(len));
+    let hi = src.load16(at + 16, lanes(len.saturating_sub(16)));
     std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo))
 }
 
@@ -414,7 +431,7 @@ unsafe fn pack_right_strip(out: *mut u16, r: &Mats, off: isize, cols: std::ops::
         if !k.is_multiple_of(KT) {
             zero(out.add((kt - 1) * TILE_ELEMS), TILE_ELEMS);
         }
-        let mask: __mmask16 = if w >= 16 { 0xFFFF } else { ((1u32 << w) - 1) as __mmask16 };
+        let mask = lanes(w);
         let mut p = 0;
         while p < k {
             let r0 = base.load16(p as isize * r.rs + c0 as isize, mask);
@@ -502,15 +519,7 @@ unsafe fn block(terms: &[(Packed, Packed)], band: usize, strip: usize, tmp: &mut
 unsafe fn write_block(dst: *mut f32, m: usize, n: usize, band: usize, strip: usize, tmp: &Block, accumulate: bool) {
     let (r0, c0) = (band * 32, strip * 32);
     let (h, w) = ((m - r0.min(m)).min(32), (n - c0.min(n)).min(32));
-    let mask = |from: usize| -> __mmask16 {
-        let n = w.saturating_sub(from).min(16);
-        if n == 16 {
-            0xFFFF
-        } else {
-            ((1u32 << n) - 1) as __mmask16
-        }
-    };
-    let (m0, m1) = (mask(0), mask(16));
+    let (m0, m1) = (lanes(w), lanes(w.saturating_sub(16)));
     for i in 0..h {
         let row = dst.add((r0 + i) * n + c0);
         for (half, mk) in [(0, m0), (16, m1)] {
