@@ -69,7 +69,13 @@ def run_steps(params, objective, opt_spec, n, label):
     opt = torch.optim.AdamW(params, lr=opt_spec["lr"], betas=tuple(opt_spec["betas"]),
                             eps=opt_spec["eps"], weight_decay=opt_spec["weight_decay"])
     steps = []
+    # DFT_TORCH_PROFILE=FILE: the last timed step under torch.profiler, its per-op table written to FILE.
+    profile_to = os.environ.get("DFT_TORCH_PROFILE")
     for s in range(n + 1):
+        prof = None
+        if profile_to and s == n:
+            prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+            prof.__enter__()
         opt.zero_grad(set_to_none=True)
         t0 = time.perf_counter()
         loss, comps = objective()
@@ -79,6 +85,10 @@ def run_steps(params, objective, opt_spec, n, label):
         gn = torch.nn.utils.clip_grad_norm_(params, opt_spec["max_grad_norm"])
         opt.step()
         t3 = time.perf_counter()
+        if prof is not None:
+            prof.__exit__(None, None, None)
+            table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=40)
+            Path(profile_to).write_text(f"{label} step {s}: {t3 - t0:.3f} s\n{table}\n")
         rec = {"total_s": t3 - t0, "loss_s": t1 - t0, "backward_s": t2 - t1, "optim_s": t3 - t2,
                "loss": comps, "grad_norm": float(gn)}
         steps.append(rec)

@@ -9,9 +9,49 @@
 //! /work/oracle-venv/bin/python torch_matmul.py 1   # PyTorch (MKL), the same shapes
 //! ```
 //! Debian 12's OpenBLAS 0.3.21 does not recognise Sapphire Rapids and falls back to a slow generic
-//! kernel unless `OPENBLAS_CORETYPE=SkylakeX` (AVX-512) is set. Each shape: best of 3 after a warm-up,
-//! both libraries on the same operands; the maximum difference of the products is printed.
+//! kernel unless `OPENBLAS_CORETYPE=SkylakeX` (AVX-512) is set. Each shape: best of `PROBE_REPS` (3)
+//! after a warm-up, both libraries on the same operands; the maximum difference of the products is
+//! printed. Before each shape it measures the CPU's f32 FMA peak (twelve independent AVX-512 FMA chains
+//! per thread, no memory operands): the ceiling any f32 GEMM has, to read the products' rates against.
 use std::time::Instant;
+
+/// GFLOP/s of `threads` threads each running twelve independent 16-lane FMA chains (no loads): what
+/// this CPU's FMA units can do at most, on the same clock and VM phase as the products after it.
+fn fma_peak(threads: usize) -> f64 {
+    #[target_feature(enable = "avx512f")]
+    unsafe fn chains(iters: u64) -> f32 {
+        use std::arch::x86_64::*;
+        let mut acc = [_mm512_setzero_ps(); 12];
+        for (i, a) in acc.iter_mut().enumerate() {
+            *a = _mm512_set1_ps(1.0 + i as f32 * 0.1);
+        }
+        let b = _mm512_set1_ps(std::hint::black_box(0.999_999_9));
+        let c = _mm512_set1_ps(std::hint::black_box(1e-7));
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = _mm512_fmadd_ps(*a, b, c);
+            }
+        }
+        let mut s = _mm512_setzero_ps();
+        for a in acc {
+            s = _mm512_add_ps(s, a);
+        }
+        _mm512_reduce_add_ps(s)
+    }
+    assert!(std::arch::is_x86_feature_detected!("avx512f"), "the FMA probe needs AVX-512");
+    let iters = 50_000_000u64;
+    let mut best = 0f64;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let sum: f32 = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..threads).map(|_| s.spawn(|| unsafe { chains(iters) })).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        std::hint::black_box(sum);
+        best = best.max((threads as u64 * iters * 12 * 16 * 2) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    best
+}
 extern "C" {
     fn cblas_sgemm(
         layout: i32,
@@ -34,10 +74,15 @@ extern "C" {
 const ROW: i32 = 101;
 const NT: i32 = 111;
 const T: i32 = 112;
+/// Timed repetitions per product (`PROBE_REPS`, default 3): the VM's speed swings within seconds, so
+/// more repetitions give the best-of a better chance to catch a quiet moment.
+fn reps() -> usize {
+    std::env::var("PROBE_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(3)
+}
 fn best<F: FnMut()>(mut f: F) -> f64 {
     let mut b = f64::MAX;
     f();
-    for _ in 0..3 {
+    for _ in 0..reps() {
         let t = Instant::now();
         f();
         b = b.min(t.elapsed().as_secs_f64());
@@ -61,7 +106,11 @@ fn main() {
         ("head dX = dZ·E", 608, 49152, 576, false, false),
         ("head dE = dZᵀ·X", 49152, 608, 576, true, false),
     ];
-    println!("{threads} thread(s), GFLOP/s (best of 3): the gemm crate as Flex calls it vs OpenBLAS");
+    println!(
+        "{threads} thread(s), GFLOP/s (best of {}): the gemm crate as Flex calls it vs OpenBLAS; the f32 FMA \
+         peak measured just before each shape (the VM's clock drifts), and each library's % of it",
+        reps()
+    );
     for (name, m, k, n, lt, rt) in shapes {
         let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.01).collect();
         let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.01).collect();
@@ -113,6 +162,12 @@ fn main() {
         });
         let err = c1.iter().zip(&c2).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
         let fl = 2.0 * (m * n * k) as f64 / 1e9;
-        println!("{name:>20} {m}x{k}x{n}: gemm {:>4.0}  openblas {:>4.0}  (max diff {err:.1e})", fl / g, fl / o);
+        let (rg, ro) = (fl / g, fl / o);
+        let peak = fma_peak(threads);
+        println!(
+            "{name:>20} {m}x{k}x{n}: peak {peak:>4.0}  gemm {rg:>4.0} ({:>3.0}%)  openblas {ro:>4.0} ({:>3.0}%)  (max diff {err:.1e})",
+            100.0 * rg / peak,
+            100.0 * ro / peak
+        );
     }
 }
