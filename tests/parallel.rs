@@ -162,6 +162,50 @@ fn checkpoint_of_two_peers_resumes_on_one_device() {
     assert!(e.to_string().contains("train.batch_size"), "{e}");
 }
 
+/// Two local peers training LoRA with adapter dropout: each peer thread draws its masks from its own
+/// stream (seeded per step and peer), so the run repeats exactly and, stopped after its first step and
+/// resumed, reproduces the uninterrupted run. (While the masks came from the backend's process-wide RNG,
+/// the two peer threads interleaved their draws and a repeat was not guaranteed to match.)
+#[test]
+fn two_peers_with_lora_dropout_repeat_and_resume_exactly() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tmp("lora-dropout");
+    let model = save_tiny_model(&dir, 3, true);
+    let e = [
+        "train.batch_size=2",
+        "parallel.devices=2",
+        "lora.rank=4",
+        "lora.alpha=8.0",
+        "lora.dropout=0.3",
+        "method.lc=\"logits\"",
+        "method.et=\"logits\"",
+    ];
+    let first =
+        run(&overrides(&model, &dir.join("a"), &e), false, &TrainHooks::default()).unwrap_or_else(|e| panic!("{e}"));
+    let again =
+        run(&overrides(&model, &dir.join("b"), &e), false, &TrainHooks::default()).unwrap_or_else(|e| panic!("{e}"));
+    let want = read_metrics(&first.metrics).unwrap();
+    assert_eq!(want.len(), 3);
+    let exact = |what: &str, got: &[StepMetrics]| {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (x, y) in got.iter().zip(&want) {
+            assert_eq!((x.step, x.loss, x.grad_norm), (y.step, y.loss, y.grad_norm), "{what}, step {}", x.step);
+        }
+    };
+    exact("repeat", &read_metrics(&again.metrics).unwrap());
+    let cut = dir.join("cut");
+    let hooks = TrainHooks::default();
+    hooks.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = run(&overrides(&model, &cut, &e), false, &hooks).unwrap_err();
+    assert!(matches!(err, TrainError::Interrupted { step: 1, .. }), "{err}");
+    let resumed = run(&overrides(&model, &cut, &e), true, &TrainHooks::default()).unwrap_or_else(|e| panic!("{e}"));
+    exact("resumed", &read_metrics(&resumed.metrics).unwrap());
+    // Dropout acts: without it the losses differ.
+    let plain: Vec<&str> = e.iter().copied().filter(|s| !s.starts_with("lora.dropout")).collect();
+    let s = run(&overrides(&model, &dir.join("plain"), &plain), false, &TrainHooks::default()).unwrap();
+    assert_ne!(read_metrics(&s.metrics).unwrap()[1].loss, want[1].loss, "lora.dropout had no effect");
+}
+
 /// A port free on 127.0.0.1 right now.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -32,7 +32,7 @@ use crate::safetensors_io::{atomic_write, write_safetensors, SafetensorsCheckpoi
 use crate::tensor_source::{HostTensor, TensorSource};
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use dft_losses::Precision;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -293,18 +293,78 @@ pub struct LoraAdapter<B: Backend> {
 
 impl<B: Backend> LoraAdapter<B> {
     /// `s · (dropout(x)·A)·B` for rows `x: [n, in]`. Dropout only acts while gradients are tracked
-    /// (an autodiff backend); its mask comes from the backend's seeded RNG.
+    /// (an autodiff backend); its mask is the next draw of this thread's dropout stream
+    /// ([`seed_dropout`]), not of the backend's process-wide RNG.
     pub fn delta(&self, x: Tensor<B, 2>, precision: Precision) -> Tensor<B, 2> {
         let device = x.device();
         let x = if self.dropout > 0.0 && B::ad_enabled(&device) {
-            let keep = 1.0 - self.dropout;
-            let mask = Tensor::<B, 2>::random(x.shape(), Distribution::Bernoulli(keep), &device);
-            x * mask / keep
+            let [n, d] = x.dims();
+            let mask = dropout_mask(n * d, 1.0 - self.dropout);
+            x * Tensor::<B, 2>::from_data(TensorData::new(mask, [n, d]), &device)
         } else {
             x
         };
         precision.matmul(precision.matmul(x, self.a.val()), self.b.val()) * self.scaling
     }
+}
+
+thread_local! {
+    /// This thread's LoRA-dropout stream: the seed of the next mask (`None`: never seeded here).
+    static DROPOUT_STREAM: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Restores the thread's previous dropout stream when dropped (see [`seed_dropout`]).
+#[must_use = "the stream is reset when the guard drops"]
+pub struct DropoutSeedGuard {
+    previous: Option<u64>,
+}
+
+impl Drop for DropoutSeedGuard {
+    fn drop(&mut self) {
+        DROPOUT_STREAM.with(|s| s.set(self.previous));
+    }
+}
+
+/// Seeds the calling thread's LoRA-dropout stream until the guard drops: every adapter's mask drawn on
+/// this thread meanwhile is a pure function of `seed` and the order of the draws (the forward order),
+/// whatever other threads, trainings or the backend's own RNG (`B::seed`, `Tensor::random`) do at the
+/// same time. A trainer seeds it per optimiser step, so a resumed run draws the masks of an
+/// uninterrupted one. A thread that never seeded it draws from seed 0.
+pub fn seed_dropout(seed: u64) -> DropoutSeedGuard {
+    DropoutSeedGuard { previous: DROPOUT_STREAM.with(|s| s.replace(Some(seed))) }
+}
+
+/// Inverted-dropout mask of `len` elements: `1 / keep` with probability `keep`, else 0 (PEFT's
+/// `nn.Dropout` scaling), from the next seed of this thread's stream. Each 64-bit draw gives two
+/// elements (32-bit uniforms against `keep · 2³²`); chunks of 64 Ki elements are filled in parallel,
+/// each from its own SplitMix stream keyed by the mask's seed and the chunk index, so the mask does not
+/// depend on the number of threads.
+fn dropout_mask(len: usize, keep: f64) -> Vec<f32> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 16;
+    let seed = DROPOUT_STREAM.with(|s| {
+        let mut stream = SplitMix(s.get().unwrap_or(0));
+        let seed = stream.next_u64();
+        s.set(Some(stream.0));
+        seed
+    });
+    let threshold = (keep * 4_294_967_296.0).round() as u64;
+    let scale = (1.0 / keep) as f32;
+    let mut mask = vec![0f32; len];
+    mask.par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
+        let mut rng = SplitMix(seed ^ (c as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+        let pick = |u: u64| if u < threshold { scale } else { 0.0 };
+        let mut pairs = out.chunks_exact_mut(2);
+        for pair in &mut pairs {
+            let r = rng.next_u64();
+            pair[0] = pick(r & 0xFFFF_FFFF);
+            pair[1] = pick(r >> 32);
+        }
+        if let [last] = pairs.into_remainder() {
+            *last = pick(rng.next_u64() & 0xFFFF_FFFF);
+        }
+    });
+    mask
 }
 
 /// Every trainable part of a LoRA model (adapters in a fixed order, and the modules trained in full):
@@ -653,5 +713,66 @@ struct RequireGrad;
 impl<B: Backend> burn::module::ModuleMapper<B> for RequireGrad {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         param.set_require_grad(true)
+    }
+}
+
+#[cfg(test)]
+mod dropout_tests {
+    use super::{dropout_mask, seed_dropout};
+
+    #[test]
+    fn mask_keeps_the_right_share_scaled_by_one_over_keep() {
+        let _g = seed_dropout(3);
+        for keep in [0.9, 0.75, 0.5, 0.05] {
+            let n = 1 << 20;
+            let m = dropout_mask(n, keep);
+            let scale = (1.0 / keep) as f32;
+            assert!(m.iter().all(|&v| v == 0.0 || v == scale), "values other than 0 and 1/keep");
+            let kept = m.iter().filter(|&&v| v != 0.0).count() as f64;
+            let sd = (n as f64 * keep * (1.0 - keep)).sqrt();
+            assert!((kept - n as f64 * keep).abs() < 5.0 * sd, "keep {keep}: {kept} of {n} kept");
+            // Neighbours (the two halves of one 64-bit draw, and chunk borders) are independent.
+            let both = m.windows(2).filter(|w| w[0] != 0.0 && w[1] != 0.0).count() as f64;
+            let expect = (n - 1) as f64 * keep * keep;
+            assert!((both - expect).abs() < 6.0 * expect.sqrt().max(1.0), "keep {keep}: pairs {both} vs {expect}");
+        }
+    }
+
+    #[test]
+    fn masks_follow_the_threads_seed_and_not_the_thread_count() {
+        let draw = |seed: u64| {
+            let _g = seed_dropout(seed);
+            (dropout_mask(300_001, 0.8), dropout_mask(1000, 0.8))
+        };
+        let pool = |n: usize| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+        let one = pool(1).install(|| draw(11));
+        let two = pool(2).install(|| draw(11));
+        assert_eq!(one, two, "the mask depends on the number of threads");
+        assert_ne!(one.0[..1000], one.1[..], "consecutive draws repeat");
+        assert_ne!(draw(12).0, one.0, "the seed has no effect");
+        // The guard restores the outer stream: an inner seeding does not shift the outer draws.
+        let outer = {
+            let _g = seed_dropout(5);
+            let a = dropout_mask(4096, 0.5);
+            {
+                let _inner = seed_dropout(6);
+                dropout_mask(4096, 0.5);
+            }
+            (a, dropout_mask(4096, 0.5))
+        };
+        let plain = {
+            let _g = seed_dropout(5);
+            (dropout_mask(4096, 0.5), dropout_mask(4096, 0.5))
+        };
+        assert_eq!(outer, plain);
+        // Another thread's stream is its own.
+        let _g = seed_dropout(11);
+        let other = std::thread::spawn(|| {
+            let _g = seed_dropout(99);
+            dropout_mask(300_001, 0.8)
+        });
+        let mine = dropout_mask(300_001, 0.8);
+        other.join().unwrap();
+        assert_eq!(mine, one.0);
     }
 }

@@ -240,3 +240,53 @@ fn dftrs_adapter_model<Bk: burn::tensor::backend::Backend>() -> CausalLm<Bk> {
     model.lm_head = Some(Param::from_tensor(head.val() * 1.1));
     model
 }
+
+/// LoRA dropout draws from the calling thread's stream (`seed_dropout`): the same seed gives the same
+/// adapter output even while another thread reseeds and draws from Burn's process-wide RNG (which the
+/// masks came from before, so two trainings in one process interleaved their masks); a different seed
+/// changes it, and without gradient tracking there is no dropout at all.
+#[test]
+fn lora_dropout_follows_the_threads_seed_not_the_backends_rng() {
+    use burn::backend::{Autodiff, Flex};
+    use burn::module::AutodiffModule;
+    use dft_losses::Precision;
+    use dft_models::lora::{seed_dropout, LoraAdapter};
+    type Ad = Autodiff<Flex>;
+    let dev = Default::default();
+    let (n, d, r, o) = (64, 48, 4, 32);
+    let init = |len: usize, k: usize| -> Vec<f32> { (0..len).map(|i| ((i * k % 97) as f32 - 48.0) / 97.0).collect() };
+    let adapter = |dropout: f64| LoraAdapter::<Ad> {
+        a: Param::from_tensor(Tensor::from_data(TensorData::new(init(d * r, 7), [d, r]), &dev)),
+        b: Param::from_tensor(Tensor::from_data(TensorData::new(init(r * o, 13), [r, o]), &dev)),
+        scaling: 2.0,
+        dropout,
+    };
+    let x = || Tensor::<Ad, 2>::from_data(TensorData::new(init(n * d, 5), [n, d]), &dev).require_grad();
+    let out = |ad: &LoraAdapter<Ad>, seed: u64| -> Vec<f32> {
+        let _g = seed_dropout(seed);
+        ad.delta(x(), Precision::F32).into_data().to_vec().unwrap()
+    };
+    let drop = adapter(0.3);
+    let reference = out(&drop, 42);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // What a second training (or any user code) does with the backend's RNG meanwhile.
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                <Flex as burn::tensor::backend::Backend>::seed(&Default::default(), 1);
+                let _ = Tensor::<Flex, 2>::random([256, 256], burn::tensor::Distribution::Default, &Default::default());
+            }
+        });
+        for _ in 0..20 {
+            assert_eq!(out(&drop, 42), reference, "the mask changed with another thread's use of the RNG");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert_ne!(out(&drop, 43), reference, "the seed does not reach the mask");
+    let plain = out(&adapter(0.0), 42);
+    assert_ne!(plain, reference, "dropout 0.3 had no effect");
+    // Without gradient tracking (inference) the adapter applies no dropout.
+    let inner: Vec<f32> = drop.valid().delta(x().inner(), Precision::F32).into_data().to_vec().unwrap();
+    let close = inner.iter().zip(&plain).all(|(a, b)| (a - b).abs() <= 1e-5 * b.abs().max(1.0));
+    assert!(close, "dropout acted without gradient tracking");
+}

@@ -514,11 +514,14 @@ impl<B: AutodiffBackend> Run<B> {
         let mut accumulator = GradientsAccumulator::<CausalLm<B>>::new();
         let mut sums = StepSums { epoch: self.state.data_position.epoch, ..Default::default() };
         let mut micro = 0;
-        if self.cfg.lora.as_ref().is_some_and(|l| l.dropout > 0.0) {
-            // LoRA dropout masks come from the backend's RNG: seeded per step, so a resumed run draws the
-            // same masks as an uninterrupted one.
-            B::seed(&self.device, self.cfg.train.seed.wrapping_mul(1_000_003).wrapping_add(self.state.step as u64));
-        }
+        // LoRA dropout masks come from this thread's dropout stream, seeded per step (and per peer, so
+        // the peers' shards get independent masks): a resumed run draws the masks of an uninterrupted
+        // one, whatever else in the process uses the backend's RNG.
+        let rank = self.peer.as_ref().map_or(0, |p| p.rank as u64);
+        let _dropout = dft_models::lora::seed_dropout(
+            self.cfg.train.seed.wrapping_mul(1_000_003).wrapping_add(self.state.step as u64)
+                ^ rank.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
         while micro < self.cfg.train.grad_accum {
             let Some(batch) = iter.next() else { break };
             let position_after = BatchIter::position(iter);
