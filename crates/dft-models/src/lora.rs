@@ -298,9 +298,14 @@ impl<B: Backend> LoraAdapter<B> {
     pub fn delta(&self, x: Tensor<B, 2>, precision: Precision) -> Tensor<B, 2> {
         let device = x.device();
         let x = if self.dropout > 0.0 && B::ad_enabled(&device) {
-            let [n, d] = x.dims();
-            let mask = dropout_mask(n * d, 1.0 - self.dropout);
-            x * Tensor::<B, 2>::from_data(TensorData::new(mask, [n, d]), &device)
+            let keep = 1.0 - self.dropout;
+            let mask = if dft_kernels::fast_path::<B>() {
+                let [n, d] = x.dims();
+                Tensor::<B, 2>::from_data(TensorData::new(dropout_mask(n * d, keep), [n, d]), &device)
+            } else {
+                device_dropout_mask::<B>(x.dims(), keep, &device)
+            };
+            x * mask
         } else {
             x
         };
@@ -334,6 +339,34 @@ pub fn seed_dropout(seed: u64) -> DropoutSeedGuard {
     DropoutSeedGuard { previous: DROPOUT_STREAM.with(|s| s.replace(Some(seed))) }
 }
 
+/// The next seed of this thread's dropout stream.
+fn next_dropout_seed() -> u64 {
+    DROPOUT_STREAM.with(|s| {
+        let mut stream = SplitMix(s.get().unwrap_or(0));
+        let seed = stream.next_u64();
+        s.set(Some(stream.0));
+        seed
+    })
+}
+
+/// Serialises reseeding and drawing from the backend's process-wide RNG (see [`device_dropout_mask`]).
+static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The mask on a backend whose tensors live on an accelerator (CUDA): drawn there by the backend's own
+/// RNG (no host → device copy of every mask), reseeded from this thread's stream under a process-wide
+/// lock, so the trainings and data-parallel peers of this process never interleave their draws and each
+/// mask is a function of the stream. (Code outside dft-rs that draws from the backend's RNG at the same
+/// moment, without the lock, still could; the CPU path, [`dropout_mask`], has no such caveat.)
+fn device_dropout_mask<B: Backend>(dims: [usize; 2], keep: f64, device: &B::Device) -> Tensor<B, 2> {
+    let seed = next_dropout_seed();
+    let mask = {
+        let _draws = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        B::seed(device, seed);
+        Tensor::<B, 2>::random(dims, burn::tensor::Distribution::Bernoulli(keep), device)
+    };
+    mask / keep
+}
+
 /// Inverted-dropout mask of `len` elements: `1 / keep` with probability `keep`, else 0 (PEFT's
 /// `nn.Dropout` scaling), from the next seed of this thread's stream. Each 64-bit draw gives two
 /// elements (32-bit uniforms against `keep · 2³²`); chunks of 64 Ki elements are filled in parallel,
@@ -342,12 +375,7 @@ pub fn seed_dropout(seed: u64) -> DropoutSeedGuard {
 fn dropout_mask(len: usize, keep: f64) -> Vec<f32> {
     use rayon::prelude::*;
     const CHUNK: usize = 1 << 16;
-    let seed = DROPOUT_STREAM.with(|s| {
-        let mut stream = SplitMix(s.get().unwrap_or(0));
-        let seed = stream.next_u64();
-        s.set(Some(stream.0));
-        seed
-    });
+    let seed = next_dropout_seed();
     let threshold = (keep * 4_294_967_296.0).round() as u64;
     let scale = (1.0 / keep) as f32;
     let mut mask = vec![0f32; len];
@@ -735,6 +763,34 @@ mod dropout_tests {
             let both = m.windows(2).filter(|w| w[0] != 0.0 && w[1] != 0.0).count() as f64;
             let expect = (n - 1) as f64 * keep * keep;
             assert!((both - expect).abs() < 6.0 * expect.sqrt().max(1.0), "keep {keep}: pairs {both} vs {expect}");
+        }
+    }
+
+    /// The accelerator path (exercised here on Flex, whose RNG is process-wide like CUDA's): two threads
+    /// drawing at once with their own seeds each get what they get alone.
+    #[test]
+    fn device_masks_follow_the_threads_seed_under_concurrency() {
+        use super::device_dropout_mask;
+        use burn::backend::Flex;
+        let draw = |seed: u64| -> Vec<Vec<f32>> {
+            let _g = seed_dropout(seed);
+            (0..50)
+                .map(|_| device_dropout_mask::<Flex>([64, 48], 0.75, &Default::default()).into_data().to_vec().unwrap())
+                .collect()
+        };
+        let (a, b) = (draw(1), draw(2));
+        assert_ne!(a, b, "the seed has no effect");
+        assert_ne!(a[0], a[1], "consecutive draws repeat");
+        let kept = a.iter().flatten().filter(|&&v| v != 0.0).count() as f64 / (50.0 * 64.0 * 48.0);
+        assert!((kept - 0.75).abs() < 0.02, "kept share {kept}");
+        assert!(a.iter().flatten().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));
+        for _ in 0..10 {
+            let (x, y) = std::thread::scope(|s| {
+                let x = s.spawn(|| draw(1));
+                let y = s.spawn(|| draw(2));
+                (x.join().unwrap(), y.join().unwrap())
+            });
+            assert_eq!((&x, &y), (&a, &b), "concurrent draws interleaved");
         }
     }
 
