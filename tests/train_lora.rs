@@ -43,6 +43,22 @@ fn overrides(model: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
     o
 }
 
+/// The tests that compare two runs bit for bit (or to 1e-6) run one at a time, without other trainings
+/// of this binary beside them: once (a CI run of stop 29), the checkpointed run of
+/// `lora_with_gradient_checkpointing_gives_the_same_losses` ended its third step 2.5e-6 (relative) from
+/// the plain run while the other tests trained in the same process; alone (and in five local runs of the
+/// whole binary) the two are bit-identical. The source is not found yet (not the RNG: no dropout there;
+/// not the parallel reductions of dft-kernels, which collect their partial sums in order).
+static EXACT: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn beside_others() -> std::sync::RwLockReadGuard<'static, ()> {
+    EXACT.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    EXACT.write().unwrap_or_else(|e| e.into_inner())
+}
+
 fn run_with<B: burn::tensor::backend::AutodiffBackend>(
     o: &[String],
     resume: bool,
@@ -60,6 +76,7 @@ const LORA: [&str; 3] = ["lora.rank=4", "lora.alpha=8.0", "lora.modules_to_save=
 
 #[test]
 fn lora_loss_decreases_for_each_method_and_only_adapters_train() {
+    let _exact = beside_others();
     let dir = tmp("methods");
     let model = tiny_model(&dir);
     let base = load_pretrained::<Flex>(&model, &Default::default()).unwrap().model;
@@ -108,11 +125,11 @@ fn lora_loss_decreases_for_each_method_and_only_adapters_train() {
 }
 
 /// Stopped after its first step (the SIGINT path) and resumed, a LoRA run with adapter dropout and
-/// bf16-mixed products reproduces the uninterrupted run's per-step losses and final adapter exactly —
-/// while the other tests of this binary train beside it in the same process (the masks come from each
-/// training thread's own dropout stream, not from the backend's process-wide RNG).
+/// bf16-mixed products reproduces the uninterrupted run's per-step losses and final adapter exactly (the
+/// masks come from the training thread's own dropout stream; `tests/parallel.rs` checks two peers).
 #[test]
 fn lora_with_dropout_and_bf16_resumes_exactly() {
+    let _exact = alone();
     let dir = tmp("resume");
     let model = tiny_model(&dir);
     let extra =
@@ -146,6 +163,7 @@ fn lora_with_dropout_and_bf16_resumes_exactly() {
 
 #[test]
 fn lora_with_gradient_checkpointing_gives_the_same_losses() {
+    let _exact = alone();
     let dir = tmp("ckpt");
     let model = tiny_model(&dir);
     let mut e = vec!["data.limit=8", "train.max_steps=3", "train.lr=0.02", "method.et=\"feature\""];
@@ -166,6 +184,7 @@ fn lora_with_gradient_checkpointing_gives_the_same_losses() {
 /// 100 steps of DFT on the bundled data: bf16-mixed ends within 2% of the f32 run's held-out loss.
 #[test]
 fn bf16_mixed_run_tracks_the_f32_run() {
+    let _exact = beside_others();
     let dir = tmp("bf16");
     let model = tiny_model(&dir);
     let e = ["data.limit=64", "train.max_steps=100", "train.lr=0.01", "data.eval_limit=16", "train.batch_size=4"];
@@ -181,6 +200,7 @@ fn bf16_mixed_run_tracks_the_f32_run() {
 
 #[test]
 fn bad_lora_settings_are_named() {
+    let _exact = beside_others();
     let dir = tmp("bad");
     let model = tiny_model(&dir);
     for (set, key) in [
@@ -201,6 +221,7 @@ fn bad_lora_settings_are_named() {
 /// Real SmolLM2-135M-Instruct (GGUF from PyPI): a short LoRA DFT run lowers the held-out zh loss.
 #[test]
 fn real_smollm2_lora_dft_lowers_heldout_loss() {
+    let _exact = beside_others();
     let Some(gguf) = dft_test_support::models::smollm2_gguf() else { return };
     let dir = tmp("smollm2");
     let o = vec![
@@ -233,6 +254,7 @@ fn real_smollm2_lora_dft_lowers_heldout_loss() {
 /// PEFT adapter to a base model.
 #[test]
 fn dft_export_writes_the_adapter_or_the_merged_model() {
+    let _exact = beside_others();
     let dir = tmp("export");
     let model = tiny_model(&dir);
     let out = dir.join("run");
@@ -290,6 +312,7 @@ fn dft_export_writes_the_adapter_or_the_merged_model() {
 /// merged model the run exported.
 #[test]
 fn generate_and_eval_take_an_adapter() {
+    let _exact = beside_others();
     let dir = tmp("cli");
     let model = tiny_model(&dir);
     let out = dir.join("run");
@@ -353,6 +376,7 @@ fn generate_and_eval_take_an_adapter() {
 /// `dft plan` sizes a run from the model's config alone and refuses one that cannot fit the limit.
 #[test]
 fn plan_refuses_runs_that_cannot_fit() {
+    let _exact = beside_others();
     let cfg = root().join("configs/models/llama-2-7b.json");
     let plan = |extra: &[&str]| {
         let mut args = vec!["plan".to_string(), "--set".into(), format!("model.path={:?}", cfg.display().to_string())];
