@@ -46,9 +46,10 @@ fn overrides(model: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
 /// The tests that compare two runs bit for bit (or to 1e-6) run one at a time, without other trainings
 /// of this binary beside them: once (a CI run of stop 29), the checkpointed run of
 /// `lora_with_gradient_checkpointing_gives_the_same_losses` ended its third step 2.5e-6 (relative) from
-/// the plain run while the other tests trained in the same process; alone (and in five local runs of the
-/// whole binary) the two are bit-identical. The source is not found yet (not the RNG: no dropout there;
-/// not the parallel reductions of dft-kernels, which collect their partial sums in order).
+/// the plain run while the other tests trained in the same process; alone, in three local runs of the
+/// whole binary and in 28 pairs run beside a looping training, the two are bit-identical. The source is
+/// not found yet (not the RNG: no dropout there; not the parallel reductions of dft-kernels, which
+/// collect their partial sums in order).
 static EXACT: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 fn beside_others() -> std::sync::RwLockReadGuard<'static, ()> {
