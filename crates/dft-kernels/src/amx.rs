@@ -28,6 +28,10 @@ const TILE: usize = 16;
 const KT: usize = 32;
 /// bf16 values per tile.
 const TILE_ELEMS: usize = TILE * KT;
+/// A batch of products each under this many multiply-adds runs one product per thread.
+const BATCH_SPLIT_OPS: usize = 256 * 256 * 256;
+/// A product (or batch) under this many multiply-adds (a few µs on the tiles) runs on the calling thread.
+const THREADED_OPS: usize = 128 * 128 * 128;
 
 /// Whether the AMX path is used: the CPU has it, the OS grants it and `DFT_AMX` is not `0` / `off` /
 /// `false` / `no` (another unrecognised value is named on stderr and leaves it on).
@@ -610,12 +614,12 @@ pub(crate) unsafe fn products_bf16(
         unsafe { group_product((dst as *mut f32).add(g * m * n), &terms, m, n, accumulate, parallel) };
     };
     // Large products use every thread inside; batches of small ones one product per thread; a single
-    // small product (under 128³ multiply-adds, a few µs on the tiles) runs on the calling thread.
+    // small product runs on the calling thread.
     let ops = m * n * k;
-    if groups.len() > 1 && (ops < 256 * 256 * 256 || groups.len() >= 2 * rayon::current_num_threads()) {
+    if groups.len() > 1 && (ops < BATCH_SPLIT_OPS || groups.len() >= 2 * rayon::current_num_threads()) {
         (0..groups.len()).into_par_iter().for_each(|g| one(g, false));
     } else {
-        let parallel = ops * groups.len() >= 128 * 128 * 128;
+        let parallel = ops * groups.len() >= THREADED_OPS;
         (0..groups.len()).for_each(|g| one(g, parallel));
     }
 }

@@ -77,7 +77,13 @@ const T: i32 = 112;
 /// Timed repetitions per product (`PROBE_REPS`, default 3): the VM's speed swings within seconds, so
 /// more repetitions give the best-of a better chance to catch a quiet moment.
 fn reps() -> usize {
-    std::env::var("PROBE_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(3)
+    match std::env::var("PROBE_REPS") {
+        Err(_) => 3,
+        Ok(v) => v.trim().parse().ok().filter(|&n| n > 0).unwrap_or_else(|| {
+            eprintln!("blas-probe: PROBE_REPS={v:?} is not a positive whole number");
+            std::process::exit(2)
+        }),
+    }
 }
 fn best<F: FnMut()>(mut f: F) -> f64 {
     let mut b = f64::MAX;
