@@ -17,6 +17,7 @@
 //! `--ckpt-steps K` (2, for the long-batch runs), `--prepare-only` (write the batch files and stop),
 //! `--malloc-default` (glibc's allocator defaults instead of `dft_train::retain_freed_memory`, as `dft` uses),
 //! `--burn-adamw` (Burn's `AdamW` instead of `dft_train::FusedAdamW`, which `dft train` uses; same update),
+//! `--no-row-packing` (compute padded positions like real ones: the ablation of `CausalLm::with_row_packing`),
 //! `--gemm` (only the backend's f32 matmul GFLOP/s at the step's shapes; `torch_step.py --gemm` likewise).
 //!
 //! Data: `data/alpaca_en_zh/train.json`, tokenized with the model's own tokenizer exactly as `dft train`
@@ -360,6 +361,9 @@ fn driver(args: &[String]) {
         if flag(args, "--burn-adamw") {
             cmd.arg("--burn-adamw");
         }
+        if flag(args, "--no-row-packing") {
+            cmd.arg("--no-row-packing");
+        }
         let output = cmd.output().expect("spawn child");
         let stdout = String::from_utf8_lossy(&output.stdout);
         let result = stdout.lines().find_map(|l| l.strip_prefix("RESULT ")).map(serde_json::from_str::<Value>);
@@ -487,6 +491,10 @@ fn run_child<B: AutodiffBackend>(method: Method, path: LossPath, ckpt: bool, ste
         if mixed {
             model = model.with_frozen_base_dtype(burn::tensor::FloatDType::BF16);
         }
+    }
+    // --no-row-packing: padded positions computed like real ones (the ablation of row packing).
+    if std::env::args().any(|a| a == "--no-row-packing") {
+        model = model.with_row_packing(false);
     }
     let load_s = t.elapsed().as_secs_f64();
     let rss_after_load = dft_step::proc_status_mib("VmRSS:");

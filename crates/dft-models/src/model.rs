@@ -156,6 +156,10 @@ pub struct CausalLm<B: Backend> {
     /// The LoRA configuration when the projections carry adapters ([`CausalLm::with_lora`]).
     #[module(skip)]
     pub lora: Option<LoraSpec>,
+    /// Whether forwards over right-padded rows run their position-wise work on the real positions only
+    /// ([`CausalLm::with_row_packing`]; on by default).
+    #[module(skip)]
+    pub row_packing: bool,
 }
 
 /// Per-layer keys and values of earlier positions, for incremental decoding and shared prefixes: the
@@ -400,6 +404,72 @@ fn ragged_bias<B: Backend>(
     expand_bias(bias, b, t, keys, device)
 }
 
+/// Fewest padded positions, as a share of all, for which a forward packs its rows: packing costs two
+/// row copies per block (and their gradients), which padding below this saves less than.
+pub const PACKING_MIN_PADDING: f64 = 0.02;
+
+/// The real positions of right-padded rows: position-wise work runs on them only (see
+/// [`CausalLm::with_row_packing`]).
+pub(crate) struct Packing<B: Backend> {
+    b: usize,
+    t: usize,
+    n: usize,
+    /// `[n]`: the flat index `row · t + position` of each real position, row by row.
+    real: Tensor<B, 1, Int>,
+    /// `[b · t]`: the packed index each position of the `[b, t]` layout reads (a padded position reads its
+    /// row's last real token, or token 0 for an empty row: any real value; masks keep it out of every
+    /// real position, and a gradient only reaches it through a loss that reads padding).
+    spread: Tensor<B, 1, Int>,
+}
+
+impl<B: Backend> Packing<B> {
+    /// `None` when the rows are not padded enough for packing to pay ([`PACKING_MIN_PADDING`]) or have no
+    /// real token at all.
+    fn worth_it(b: usize, t: usize, lengths: Lengths) -> bool {
+        let Some(lengths) = lengths else { return false };
+        let n: usize = lengths.iter().map(|&l| l.min(t)).sum();
+        n > 0 && ((b * t - n) as f64) >= PACKING_MIN_PADDING * (b * t) as f64
+    }
+
+    fn new(b: usize, t: usize, lengths: Lengths, device: &B::Device) -> Option<Self> {
+        if !Self::worth_it(b, t, lengths) {
+            return None;
+        }
+        let lengths = lengths?;
+        assert_eq!(lengths.len(), b, "Packing: {} lengths for {b} rows", lengths.len());
+        let n: usize = lengths.iter().map(|&l| l.min(t)).sum();
+        let mut real = Vec::with_capacity(n);
+        let mut spread = Vec::with_capacity(b * t);
+        let mut start = 0usize;
+        for (row, &len) in lengths.iter().enumerate() {
+            let len = len.min(t);
+            real.extend((0..len).map(|p| (row * t + p) as i64));
+            spread.extend((0..t).map(|p| if len == 0 { 0 } else { (start + p.min(len - 1)) as i64 }));
+            start += len;
+        }
+        let real = Tensor::from_data(TensorData::new(real, [n]), device);
+        let spread = Tensor::from_data(TensorData::new(spread, [b * t]), device);
+        Some(Self { b, t, n, real, spread })
+    }
+
+    /// `[b, t]` ids → `[1, n]`: the real tokens, row by row.
+    fn pack_ids(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 2, Int> {
+        ids.reshape([self.b * self.t]).select(0, self.real.clone()).reshape([1, self.n])
+    }
+
+    /// `[b, t, d]` → `[1, n, d]`.
+    fn pack(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let d = x.dims()[2];
+        x.reshape([self.b * self.t, d]).select(0, self.real.clone()).reshape([1, self.n, d])
+    }
+
+    /// `[1, n, d]` → `[b, t, d]` (padded positions: see `spread`).
+    fn unpack(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let d = x.dims()[2];
+        x.reshape([self.n, d]).select(0, self.spread.clone()).reshape([self.b, self.t, d])
+    }
+}
+
 impl<B: Backend> Attention<B> {
     /// An attention layer from its projections and norms, with head counts, scale and softcap from
     /// `cfg`.
@@ -432,8 +502,10 @@ impl<B: Backend> Attention<B> {
         }
     }
 
-    /// `x: [b, t, hidden]` → `[b, t, hidden]`. With `cache`, the new keys/values are appended to the
-    /// block's slot and the queries attend over all of them (`bias` covers every key).
+    /// `x: [b, t, hidden]` → `[b, t, hidden]` (with `packing`: `[1, n, hidden]` → `[1, n, hidden]`, the
+    /// projections on the `[b, t]` layout in between). With `cache`, the new keys/values are appended to
+    /// the block's slot and the queries attend over all of them (`bias` covers every key).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward(
         &self,
         x: Tensor<B, 3>,
@@ -441,8 +513,13 @@ impl<B: Backend> Attention<B> {
         rotate: &Tensor<B, 2>,
         bias: &Tensor<B, 5>,
         cache: Option<(&mut KvSlot<B>, usize)>,
+        packing: Option<&Packing<B>>,
         p: Precision,
     ) -> Tensor<B, 3> {
+        let x = match packing {
+            Some(pk) => pk.unpack(x),
+            None => x,
+        };
         let [b, t, _] = x.dims();
         let (nh, nkv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let rep = nh / nkv;
@@ -501,6 +578,10 @@ impl<B: Backend> Attention<B> {
         let spec = SoftmaxSpec { scale: self.scale as f32, softcap: self.softcap.map(|c| c as f32) };
         let probs = dft_kernels::attention_softmax(p.matmul(q, kt), Some(bias.clone()), spec);
         let out = dft_kernels::permute_contiguous(p.matmul(probs, v), [0, 3, 1, 2, 4]).reshape([b, t, nh * d]);
+        let out = match packing {
+            Some(pk) => pk.pack(out),
+            None => out,
+        };
         self.o_proj.forward_in(out, p)
     }
 }
@@ -529,12 +610,13 @@ impl<B: Backend> DecoderBlock<B> {
         ropes: &Ropes<B>,
         masks: &Masks<B>,
         cache: Option<(&mut KvSlot<B>, usize)>,
+        packing: Option<&Packing<B>>,
         p: Precision,
     ) -> Tensor<B, 3> {
         let rope = ropes.for_layer(self.layer_type);
         let bias = masks.for_layer(self.layer_type);
-        let a =
-            self.self_attn.forward(self.input_layernorm.forward(h.clone()), rope, &ropes.rotate_half, bias, cache, p);
+        let normed = self.input_layernorm.forward(h.clone());
+        let a = self.self_attn.forward(normed, rope, &ropes.rotate_half, bias, cache, packing, p);
         match (&self.pre_feedforward_layernorm, &self.post_feedforward_layernorm) {
             (Some(pre), Some(post)) => {
                 let h = h + self.post_attention_layernorm.forward(a);
@@ -559,13 +641,31 @@ impl<B: Backend> CausalLm<B> {
         lm_head: Option<Param<Tensor<B, 2>>>,
         config: ModelConfig,
     ) -> Self {
-        Self { embed_tokens, layers, norm, lm_head, config, precision: Precision::F32, lora: None }
+        Self { embed_tokens, layers, norm, lm_head, config, precision: Precision::F32, lora: None, row_packing: true }
     }
 
     /// The same model computing its matrix products in `precision` (see [`Precision`]).
     pub fn with_precision(mut self, precision: Precision) -> Self {
         self.precision = precision;
         self
+    }
+
+    /// The same model with row packing on or off (on by default). With it on, a forward over right-padded
+    /// rows whose padding is at least [`PACKING_MIN_PADDING`] of the positions runs the embedding, norms,
+    /// projections, MLPs and residuals on the real positions only, packed as `[1, n, hidden]`; attention
+    /// spreads its input back to the `[b, t]` layout (masks, RoPE and the KV cache are per row) and packs
+    /// its output. The returned hidden states are in the `[b, t]` layout either way; their values at
+    /// padded positions are unspecified (off: what the pad tokens compute; on: a copy of the row's last
+    /// real position) and no gradient reaches the model through them unless a loss reads them.
+    pub fn with_row_packing(mut self, on: bool) -> Self {
+        self.row_packing = on;
+        self
+    }
+
+    /// Whether a forward over `b` rows of width `t`, right-padded to `lengths`, packs its rows (see
+    /// [`with_row_packing`](Self::with_row_packing)).
+    pub fn packs_rows(&self, b: usize, t: usize, lengths: Lengths) -> bool {
+        self.row_packing && Packing::<B>::worth_it(b, t, lengths)
     }
 
     pub fn num_layers(&self) -> usize {
@@ -622,7 +722,17 @@ impl<B: Backend> CausalLm<B> {
         let device = self.device();
         let rope = Ropes::new(&self.config, &[0], b, t, &device);
         let masks = Masks::new(&self.config, |window| attention_bias::<B>(b, t, t, 0, lengths, window, &device));
-        let mut h = self.embed(input_ids);
+        let packing = if self.row_packing { Packing::new(b, t, lengths, &device) } else { None };
+        let packing = packing.as_ref();
+        // Packed: `h` is `[1, n, hidden]` (real positions only) until the states are handed out.
+        let unpack = |h: Tensor<B, 3>| match packing {
+            Some(pk) => pk.unpack(h),
+            None => h,
+        };
+        let mut h = self.embed(match packing {
+            Some(pk) => pk.pack_ids(input_ids),
+            None => input_ids,
+        });
         let mut kept = Vec::with_capacity(spec.keep.len());
         let mut states: Vec<Option<Tensor<B, 3>>> = vec![None; upto + 1];
         if spec.keep.contains(&0) {
@@ -631,18 +741,25 @@ impl<B: Backend> CausalLm<B> {
         let mut cache = KvCache::new(self.num_layers());
         for (layer, block) in self.layers[..upto].iter().enumerate() {
             let capture = (layer < capture_layers).then(|| (&mut cache.layers[layer], 0));
-            h = block.forward(h, &rope, &masks, capture, self.precision);
+            h = block.forward(h, &rope, &masks, capture, packing, self.precision);
             if spec.keep.contains(&(layer + 1)) {
                 states[layer + 1] = Some(h.clone());
             }
         }
+        // A block kept twice (or kept and last) is unpacked once.
+        let mut unpacked: Vec<Option<Tensor<B, 3>>> = vec![None; upto + 1];
         for &k in &spec.keep {
             if let Some(s) = states.get(k).and_then(|s| s.clone()) {
+                let s = unpacked[k].get_or_insert_with(|| unpack(s)).clone();
                 kept.push((k, s));
             }
         }
+        let last = match &unpacked[upto] {
+            Some(s) => s.clone(),
+            None => unpack(h),
+        };
         cache.len = t;
-        (HiddenStates { kept, last: h }, cache)
+        (HiddenStates { kept, last }, cache)
     }
 
     /// Continue shared prefixes: row `r` of `suffix_ids: [b, s]` (right-padded, `suffix_lengths[r]` real
@@ -693,7 +810,7 @@ impl<B: Backend> CausalLm<B> {
         let upto = upto.min(self.num_layers());
         for (layer, (block, slot)) in self.layers[..upto].iter().zip(&mut cache.layers).enumerate() {
             assert!(slot.is_some(), "forward_ragged: the cache has no keys/values for block {}", layer + 1);
-            h = block.forward(h, &rope, &masks, Some((slot, cache.len)), self.precision);
+            h = block.forward(h, &rope, &masks, Some((slot, cache.len)), None, self.precision);
         }
         cache.len += t;
         h
@@ -785,7 +902,7 @@ impl<B: Backend> CausalLm<B> {
             Masks::new(&self.config, |window| attention_bias::<B>(b, t, offset + t, offset, None, window, &device));
         let mut h = self.embed(input_ids);
         for (block, slot) in self.layers.iter().zip(&mut cache.layers) {
-            h = block.forward(h, &rope, &masks, Some((slot, offset)), self.precision);
+            h = block.forward(h, &rope, &masks, Some((slot, offset)), None, self.precision);
         }
         cache.len += t;
         self.logit_lens(h, false)
