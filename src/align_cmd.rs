@@ -210,11 +210,9 @@ mod tests {
 
     #[test]
     fn missing_flores_files_are_named() {
-        let dir = std::env::temp_dir().join(format!("dft-align-cmd-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = dft_test_support::scratch::ScratchDir::new(format!("dft-align-cmd-{}", std::process::id()));
         let args = Cli::parse_from(["dft", "--data-dir", dir.to_str().unwrap()]).args;
         let e = compute::<crate::Inner>(&args).unwrap_err().to_string();
         assert!(e.contains("eng_Latn.devtest"), "{e}");
-        std::fs::remove_dir_all(&dir).ok();
     }
 }

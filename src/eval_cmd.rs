@@ -439,8 +439,7 @@ mod tests {
 
     #[test]
     fn missing_file_and_unsupported_language() {
-        let dir = std::env::temp_dir().join(format!("dft-eval-cmd-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = dft_test_support::scratch::ScratchDir::new(format!("dft-eval-cmd-{}", std::process::id()));
         let fl = FloresOptions::default();
         let e = load_tasks(&dir, &[Task::Xnli], &[Lang::Zh], false, &fl).unwrap_err();
         assert!(e.to_string().contains("xnli/dev-zh.tsv"), "{e}");
@@ -452,6 +451,5 @@ mod tests {
         assert!(matches!(e, EvalError::UnsupportedLanguage { .. }), "{e}");
         let e = load_tasks(&dir, &[Task::Flores], &[Lang::Zh], false, &fl).unwrap_err();
         assert!(e.to_string().contains("flores200/eng_Latn.devtest"), "{e}");
-        std::fs::remove_dir_all(&dir).ok();
     }
 }

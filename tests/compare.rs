@@ -5,15 +5,14 @@
 //! (wall times aside); a bad plan is refused naming the file and the key.
 mod common;
 use common::*;
+use dft_test_support::scratch::ScratchDir;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dft-compare-test-{}-{tag}", std::process::id()));
-    std::fs::remove_dir_all(&d).ok();
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh scratch directory, removed when the test passes and kept when it fails.
+fn tmp(tag: &str) -> ScratchDir {
+    ScratchDir::new(format!("dft-compare-test-{}-{tag}", std::process::id()))
 }
 
 /// A benchmark folder with 12 XCOPA-zh items and 9 XNLI-zh items.
@@ -216,7 +215,6 @@ fn compare_end_to_end_and_resume_after_sigkill_in_training_and_evaluation() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("differs from the plan this compare was started with"));
     let o = compare(&plan, &cut, false).output().unwrap();
     assert!(!o.status.success(), "a fresh compare never overwrites an earlier one");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -239,5 +237,4 @@ fn bad_plans_are_refused_naming_file_and_key() {
     let e = run("[eval]\ntasks = [\"xcopa\"]\n[[arm]]\nname = \"tft\"\n[[arm]]\nname = \"tft\"\n");
     assert!(e.contains("named twice"), "{e}");
     assert!(!dir.join("out").exists(), "nothing is written for a bad plan");
-    std::fs::remove_dir_all(&dir).ok();
 }

@@ -3,17 +3,16 @@
 //! refused with the file named.
 mod common;
 
+use dft_test_support::scratch::ScratchDir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::save_tiny_model;
 use serde_json::Value;
 
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dft-shard-{}-{tag}", std::process::id()));
-    std::fs::remove_dir_all(&d).ok();
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh scratch directory, removed when the test passes and kept when it fails.
+fn tmp(tag: &str) -> ScratchDir {
+    ScratchDir::new(format!("dft-shard-{}-{tag}", std::process::id()))
 }
 
 fn dft() -> Command {
@@ -172,5 +171,4 @@ fn merged_shards_equal_one_unsharded_run() {
     let r = eval(&model, &data, &dir.join("many"), &["--shard", "1/9", "--limit", "2"]);
     let e = String::from_utf8_lossy(&r.stderr).to_string();
     assert!(r.status.code() == Some(1) && e.contains("use fewer shards"), "{e}");
-    std::fs::remove_dir_all(&dir).ok();
 }

@@ -11,6 +11,7 @@ use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use common::*;
 use dft_models::gguf::GgufModel;
 use dft_models::{load_pretrained, CausalLm};
+use dft_test_support::scratch::ScratchDir;
 use dft_train::{train, TrainConfig, TrainHooks};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,9 +42,7 @@ fn dft(args: &[&str]) {
 
 #[test]
 fn checkpoints_export_to_hf_and_gguf_with_their_weights() {
-    let dir = std::env::temp_dir().join(format!("dft-export-cmd-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ScratchDir::new(format!("dft-export-cmd-{}", std::process::id()));
     let model = tiny_model(&dir);
     let out = dir.join("run");
     let data = root().join("data/alpaca_en_zh");
@@ -155,5 +154,4 @@ fn checkpoints_export_to_hf_and_gguf_with_their_weights() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("nope"));
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -6,6 +6,7 @@
 mod common;
 use common::*;
 use dft_models::{CausalLm, ModelConfig};
+use dft_test_support::scratch::ScratchDir;
 use dft_train::checkpoint::{list_checkpoints, validate_checkpoint};
 use dft_train::metrics::read_metrics;
 use dft_train::{train, TrainConfig, TrainError, TrainHooks};
@@ -15,11 +16,9 @@ use std::time::{Duration, Instant};
 
 type AB = burn::backend::Autodiff<burn::backend::Flex>;
 
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dft-faults-{}-{tag}", std::process::id()));
-    std::fs::remove_dir_all(&d).ok();
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh scratch directory, removed when the test passes and kept when it fails.
+fn tmp(tag: &str) -> ScratchDir {
+    ScratchDir::new(format!("dft-faults-{}-{tag}", std::process::id()))
 }
 
 fn model_config(layers: usize) -> ModelConfig {

@@ -5,6 +5,7 @@
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::{Autodiff, Flex};
 use dft_models::{CausalLm, ModelConfig};
+use dft_test_support::scratch::ScratchDir;
 use dft_train::metrics::{read_metrics, StepMetrics};
 use dft_train::{train, TrainConfig, TrainHooks};
 use std::path::{Path, PathBuf};
@@ -17,11 +18,9 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dft-ckpt-test-{}-{tag}", std::process::id()));
-    std::fs::remove_dir_all(&d).ok();
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh scratch directory, removed when the test passes and kept when it fails.
+fn tmp(tag: &str) -> ScratchDir {
+    ScratchDir::new(format!("dft-ckpt-test-{}-{tag}", std::process::id()))
 }
 
 /// A tiny random Llama with SmolLM2's vocabulary and tokenizer, saved as an HF directory.

@@ -6,20 +6,19 @@
 mod common;
 use burn::backend::{Autodiff, Flex};
 use common::*;
+use dft_test_support::scratch::ScratchDir;
 use dft_train::metrics::{read_metrics, StepMetrics};
 use dft_train::{train, TrainConfig, TrainError, TrainHooks};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 type AB = Autodiff<Flex>;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dft-parallel-test-{}-{tag}", std::process::id()));
-    std::fs::remove_dir_all(&d).ok();
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh scratch directory, removed when the test passes and kept when it fails.
+fn tmp(tag: &str) -> ScratchDir {
+    ScratchDir::new(format!("dft-parallel-test-{}-{tag}", std::process::id()))
 }
 
 fn overrides(model: &Path, out: &Path, extra: &[&str]) -> Vec<String> {

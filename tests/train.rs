@@ -6,6 +6,7 @@ mod common;
 use burn::backend::{Autodiff, Flex};
 use common::*;
 use dft_models::load_pretrained;
+use dft_test_support::scratch::ScratchDir;
 use dft_train::metrics::read_metrics;
 use dft_train::{train, TrainConfig, TrainError, TrainHooks};
 use std::path::{Path, PathBuf};
@@ -13,11 +14,9 @@ use std::process::Command;
 
 type AB = Autodiff<Flex>;
 
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dft-train-test-{}-{tag}", std::process::id()));
-    std::fs::remove_dir_all(&d).ok();
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh scratch directory, removed when the test passes and kept when it fails.
+fn tmp(tag: &str) -> ScratchDir {
+    ScratchDir::new(format!("dft-train-test-{}-{tag}", std::process::id()))
 }
 
 /// A tiny random Llama with SmolLM2's vocabulary and tokenizer, saved as an HF directory.

@@ -666,8 +666,7 @@ mod tests {
 
     #[test]
     fn a_byte_order_mark_is_ignored() {
-        let dir = std::env::temp_dir().join(format!("dft-data-bom-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = dft_test_support::scratch::ScratchDir::new(format!("dft-data-bom-{}", std::process::id()));
         let json = dir.join("bom.json");
         std::fs::write(&json, "\u{feff}[{\"instruction\": \"a\", \"output\": \"b\"}]").unwrap();
         let jsonl = dir.join("bom.jsonl");
@@ -676,7 +675,6 @@ mod tests {
         assert_eq!(corpus.examples.len(), 1);
         let corpus = read_jsonl_pair(&jsonl, &jsonl, "vi", PairBy::Line, Strictness::Strict).unwrap();
         assert_eq!(corpus.examples[0].y_tgt, "d");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

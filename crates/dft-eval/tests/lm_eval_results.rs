@@ -156,7 +156,7 @@ fn lm_eval_reads_our_results_json_and_its_numbers_are_the_markdown_tables() {
     assert_eq!(rows.iter().filter(|r| r["metric"] == "acc_norm").count(), 2);
 
     // samples_<task>_<lang>.jsonl: one line per item with every choice's log-likelihood.
-    let dir = std::env::temp_dir().join(format!("dft-lm-eval-{}", std::process::id()));
+    let dir = dft_test_support::scratch::ScratchDir::new(format!("dft-lm-eval-{}", std::process::id()));
     dft_eval::lm_eval::write_lm_eval(&dir, &run, &tasks).unwrap();
     let samples = std::fs::read_to_string(dir.join("samples_xnli_zh.jsonl")).unwrap();
     let lines: Vec<serde_json::Value> = samples.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -167,5 +167,4 @@ fn lm_eval_reads_our_results_json_and_its_numbers_are_the_markdown_tables() {
     assert_eq!(lines[1]["prediction"], 2);
     assert_eq!(lines[1]["acc"], 0.0);
     assert!(dir.join("samples_xquad_zh.jsonl").is_file() && dir.join("results.json").is_file());
-    std::fs::remove_dir_all(&dir).ok();
 }

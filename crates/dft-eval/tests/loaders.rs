@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use common::{eval_data_dir, fixture};
 use dft_eval::tasks::{self, mkqa, mmlu, squad, truthfulqa, xcopa, xnli, xstorycloze};
 use dft_eval::{prompts, EvalError, Lang, MultipleChoiceItem, Task, TaskItems};
+use dft_test_support::scratch::ScratchDir;
 use serde_json::Value;
 
 #[test]
@@ -193,11 +194,9 @@ fn mmlu_csv_quoting_and_okapi_ids() {
 // Bad input: one test per kind of error.
 // ---------------------------------------------------------------------------------------------
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dft-eval-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh scratch directory, removed when the test passes and kept when it fails.
+fn temp_dir(name: &str) -> ScratchDir {
+    ScratchDir::new(format!("dft-eval-{name}-{}", std::process::id()))
 }
 
 #[test]

@@ -143,34 +143,34 @@ pub fn tokenize(tok: &tokenizers::Tokenizer, texts: &[String], what: &str) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dft_test_support::scratch::ScratchDir;
 
-    fn tmpdir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("dft-layers-data-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    fn tmpdir(name: &str) -> ScratchDir {
+        ScratchDir::new(format!("dft-layers-data-{name}-{}", std::process::id()))
     }
 
     #[test]
     fn finds_flores_files_and_drops_blank_pairs() {
         let d = tmpdir("ok");
+        let data = [d.to_path_buf()];
         std::fs::write(d.join("zho_Hans.devtest.sample"), "一\n\n三\n四\n五\n").unwrap();
         std::fs::write(d.join("eng_Latn.devtest.sample"), "one\ntwo\nthree\n\nfive\n\n").unwrap();
-        let p = load_parallel(std::slice::from_ref(&d), "zh", None).unwrap();
+        let p = load_parallel(&data, "zh", None).unwrap();
         assert_eq!(p.target, ["一", "三", "五"]);
         assert_eq!(p.english.as_deref().unwrap(), ["one", "three", "five"]);
-        let p = load_parallel(std::slice::from_ref(&d), "zh", Some(1)).unwrap();
+        let p = load_parallel(&data, "zh", Some(1)).unwrap();
         assert_eq!(p.target, ["一"]);
     }
 
     #[test]
     fn misaligned_and_missing_files_are_named() {
         let d = tmpdir("bad");
+        let data = [d.to_path_buf()];
         std::fs::write(d.join("zh.txt"), "一\n二\n").unwrap();
         std::fs::write(d.join("en.txt"), "one\n").unwrap();
-        let e = load_parallel(std::slice::from_ref(&d), "zh", None).unwrap_err();
+        let e = load_parallel(&data, "zh", None).unwrap_err();
         assert!(matches!(e, LayersError::NotParallel { target_lines: 2, english_lines: 1, .. }), "{e}");
-        let e = load_parallel(std::slice::from_ref(&d), "vi", None).unwrap_err();
+        let e = load_parallel(&data, "vi", None).unwrap_err();
         assert!(e.to_string().contains("vie_Latn.devtest.sample"), "{e}");
     }
 }

@@ -43,8 +43,7 @@ fn table_json_and_plot() {
     assert!(t.contains("9.000 ± 0.050 | 12.984"), "{t}"); // bits = nats / ln 2
     assert!(r.summary().contains("i = 2, j = 6 (detected)"));
 
-    let dir = std::env::temp_dir().join(format!("dft-layers-report-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = dft_test_support::scratch::ScratchDir::new(format!("dft-layers-report-{}", std::process::id()));
     let json = dir.join("layers.json");
     r.write_json(&json).unwrap();
     let back = LayerReport::read_json(&json).unwrap();

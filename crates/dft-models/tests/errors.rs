@@ -2,12 +2,13 @@
 mod common;
 use common::*;
 use dft_models::{load_pretrained, ModelError, SafetensorsCheckpoint, TensorSource};
-use std::path::{Path, PathBuf};
+use dft_test_support::scratch::ScratchDir;
+use std::path::Path;
 
-fn copy_fixture(name: &str, tag: &str) -> PathBuf {
-    let dst = std::env::temp_dir().join(format!("dft-errors-{}-{tag}", std::process::id()));
-    std::fs::remove_dir_all(&dst).ok();
-    std::fs::create_dir_all(&dst).unwrap();
+/// A fresh scratch directory holding a copy of the fixture, removed when the test passes and kept when it
+/// fails.
+fn copy_fixture(name: &str, tag: &str) -> ScratchDir {
+    let dst = ScratchDir::new(format!("dft-errors-{}-{tag}", std::process::id()));
     for f in ["config.json", "model.safetensors"] {
         std::fs::copy(fixture(name).join(f), dst.join(f)).unwrap();
     }

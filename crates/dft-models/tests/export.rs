@@ -15,6 +15,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use common::*;
 use dft_models::gguf::{export_gguf, GgufExportType, GgufFile};
 use dft_models::{load_pretrained, ChatMessage, ExportDtype, HfExportOptions, Pretrained};
+use dft_test_support::scratch::ScratchDir;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,11 +32,9 @@ fn source(v: &serde_json::Value) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
 }
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dft-export-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh scratch directory, removed when the test passes and kept when it fails.
+fn tmpdir(name: &str) -> ScratchDir {
+    ScratchDir::new(format!("dft-export-test-{}-{name}", std::process::id()))
 }
 
 fn check_hashes(name: &str, path: &Path, want: &serde_json::Value) {
@@ -137,7 +136,6 @@ fn hf_exports_load_in_transformers_with_equal_logits_ids_and_chat() {
         let e = pre.model.export_hf(&dir, pre.tokenizer.as_ref(), Some(&pre.meta), &opts).unwrap_err().to_string();
         assert!(e.contains("notes.txt"), "{e}");
         assert!(dir.join("notes.txt").is_file());
-        std::fs::remove_dir_all(&out).unwrap();
     }
 }
 
@@ -201,6 +199,5 @@ fn gguf_exports_read_by_gguf_and_transformers_with_equal_logits() {
         if let Some(n) = case.get("quantized_like_gguf_py") {
             assert!(n.as_u64().unwrap() > 0, "{name}: the oracle compared no tensor with gguf-py's quantisation");
         }
-        std::fs::remove_dir_all(&out).unwrap();
     }
 }

@@ -88,8 +88,7 @@ fn run(name: &str, gguf: &Path) {
     let texts: Vec<String> = serde_json::from_value(o["texts"].clone()).unwrap();
     let ids: Vec<u32> = serde_json::from_value(want["prompt_ids"].clone()).unwrap();
     let device = Default::default();
-    let tmp = std::env::temp_dir().join(format!("dft-export-real-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
+    let tmp = dft_test_support::scratch::ScratchDir::new(format!("dft-export-real-{}-{name}", std::process::id()));
     let (hf, gg) = (tmp.join("hf"), tmp.join(format!("{name}.f32.gguf")));
 
     let pre = load_pretrained::<B>(gguf, &device).unwrap();
@@ -117,7 +116,6 @@ fn run(name: &str, gguf: &Path) {
         eprintln!("{name} {what} round trip: max |logit - first import| = {rt:e}");
         assert_eq!(rt, 0.0, "{name} {what} round trip changes logits by {rt:e}");
     }
-    std::fs::remove_dir_all(&tmp).unwrap();
 }
 
 #[test]
@@ -142,8 +140,7 @@ fn gemma3_exports_load_in_transformers_and_round_trip() {
 #[test]
 fn gguf_from_an_hf_directory_carries_the_tokenizer() {
     let device = Default::default();
-    let tmp = std::env::temp_dir().join(format!("dft-export-hfvocab-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
+    let tmp = dft_test_support::scratch::ScratchDir::new(format!("dft-export-hfvocab-{}", std::process::id()));
     let texts: Vec<String> = serde_json::from_value(
         serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(fixture("export/real.json")).unwrap())
             .unwrap()["texts"]
@@ -210,7 +207,6 @@ fn gguf_from_an_hf_directory_carries_the_tokenizer() {
         let e = hf_tokenizer_metadata(&hf, pre.model.config.vocab_size).unwrap_err().to_string();
         assert!(e.contains("tokenizer.json") && e.contains("tokenizer.model"), "{e}");
     }
-    let _ = std::fs::remove_dir_all(&tmp);
 }
 
 fn short(v: &MetaValue) -> String {

@@ -9,7 +9,7 @@ mod common;
 use common::fixture;
 use dft_models::gguf::hf_vocab::{bpe_pre_name, hf_tokenizer_metadata, looks_special, SpmModel};
 use dft_models::gguf::{MetaArray, MetaValue};
-use std::path::PathBuf;
+use dft_test_support::scratch::ScratchDir;
 
 fn get<'a>(kv: &'a [(String, MetaValue)], k: &str) -> &'a MetaValue {
     &kv.iter().find(|(key, _)| key == k).unwrap_or_else(|| panic!("no key {k}")).1
@@ -22,10 +22,10 @@ fn strings(v: &MetaValue) -> &[String] {
     }
 }
 
-fn tmp_copy(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dft-hf-vocab-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+/// A fresh scratch directory holding a copy of the SentencePiece fixture, removed when the test passes and
+/// kept when it fails.
+fn tmp_copy(name: &str) -> ScratchDir {
+    let dir = ScratchDir::new(format!("dft-hf-vocab-{}-{name}", std::process::id()));
     for f in ["tokenizer.model", "config.json", "tokenizer_config.json"] {
         std::fs::copy(fixture("export/spm").join(f), dir.join(f)).unwrap();
     }
@@ -86,7 +86,6 @@ fn padding_slots_and_added_tokens_decoder() {
     assert_eq!((tokens[7].as_str(), types[7]), ("<unused0>", 3), "looks special");
     assert_eq!((tokens[8].as_str(), types[8]), (" x", 4));
     assert_eq!(types[5], 3);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -114,16 +113,13 @@ fn bad_inputs_are_errors_naming_the_file() {
     std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
     assert!(hf_tokenizer_metadata(&dir, 1).unwrap().is_none(), "no tokenizer at all");
     assert!(SpmModel::parse(&[]).is_err());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A tiny byte-level BPE tokenizer.json: ids in order with added tokens after the vocabulary, merges
 /// in both spellings, special flags, and the SpecialVocab rules for ids and add_bos.
 #[test]
 fn byte_level_bpe_vocab() {
-    let dir = std::env::temp_dir().join(format!("dft-hf-vocab-{}-bpe", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ScratchDir::new(format!("dft-hf-vocab-{}-bpe", std::process::id()));
     let tj = serde_json::json!({
         "model": {"type": "BPE", "vocab": {"<|endoftext|>": 0, "a": 1, "b": 2, "ab": 3, "Ġ": 4, "Ġa": 5},
                   "merges": [["a", "b"], ["Ġ", "a"]]},
@@ -160,7 +156,6 @@ fn byte_level_bpe_vocab() {
     assert_eq!(get(&kv, "tokenizer.ggml.bos_token_id"), &MetaValue::U32(0));
     assert_eq!(get(&kv, "tokenizer.ggml.padding_token_id"), &MetaValue::U32(7));
     assert_eq!(get(&kv, "tokenizer.ggml.add_bos_token"), &MetaValue::Bool(false));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -132,12 +132,11 @@ fn merged_model_equals_peft_merge_and_the_unmerged_forward() {
         let d = max_abs_diff(&logits, &u, |_| true);
         assert!(d <= 1e-5, "{case}: merged vs unmerged forward differ by {d:e}");
         // The merged model saves as a plain HF checkpoint that loads back with the same logits.
-        let dir = std::env::temp_dir().join(format!("dft-lora-merged-{case}-{}", std::process::id()));
+        let dir = dft_test_support::scratch::ScratchDir::new(format!("dft-lora-merged-{case}-{}", std::process::id()));
         merged.save_pretrained(&dir, None).unwrap();
         let back = load_pretrained::<B>(&dir, &Default::default()).unwrap().model;
         let again = to_vec(back.forward(ids_tensor(&refs["input_ids"]), None));
         assert_eq!(again, logits, "{case}: merged checkpoint reload changed the logits");
-        std::fs::remove_dir_all(&dir).ok();
     }
 }
 
@@ -146,7 +145,7 @@ fn saved_adapter_is_pefts_adapter_tensor_for_tensor() {
     for (case, base_name) in CASES {
         let peft_dir = case_dir(case).join("adapter");
         let model = base::<B>(base_name).load_adapter(&peft_dir).unwrap();
-        let out = std::env::temp_dir().join(format!("dft-lora-save-{case}-{}", std::process::id()));
+        let out = dft_test_support::scratch::ScratchDir::new(format!("dft-lora-save-{case}-{}", std::process::id()));
         model.save_adapter(&out, base_name).unwrap();
         let ours = SafetensorsCheckpoint::open(&out.join("adapter_model.safetensors")).unwrap();
         let theirs = SafetensorsCheckpoint::open(&peft_dir.join("adapter_model.safetensors")).unwrap();

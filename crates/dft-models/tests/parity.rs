@@ -175,7 +175,7 @@ fn sharded_checkpoint_loads_identically() {
 
 #[test]
 fn save_load_round_trip_is_exact() {
-    let dir = std::env::temp_dir().join(format!("dft-models-roundtrip-{}", std::process::id()));
+    let dir = dft_test_support::scratch::ScratchDir::new(format!("dft-models-roundtrip-{}", std::process::id()));
     for name in MODELS {
         let model = load(name);
         let out = dir.join(name);
@@ -184,7 +184,6 @@ fn save_load_round_trip_is_exact() {
         assert_eq!(model.config, again.config, "{name}: config round trip");
         assert_eq!(model.to_hf_tensors(), again.to_hf_tensors(), "{name}: weights round trip");
     }
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

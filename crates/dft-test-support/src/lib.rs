@@ -5,6 +5,8 @@
 //! * [`refs`]: the oracle fixture reader (reference tensors written by `tools/oracle/*.py` as safetensors)
 //!   and tensor comparisons;
 //! * [`rng`]: the seeded SplitMix64 generator tests and benches draw synthetic data from;
+//! * [`scratch`]: [`scratch::ScratchDir`], a temporary directory removed when the test that made it passes
+//!   and kept when it panics;
 //! * [`sys`]: `/proc` readings (peak RSS, load average, CPU time, page faults) and `median`;
 //! * [`step`]: one DFT optimiser step exactly as `dft train` runs it, the batch file format shared with the
 //!   PyTorch reference, synthetic batches and the FLOP model (the step bench and `examples/gpu_check.rs`).
@@ -13,5 +15,6 @@
 pub mod models;
 pub mod refs;
 pub mod rng;
+pub mod scratch;
 pub mod step;
 pub mod sys;

@@ -26,6 +26,8 @@ pub mod run_dir;
 pub mod run_info;
 pub mod schedule;
 pub mod sweep;
+#[cfg(test)]
+mod test_scratch;
 pub mod trainer;
 
 pub use alloc::retain_freed_memory;

@@ -327,12 +327,10 @@ pub fn gb(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_scratch::ScratchDir;
 
-    fn tmp(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("dft-run-dir-{}-{tag}", std::process::id()));
-        std::fs::remove_dir_all(&d).ok();
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    fn tmp(tag: &str) -> ScratchDir {
+        ScratchDir::new(format!("dft-run-dir-{}-{tag}", std::process::id()))
     }
 
     #[test]
@@ -351,12 +349,12 @@ mod tests {
         std::fs::write(&lock_path, format!("{} {} dft train\n", i32::MAX - 7, host())).unwrap();
         let b = RunLock::acquire(&d, "test").unwrap();
         drop(b);
-        std::fs::remove_dir_all(&d).ok();
     }
 
     #[test]
     fn overwrite_moves_the_run_aside_and_keeps_the_directory_locked() {
-        let d = tmp("overwrite").join("run");
+        let root = tmp("overwrite");
+        let d = root.join("run");
         std::fs::create_dir_all(d.join("checkpoint-000003")).unwrap();
         std::fs::write(d.join("metrics.jsonl"), "{}\n").unwrap();
         let e = prepare_run_dir(&d, StartMode::Fresh).unwrap_err().to_string();
@@ -376,7 +374,6 @@ mod tests {
         assert!(aside[0].path().join("checkpoint-000003").is_dir() && !aside[0].path().join(LOCK_FILE).exists());
         drop(lock);
         assert!(!d.join(LOCK_FILE).exists());
-        std::fs::remove_dir_all(parent).ok();
     }
 
     #[test]

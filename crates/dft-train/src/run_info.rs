@@ -175,9 +175,7 @@ mod tests {
 
     #[test]
     fn sessions_accumulate_and_csv_is_written() {
-        let dir = std::env::temp_dir().join(format!("dft-run-info-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::test_scratch::ScratchDir::new(format!("dft-run-info-{}", std::process::id()));
         let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/alpaca_en_zh");
         let cfg = TrainConfig::load(
             None,
@@ -206,7 +204,6 @@ mod tests {
         assert_eq!(csv.lines().nth(1).unwrap(), "1,0,0.001,2.5,2,0.5,,1,10,5,0.1,2,");
         let again = TrainConfig::load(Some(&dir.join("config.resolved.toml")), &[]).unwrap();
         assert_eq!(again, cfg);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// The build-time revision and dirty flag describe this checkout (the test binary is built from it;

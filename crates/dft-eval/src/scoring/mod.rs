@@ -817,7 +817,7 @@ mod tests {
 
     #[test]
     fn flores_translation_end_to_end_is_deterministic() {
-        let dir = std::env::temp_dir().join(format!("dft-eval-mt-{}", std::process::id()));
+        let dir = dft_test_support::scratch::ScratchDir::new(format!("dft-eval-mt-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("flores200")).unwrap();
         std::fs::write(dir.join("flores200/eng_Latn.devtest.sample"), "The cat sat.\nIt rains.\nGood day.\nHi.\n")
             .unwrap();
@@ -855,7 +855,6 @@ mod tests {
         let items = &task.items.as_translation().unwrap()[..2];
         let hyps: Vec<&str> = generations[..2].iter().map(|g| g.text.as_str()).collect();
         assert_eq!(crate::metrics::score_translation(items, &hyps).unwrap()[0].chrf_pp, directions[0].chrf_pp);
-        std::fs::remove_dir_all(&dir).ok();
     }
 
     /// `--apply-chat-template`: contexts and generation prompts are the template's rendering of one user

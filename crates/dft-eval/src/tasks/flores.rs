@@ -286,10 +286,10 @@ pub fn first_per_direction(items: &[TranslationItem], n: usize) -> Vec<Translati
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dft_test_support::scratch::ScratchDir;
 
-    fn tmpdir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("dft-eval-flores-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
+    fn tmpdir(name: &str) -> ScratchDir {
+        let d = ScratchDir::new(format!("dft-eval-flores-{name}-{}", std::process::id()));
         std::fs::create_dir_all(d.join("flores200")).unwrap();
         d
     }
@@ -326,7 +326,6 @@ mod tests {
         assert_eq!(items.len(), 4);
         assert!(items[0].prompt.starts_with("English: dev one\nChinese: 开发一\n\n"));
         assert_eq!(t.files.len(), 4);
-        std::fs::remove_dir_all(&d).ok();
     }
 
     #[test]
@@ -347,6 +346,5 @@ mod tests {
         assert!(e.contains("too few"), "{e}");
         assert_eq!("x-en".parse::<MtDirections>().unwrap(), MtDirections::XEn);
         assert!("sideways".parse::<MtDirections>().is_err());
-        std::fs::remove_dir_all(&d).ok();
     }
 }

@@ -127,11 +127,11 @@ pub(crate) fn read_json_array<T: DeserializeOwned>(path: &Path) -> Result<Vec<(u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dft_test_support::scratch::ScratchDir;
 
     #[test]
     fn json_array_elements_carry_their_line() {
-        let dir = std::env::temp_dir().join(format!("dft-eval-io-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = ScratchDir::new(format!("dft-eval-io-{}", std::process::id()));
         let p = dir.join("a.json");
         std::fs::write(&p, "[\n {\"x\": 1},\n\n {\"x\": 2}\n]\n").unwrap();
         let v: Vec<(usize, serde_json::Value)> = read_json_array(&p).unwrap();
@@ -139,6 +139,5 @@ mod tests {
         std::fs::write(&p, "[\n {\"x\": 1},\n {\"x\": }\n]").unwrap();
         let err = read_json_array::<serde_json::Value>(&p).unwrap_err().to_string();
         assert!(err.contains("a.json:3:"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
