@@ -18,6 +18,7 @@
 //! `--malloc-default` (glibc's allocator defaults instead of `dft_train::retain_freed_memory`, as `dft` uses),
 //! `--burn-adamw` (Burn's `AdamW` instead of `dft_train::FusedAdamW`, which `dft train` uses; same update),
 //! `--no-row-packing` (compute padded positions like real ones: the ablation of `CausalLm::with_row_packing`),
+//! `--ab-packing` (timed steps alternate row packing on and off in one process; prints both medians),
 //! `--gemm` (only the backend's f32 matmul GFLOP/s at the step's shapes; `torch_step.py --gemm` likewise).
 //!
 //! Data: `data/alpaca_en_zh/train.json`, tokenized with the model's own tokenizer exactly as `dft train`
@@ -364,6 +365,9 @@ fn driver(args: &[String]) {
         if flag(args, "--no-row-packing") {
             cmd.arg("--no-row-packing");
         }
+        if flag(args, "--ab-packing") {
+            cmd.arg("--ab-packing");
+        }
         let output = cmd.output().expect("spawn child");
         let stdout = String::from_utf8_lossy(&output.stdout);
         let result = stdout.lines().find_map(|l| l.strip_prefix("RESULT ")).map(serde_json::from_str::<Value>);
@@ -512,7 +516,13 @@ fn run_child<B: AutodiffBackend>(method: Method, path: LossPath, ckpt: bool, ste
     let all_real = dft_step::all_real_tokens(&batch);
     let mut reports = Vec::new();
     let mut heap_peaks = Vec::new();
+    // --ab-packing: timed steps alternate row packing on (odd) and off (even), so each pair runs minutes
+    // apart at most (the VM's drift between processes is larger than the effect).
+    let ab_packing = std::env::args().any(|a| a == "--ab-packing");
     for s in 0..=steps {
+        if ab_packing {
+            model = model.with_row_packing(s % 2 == 1 || s == 0);
+        }
         common::reset_peak();
         let base = common::current();
         let (m, rep) = if burn_adamw {
@@ -539,6 +549,18 @@ fn run_child<B: AutodiffBackend>(method: Method, path: LossPath, ckpt: bool, ste
         reports.push(rep);
     }
     let timed = &reports[1..];
+    let ab = ab_packing.then(|| {
+        let on: Vec<f64> = timed.iter().step_by(2).map(|r| r.total_s()).collect();
+        let off: Vec<f64> = timed.iter().skip(1).step_by(2).map(|r| r.total_s()).collect();
+        let ratios: Vec<f64> = on.iter().zip(&off).map(|(a, b)| a / b).collect();
+        eprintln!(
+            "  row packing on / off: {:.2} / {:.2} s (medians), pair ratios {:?}",
+            dft_step::median(on.clone()),
+            dft_step::median(off.clone()),
+            ratios.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>()
+        );
+        json!({"packed_s": on, "unpacked_s": off, "ratios": ratios})
+    });
     let med = |f: &dyn Fn(&dft_step::StepReport) -> f64| dft_step::median(timed.iter().map(f).collect());
     let median_s = med(&|r| r.total_s());
     let totals: Vec<f64> = timed.iter().map(|r| r.total_s()).collect();
@@ -566,6 +588,7 @@ fn run_child<B: AutodiffBackend>(method: Method, path: LossPath, ckpt: bool, ste
         "optimizer": if burn_adamw { "burn AdamW" } else { "dft_train::FusedAdamW" },
         "minor_page_faults": minor_faults(),
         "steps": reports.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
+        "ab_packing": ab,
     });
     println!("RESULT {result}");
 }

@@ -806,14 +806,21 @@ impl<B: Backend> CausalLm<B> {
         let rope = Ropes::new(&self.config, &offsets, b, t, &device);
         let masks =
             Masks::new(&self.config, |window| ragged_bias::<B>(b, t, cache.len, rows, lengths, window, &device));
-        let mut h = self.embed(input_ids);
+        let packing = if self.row_packing { Packing::new(b, t, lengths, &device) } else { None };
+        let mut h = self.embed(match &packing {
+            Some(pk) => pk.pack_ids(input_ids),
+            None => input_ids,
+        });
         let upto = upto.min(self.num_layers());
         for (layer, (block, slot)) in self.layers[..upto].iter().zip(&mut cache.layers).enumerate() {
             assert!(slot.is_some(), "forward_ragged: the cache has no keys/values for block {}", layer + 1);
-            h = block.forward(h, &rope, &masks, Some((slot, cache.len)), None, self.precision);
+            h = block.forward(h, &rope, &masks, Some((slot, cache.len)), packing.as_ref(), self.precision);
         }
         cache.len += t;
-        h
+        match &packing {
+            Some(pk) => pk.unpack(h),
+            None => h,
+        }
     }
 
     /// Logits `[n, vocab]` of the positions `(row, position)` of `h: [b, t, hidden]` only (final norm,

@@ -73,6 +73,77 @@ fn padded_rows_equal_unpadded_runs() {
     }
 }
 
+/// Row packing (position-wise work on the real positions only) changes no value at a real position and
+/// no gradient: the same objective — hidden states kept at blocks 0, 1 and L (real positions only,
+/// through fixed random read-outs) plus the logits' log-sum-exp at the real positions — on the fixture
+/// batches (27% padding) with packing on and off, `Autodiff<Flex>`, every parameter's gradient compared.
+#[test]
+fn row_packing_changes_no_value_or_gradient() {
+    use burn::module::{Module, ModuleVisitor, Param};
+    use burn::tensor::backend::AutodiffBackend;
+    struct Grads<'a> {
+        grads: &'a <AB as AutodiffBackend>::Gradients,
+        out: Vec<Vec<f32>>,
+    }
+    impl ModuleVisitor<AB> for Grads<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
+            let g = param.val().grad(self.grads).map(|g| g.into_data().to_vec::<f32>().unwrap());
+            self.out.push(g.unwrap_or_default());
+        }
+    }
+    let device = Default::default();
+    for name in MODELS {
+        let refs = read_refs(&fixture(name).join("reference.safetensors"));
+        let lens = lengths(&refs);
+        let ids = refs["input_ids"].ids();
+        let [b, t] = [refs["input_ids"].shape[0], refs["input_ids"].shape[1]];
+        let run = |packing: bool| {
+            let model = load_pretrained::<AB>(&fixture(name), &device).unwrap().model.with_row_packing(packing);
+            assert_eq!(model.packs_rows(b, t, Some(&lens)), packing, "{name}: packing on = {packing}");
+            let l = model.num_layers();
+            let input: Tensor<AB, 2, Int> = Tensor::from_data(TensorData::new(ids.clone(), [b, t]), &device);
+            let out = model.forward_hidden(input, Some(&lens), &ForwardSpec { upto: None, keep: vec![1, 0, l] });
+            // 1 at real positions, 0 at padding: no loss reads padding.
+            let real: Vec<f32> = (0..b * t).map(|i| if i % t < lens[i / t] { 1.0 } else { 0.0 }).collect();
+            let real = Tensor::<AB, 3>::from_data(TensorData::new(real, [b, t, 1]), &device);
+            let mut loss = Tensor::<AB, 1>::zeros([1], &device);
+            let mut values = Vec::new();
+            for (k, h) in out.kept.iter().chain([(l, out.last.clone())].iter()) {
+                let hd = h.dims()[2];
+                let w: Vec<f32> = (0..hd).map(|i| ((i * 37 + k * 11) % 23) as f32 / 23.0 - 0.5).collect();
+                let w = Tensor::<AB, 3>::from_data(TensorData::new(w, [1, 1, hd]), &device);
+                loss = loss + (h.clone() * w * real.clone()).sum();
+                values.push(h.clone().inner().into_data().to_vec::<f32>().unwrap());
+            }
+            let logits = model.logit_lens(out.last, false);
+            let lse = (logits.clone() - logits.clone().detach().max_dim(2)).exp().sum_dim(2).log();
+            loss = loss + (lse * real).sum();
+            let grads = loss.backward();
+            let mut visit = Grads { grads: &grads, out: Vec::new() };
+            model.visit(&mut visit);
+            (values, visit.out)
+        };
+        let (packed, packed_grads) = run(true);
+        let (plain, plain_grads) = run(false);
+        for (k, (p, q)) in packed.iter().zip(&plain).enumerate() {
+            let hd = p.len() / (b * t);
+            let d = (0..p.len())
+                .filter(|i| (i / hd) % t < lens[i / (hd * t)])
+                .map(|i| (p[i] - q[i]).abs())
+                .fold(0f32, f32::max);
+            assert!(d <= 1e-5, "{name}: state {k} differs by {d:e} at a real position");
+        }
+        assert_eq!(packed_grads.len(), plain_grads.len());
+        for (i, (p, q)) in packed_grads.iter().zip(&plain_grads).enumerate() {
+            assert_eq!(p.len(), q.len(), "{name}: parameter {i} has a gradient in one run only");
+            let scale = q.iter().fold(1f32, |m, x| m.max(x.abs()));
+            let d = p.iter().zip(q).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(d <= 1e-5 * scale, "{name}: gradient of parameter {i} differs by {d:e} (scale {scale})");
+        }
+        assert!(plain_grads.iter().filter(|g| !g.is_empty()).count() > 5, "{name}: too few gradients");
+    }
+}
+
 #[test]
 fn truncated_forward_equals_block_k_of_full_forward() {
     let device = Default::default();
