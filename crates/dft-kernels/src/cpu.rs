@@ -661,6 +661,35 @@ pub fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: AdamWSte
     );
 }
 
+/// Elements per task of [`sum_squares`] and [`scale_in_place`]: fixed, so that the partial sums (and
+/// so the result) do not depend on the thread count.
+const REDUCE_CHUNK: usize = 1 << 16;
+
+/// `Σ x²` with an f64 sum per chunk of [`REDUCE_CHUNK`] elements (chunks in parallel, their sums added
+/// in order): deterministic for any thread count.
+pub fn sum_squares(x: &[f32]) -> f64 {
+    let partial: Vec<f64> = x
+        .par_chunks(REDUCE_CHUNK)
+        .map(|c| {
+            // Eight f32 lanes per step, widened per block of 8 (the compiler vectorises it).
+            let mut acc = [0f64; 8];
+            let mut blocks = c.chunks_exact(8);
+            for b in &mut blocks {
+                for k in 0..8 {
+                    acc[k] += f64::from(b[k] * b[k]);
+                }
+            }
+            acc.iter().sum::<f64>() + blocks.remainder().iter().map(|&v| f64::from(v * v)).sum::<f64>()
+        })
+        .collect();
+    partial.iter().sum()
+}
+
+/// `x *= factor`, chunks in parallel.
+pub fn scale_in_place(x: &mut [f32], factor: f32) {
+    x.par_chunks_mut(REDUCE_CHUNK).for_each(|c| c.iter_mut().for_each(|v| *v *= factor));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -550,3 +550,27 @@ pub(crate) fn adamw_step<B: Backend, const D: usize>(
     );
     Ok((wrap::<B, D, _>(p), wrap::<B, D, _>(m), wrap::<B, D, _>(v)))
 }
+
+// ---------------------------------------------------------------------------------------------
+// Gradient clipping: sum of squares and scaling
+// ---------------------------------------------------------------------------------------------
+
+/// `Σ x²` of an f32 tensor on plain `Flex`; the input back otherwise.
+pub(crate) fn sum_squares<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<f64, Tensor<B, D>> {
+    if !matches!(kind::<B>(), Some(Kind::Plain)) || x.dtype() != DType::F32 {
+        return Err(x);
+    }
+    let t = prim::<B, D, FlexTensor>(x).to_contiguous();
+    Ok(cpu::sum_squares(t.storage::<f32>()))
+}
+
+/// `x · factor` of an f32 tensor on plain `Flex`, in `x`'s own buffer when nothing else holds it; the
+/// input back otherwise.
+pub(crate) fn scale<B: Backend, const D: usize>(x: Tensor<B, D>, factor: f32) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    if !matches!(kind::<B>(), Some(Kind::Plain)) || x.dtype() != DType::F32 {
+        return Err(x);
+    }
+    let mut t = owned(prim::<B, D, FlexTensor>(x));
+    cpu::scale_in_place(t.storage_mut::<f32>(), factor);
+    Ok(wrap::<B, D, _>(t))
+}

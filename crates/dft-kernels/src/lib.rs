@@ -167,6 +167,32 @@ pub fn matmul_add<B: Backend>(acc: Tensor<B, 2>, a: Tensor<B, 2>, b: Tensor<B, 2
     acc + a.matmul(b)
 }
 
+/// `Σ x²` over all elements, for global-norm gradient clipping. On `Flex` (f32) one multi-threaded pass
+/// with f64 partial sums over fixed chunks (the same result for any thread count), returned as `Ok`;
+/// elsewhere the input comes back (`Err`) for the caller's tensor composition (which stays on the
+/// device: no synchronisation per tensor).
+pub fn sum_squares<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<f64, Tensor<B, D>> {
+    #[cfg(feature = "flex")]
+    {
+        flex::sum_squares(x)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        Err(x)
+    }
+}
+
+/// `x · factor`. On `Flex` (f32) one multi-threaded pass, in `x`'s own buffer when nothing else holds
+/// it (Burn's scalar product there is single-threaded); elsewhere `x * factor`.
+pub fn scale<B: Backend, const D: usize>(x: Tensor<B, D>, factor: f64) -> Tensor<B, D> {
+    #[cfg(feature = "flex")]
+    let x = match flex::scale(x, factor as f32) {
+        Ok(out) => return out,
+        Err(x) => x,
+    };
+    x * factor
+}
+
 /// `(param, m, v)` after [`adamw_step`].
 pub type AdamWOutputs<B, const D: usize> = (Tensor<B, D>, Tensor<B, D>, Tensor<B, D>);
 

@@ -451,3 +451,21 @@ fn matmul_bf16_reads_bf16_storage_like_f32() {
     let w = random::<Ad, 2>([8, 4], 45).cast(FloatDType::BF16).require_grad();
     assert!(matmul_bf16(random::<Ad, 2>([3, 8], 46), w).is_err());
 }
+
+/// Gradient clipping's two passes on Flex: `sum_squares` equals an f64 sum of the squares (for any
+/// thread count: fixed chunks), `scale` equals `x * factor` and writes into an unshared buffer; on
+/// `Autodiff<Flex>` (not the inner backend) the input comes back for the composition.
+#[test]
+fn sum_squares_and_scale_match_the_composition() {
+    let x = random::<Flex, 2>([300, 1000], 7); // several 64-Ki chunks and a remainder
+    let v = x.clone().into_data().to_vec::<f32>().unwrap();
+    let exact: f64 = v.iter().map(|&a| f64::from(a) * f64::from(a)).sum();
+    let got = sum_squares(x.clone()).unwrap_or_else(|_| panic!("no fast path on Flex"));
+    assert!((got - exact).abs() <= 1e-6 * exact, "sum_squares {got} vs {exact}");
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let single = one.install(|| sum_squares(x.clone()).ok().unwrap());
+    assert_eq!(single.to_bits(), got.to_bits(), "sum_squares depends on the thread count");
+    assert_close(scale(x.clone(), 0.37), x.clone() * 0.37, 1e-7, "scale");
+    assert!(sum_squares(random::<Ad, 2>([4, 4], 1)).is_err(), "Autodiff<Flex> took the host path");
+    assert_close(scale(random::<Ad, 2>([4, 4], 1), 2.0), random::<Ad, 2>([4, 4], 1) * 2.0, 0.0, "scale on Ad");
+}
