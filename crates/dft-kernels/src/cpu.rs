@@ -665,7 +665,7 @@ pub fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: AdamWSte
 /// so the result) do not depend on the thread count.
 const REDUCE_CHUNK: usize = 1 << 16;
 
-/// `Σ x²` with an f64 sum per chunk of [`REDUCE_CHUNK`] elements (chunks in parallel, their sums added
+/// `Σ x²` with an f64 sum per chunk of 64 Ki elements (chunks in parallel, their sums added
 /// in order): deterministic for any thread count.
 pub fn sum_squares(x: &[f32]) -> f64 {
     let partial: Vec<f64> = x

@@ -57,7 +57,7 @@ pub use error::{ModelError, Result};
 pub use export::{ExportDtype, HfExportOptions};
 pub use loading::{load_gguf, load_pretrained, peek_config, HostTensors, Pretrained};
 pub use lora::{LoraSpec, LoraTarget, SavedModule};
-pub use model::{CausalLm, ForwardSpec, HiddenStates, KvCache, Lengths, RaggedRows};
+pub use model::{CausalLm, ForwardSpec, HiddenStates, KvCache, Lengths, RaggedRows, PACKING_MIN_PADDING};
 pub use safetensors_io::SafetensorsCheckpoint;
 pub use tensor_source::{HostTensor, TensorSource};
 pub use tokenizer_meta::TokenizerMeta;
