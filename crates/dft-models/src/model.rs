@@ -423,14 +423,15 @@ pub(crate) struct Packing<B: Backend> {
 }
 
 impl<B: Backend> Packing<B> {
-    /// `None` when the rows are not padded enough for packing to pay ([`PACKING_MIN_PADDING`]) or have no
-    /// real token at all.
+    /// Whether rows right-padded to `lengths` are padded enough for packing to pay
+    /// ([`PACKING_MIN_PADDING`]) and have a real token at all.
     fn worth_it(b: usize, t: usize, lengths: Lengths) -> bool {
         let Some(lengths) = lengths else { return false };
         let n: usize = lengths.iter().map(|&l| l.min(t)).sum();
         n > 0 && ((b * t - n) as f64) >= PACKING_MIN_PADDING * (b * t) as f64
     }
 
+    /// The packing of rows right-padded to `lengths`; `None` where [`worth_it`](Self::worth_it) is not.
     fn new(b: usize, t: usize, lengths: Lengths, device: &B::Device) -> Option<Self> {
         if !Self::worth_it(b, t, lengths) {
             return None;
