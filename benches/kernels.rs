@@ -73,6 +73,76 @@ fn bench_kernels(c: &mut Criterion) {
         })
     });
 
+    // A whole attention (after the projections): RoPE, scores, masked softmax, weighted values, for
+    // q [4, 216, 9, 64] and k, v [4, 216, 3, 64] — the model's composition (what `CausalLm` runs with
+    // `with_fused_attention(false)`) against `dft_kernels::causal_attention`.
+    let (bt, t, nh, nkv, d) = (4usize, 216usize, 9usize, 3usize, 64usize);
+    let qkv = [randn([bt, t, nh, d]), randn([bt, t, nkv, d]), randn([bt, t, nkv, d])];
+    let w_attn = randn([bt, t, nh * d]);
+    let (mut cos, mut sin) = (Vec::new(), Vec::new());
+    for _ in 0..bt {
+        for pos in 0..t {
+            for j in 0..d {
+                let f = 1.0f32 / 100_000f32.powf((2 * (j % (d / 2))) as f32 / d as f32);
+                cos.push((pos as f32 * f).cos());
+                sin.push((pos as f32 * f).sin());
+            }
+        }
+    }
+    let table = |v: &[f32], heads: usize| {
+        let rows: Vec<f32> = v.chunks(d).flat_map(|r| (0..heads).flat_map(move |_| r.iter().copied())).collect();
+        Tensor::<AB, 4>::from_data(TensorData::new(rows, [bt, t, heads, d]), &Default::default())
+    };
+    let (cq, sq, ck, sk) = (table(&cos, nh), table(&sin, nh), table(&cos, nkv), table(&sin, nkv));
+    let mut r = vec![0f32; d * d];
+    for i in 0..d / 2 {
+        r[(d / 2 + i) * d + i] = -1.0;
+        r[i * d + d / 2 + i] = 1.0;
+    }
+    let rotate = Tensor::<AB, 2>::from_data(TensorData::new(r, [d, d]), &Default::default());
+    let causal_bias = Tensor::<AB, 5>::from_inner(Tensor::<B, 5>::from_data(
+        bias.clone().slice([0..1, 0..1, 0..1]).into_data(),
+        &Default::default(),
+    ))
+    .expand([bt, 1, 1, t, t]);
+    let causal_bias = Tensor::<AB, 5>::from_data(causal_bias.into_data(), &Default::default());
+    let attn_spec = dft_kernels::CausalAttention {
+        scale: 0.125,
+        softcap: None,
+        window: None,
+        lengths: None,
+        rope: Some(dft_kernels::RopeRows { cos: cos.into(), sin: sin.into() }),
+    };
+    group.bench_function("attention fwd+bwd [4x216, 9/3 heads of 64]/composition", |b| {
+        b.iter(|| {
+            fwd_bwd(&qkv, &w_attn, &|x| {
+                let rope = |x: Tensor<AB, 4>, c: &Tensor<AB, 4>, s: &Tensor<AB, 4>| {
+                    let [b_, t_, h_, d_] = x.dims();
+                    let rot = dft_kernels::matmul(x.clone().reshape([b_ * t_ * h_, d_]), rotate.clone())
+                        .reshape([b_, t_, h_, d_]);
+                    x * c.clone() + rot * s.clone()
+                };
+                let q = rope(x[0].clone(), &cq, &sq);
+                let k = rope(x[1].clone(), &ck, &sk);
+                let q = dft_kernels::permute_contiguous(q.reshape([bt, t, nkv, 3, d]), [0, 2, 3, 1, 4]);
+                let k = dft_kernels::permute_contiguous(k.reshape([bt, t, nkv, 1, d]), [0, 2, 3, 1, 4]);
+                let v = dft_kernels::permute_contiguous(x[2].clone().reshape([bt, t, nkv, 1, d]), [0, 2, 3, 1, 4]);
+                let scores = dft_kernels::matmul(q, k.swap_dims(3, 4));
+                let probs = dft_kernels::attention_softmax(scores, Some(causal_bias.clone()), spec);
+                dft_kernels::permute_contiguous(dft_kernels::matmul(probs, v), [0, 3, 1, 2, 4]).reshape([bt, t, nh * d])
+            })
+        })
+    });
+    group.bench_function("attention fwd+bwd [4x216, 9/3 heads of 64]/fused", |b| {
+        b.iter(|| {
+            fwd_bwd(&qkv, &w_attn, &|x| {
+                dft_kernels::causal_attention(x[0].clone(), x[1].clone(), x[2].clone(), &attn_spec)
+                    .map_err(|_| ())
+                    .expect("fused attention on Autodiff<Flex>")
+            })
+        })
+    });
+
     // Gated MLP activation silu(gate) · up on [864, 1536].
     let gu = [randn([864, 1536]), randn([864, 1536])];
     let w2 = randn([864, 1536]);

@@ -19,6 +19,8 @@
 //! `--burn-adamw` (Burn's `AdamW` instead of `dft_train::FusedAdamW`, which `dft train` uses; same update),
 //! `--no-row-packing` (compute padded positions like real ones: the ablation of `CausalLm::with_row_packing`),
 //! `--ab-packing` (timed steps alternate row packing on and off in one process; prints both medians),
+//! `--no-fused-attention` (the attention composition: the ablation of `CausalLm::with_fused_attention`),
+//! `--ab-attention` (timed steps alternate fused attention on and off in one process, as `--ab-packing`),
 //! `--gemm` (only the backend's f32 matmul GFLOP/s at the step's shapes; `torch_step.py --gemm` likewise).
 //!
 //! Data: `data/alpaca_en_zh/train.json`, tokenized with the model's own tokenizer exactly as `dft train`
@@ -365,8 +367,10 @@ fn driver(args: &[String]) {
         if flag(args, "--no-row-packing") {
             cmd.arg("--no-row-packing");
         }
-        if flag(args, "--ab-packing") {
-            cmd.arg("--ab-packing");
+        for f in ["--ab-packing", "--no-fused-attention", "--ab-attention"] {
+            if flag(args, f) {
+                cmd.arg(f);
+            }
         }
         let output = cmd.output().expect("spawn child");
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -500,6 +504,10 @@ fn run_child<B: AutodiffBackend>(method: Method, path: LossPath, ckpt: bool, ste
     if std::env::args().any(|a| a == "--no-row-packing") {
         model = model.with_row_packing(false);
     }
+    // --no-fused-attention: the attention as a tensor composition (the ablation of fused attention).
+    if std::env::args().any(|a| a == "--no-fused-attention") {
+        model = model.with_fused_attention(false);
+    }
     let load_s = t.elapsed().as_secs_f64();
     let rss_after_load = dft_step::proc_status_mib("VmRSS:");
     let hwm_after_load = dft_step::proc_status_mib("VmHWM:");
@@ -516,12 +524,21 @@ fn run_child<B: AutodiffBackend>(method: Method, path: LossPath, ckpt: bool, ste
     let all_real = dft_step::all_real_tokens(&batch);
     let mut reports = Vec::new();
     let mut heap_peaks = Vec::new();
-    // --ab-packing: timed steps alternate row packing on (odd) and off (even), so each pair runs minutes
-    // apart at most (the VM's drift between processes is larger than the effect).
-    let ab_packing = std::env::args().any(|a| a == "--ab-packing");
+    // --ab-packing / --ab-attention: timed steps alternate the feature on (odd) and off (even), so each
+    // pair runs minutes apart at most (the VM's drift between processes is larger than the effect).
+    let ab = if std::env::args().any(|a| a == "--ab-packing") {
+        Some("row packing")
+    } else if std::env::args().any(|a| a == "--ab-attention") {
+        Some("fused attention")
+    } else {
+        None
+    };
     for s in 0..=steps {
-        if ab_packing {
-            model = model.with_row_packing(s % 2 == 1 || s == 0);
+        let on = s % 2 == 1 || s == 0;
+        match ab {
+            Some("row packing") => model = model.with_row_packing(on),
+            Some(_) => model = model.with_fused_attention(on),
+            None => {}
         }
         common::reset_peak();
         let base = common::current();
@@ -549,17 +566,17 @@ fn run_child<B: AutodiffBackend>(method: Method, path: LossPath, ckpt: bool, ste
         reports.push(rep);
     }
     let timed = &reports[1..];
-    let ab = ab_packing.then(|| {
+    let ab = ab.map(|feature| {
         let on: Vec<f64> = timed.iter().step_by(2).map(|r| r.total_s()).collect();
         let off: Vec<f64> = timed.iter().skip(1).step_by(2).map(|r| r.total_s()).collect();
         let ratios: Vec<f64> = on.iter().zip(&off).map(|(a, b)| a / b).collect();
         eprintln!(
-            "  row packing on / off: {:.2} / {:.2} s (medians), pair ratios {:?}",
+            "  {feature} on / off: {:.2} / {:.2} s (medians), pair ratios {:?}",
             dft_step::median(on.clone()),
             dft_step::median(off.clone()),
             ratios.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>()
         );
-        json!({"packed_s": on, "unpacked_s": off, "ratios": ratios})
+        json!({"feature": feature, "on_s": on, "off_s": off, "ratios": ratios})
     });
     let med = |f: &dyn Fn(&dft_step::StepReport) -> f64| dft_step::median(timed.iter().map(f).collect());
     let median_s = med(&|r| r.total_s());
@@ -588,7 +605,7 @@ fn run_child<B: AutodiffBackend>(method: Method, path: LossPath, ckpt: bool, ste
         "optimizer": if burn_adamw { "burn AdamW" } else { "dft_train::FusedAdamW" },
         "minor_page_faults": minor_faults(),
         "steps": reports.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
-        "ab_packing": ab,
+        "ab": ab,
     });
     println!("RESULT {result}");
 }

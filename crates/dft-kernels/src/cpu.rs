@@ -817,3 +817,98 @@ mod tests {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Rows of the fused causal attention: masked softmax over a key span, its backward, RoPE.
+// ---------------------------------------------------------------------------------------------
+
+#[inline(always)]
+fn span_softmax_imp(row: &mut [f32], lo: usize, hi: usize, spec: SoftmaxSpec, th: Option<&mut [f32]>) {
+    if lo >= hi {
+        row.fill(0.0);
+        if let Some(th) = th {
+            th.fill(0.0);
+        }
+        return;
+    }
+    row[..lo].fill(0.0);
+    row[hi..].fill(0.0);
+    let z = &mut row[lo..hi];
+    match (spec.softcap, th) {
+        (Some(cap), Some(th)) => {
+            let inv = spec.scale / cap;
+            for (zi, ti) in z.iter_mut().zip(&mut th[lo..hi]) {
+                let t = tanh(*zi * inv);
+                *ti = t;
+                *zi = cap * t;
+            }
+        }
+        (Some(cap), None) => {
+            let inv = spec.scale / cap;
+            for zi in z.iter_mut() {
+                *zi = cap * tanh(*zi * inv);
+            }
+        }
+        (None, _) => {
+            for zi in z.iter_mut() {
+                *zi *= spec.scale;
+            }
+        }
+    }
+    let m = max8(z);
+    for zi in z.iter_mut() {
+        *zi = exp(*zi - m);
+    }
+    let inv_sum = 1.0 / sum8(z);
+    for zi in z.iter_mut() {
+        *zi *= inv_sum;
+    }
+}
+
+dispatch!(
+    /// In place: `row` holds raw scores `s` over a span of keys; the keys `lo..hi` of it are visible.
+    /// Writes `softmax(z)` over them (`z = scale·s`, or `cap·tanh(scale·s / cap)` with a softcap, whose
+    /// `tanh` values go to `th` when given) and zeros elsewhere (everywhere when `lo ≥ hi`).
+    span_softmax(row: &mut [f32], lo: usize, hi: usize, spec: SoftmaxSpec, th: Option<&mut [f32]>) => span_softmax_imp
+);
+
+#[inline(always)]
+fn span_softmax_back_imp(p: &[f32], dp: &mut [f32], th: Option<&[f32]>, scale: f32) {
+    let dot = dot8(p, dp);
+    for (d, &pi) in dp.iter_mut().zip(p) {
+        *d = pi * (*d - dot) * scale;
+    }
+    if let Some(th) = th {
+        for (d, &t) in dp.iter_mut().zip(th) {
+            *d *= 1.0 - t * t;
+        }
+    }
+}
+
+dispatch!(
+    /// In place: `dp` (the gradient w.r.t. the probabilities `p` of one row) becomes the gradient w.r.t.
+    /// the raw scores (`th`: the row's `tanh` values when softcapped).
+    span_softmax_back(p: &[f32], dp: &mut [f32], th: Option<&[f32]>, scale: f32) => span_softmax_back_imp
+);
+
+/// RoPE in HF's rotate-half layout on one head row: `y = x·cos + rotate_half(x)·sin`; with `inverse`, the
+/// transpose (the gradient: `dx = dy·cos + rotate_halfᵀ(dy·sin)`).
+#[inline(always)]
+pub fn rope_row(x: &[f32], cos: &[f32], sin: &[f32], y: &mut [f32], inverse: bool) {
+    let h = x.len() / 2;
+    let (x1, x2) = x.split_at(h);
+    let (y1, y2) = y.split_at_mut(h);
+    let (c1, c2) = cos.split_at(h);
+    let (s1, s2) = sin.split_at(h);
+    if inverse {
+        for j in 0..h {
+            y1[j] = x1[j] * c1[j] + x2[j] * s2[j];
+            y2[j] = x2[j] * c2[j] - x1[j] * s1[j];
+        }
+    } else {
+        for j in 0..h {
+            y1[j] = x1[j] * c1[j] - x2[j] * s1[j];
+            y2[j] = x2[j] * c2[j] + x1[j] * s2[j];
+        }
+    }
+}

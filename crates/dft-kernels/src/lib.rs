@@ -18,6 +18,8 @@
 
 #[cfg(all(feature = "flex", target_arch = "x86_64"))]
 mod amx;
+#[cfg(feature = "flex")]
+mod attention;
 pub mod cpu;
 #[cfg(feature = "flex")]
 mod flex;
@@ -29,6 +31,7 @@ pub use cpu::{AdamWStep, GateAct, SoftmaxSpec};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use std::sync::Arc;
 
 /// Whether backend `B` runs the fused CPU kernels (for f32 tensors).
 pub fn fast_path<B: Backend>() -> bool {
@@ -94,6 +97,57 @@ pub fn permute_contiguous<B: Backend, const D: usize>(x: Tensor<B, D>, axes: [us
         Err(x) => x,
     };
     x.permute(axes)
+}
+
+/// RoPE tables for [`causal_attention`]: `cos` and `sin` in HF's rotate-half layout, one `head_dim` row
+/// per (row, position), `[b · t · head_dim]` each.
+#[derive(Clone, Debug)]
+pub struct RopeRows {
+    pub cos: Arc<[f32]>,
+    pub sin: Arc<[f32]>,
+}
+
+/// Options of [`causal_attention`].
+#[derive(Clone, Debug)]
+pub struct CausalAttention {
+    /// Multiplies the scores `q·k` (e.g. `head_dim^-½`).
+    pub scale: f32,
+    /// Gemma-2's attention softcap: `z = cap·tanh(scale·s / cap)`.
+    pub softcap: Option<f32>,
+    /// Sliding window: query `i` sees keys `k` with `i − k < window`.
+    pub window: Option<usize>,
+    /// Real tokens per row (right padding); `None`: every position is real.
+    pub lengths: Option<Arc<[usize]>>,
+    /// RoPE applied to queries and keys inside the op; `None`: they come rotated.
+    pub rope: Option<RopeRows>,
+}
+
+/// Causal self-attention of one block without a cache: `q: [b, t, heads, d]`, `k, v: [b, t, kv_heads, d]`
+/// (grouped-query: query head `h` reads key head `h / (heads / kv_heads)`) → `[b, t, heads · d]`, where
+/// query `i` of row `r` attends to keys `k ≤ i`, `k < lengths[r]` (and inside the window) with
+/// `softmax(z)` as in [`attention_softmax`]. RoPE (when given) is applied to `q` and `k` first.
+///
+/// On `Flex` / `Autodiff<Flex, _>` (f32) one fused op with an analytic backward: products only over the
+/// keys each block of queries can see, no mask tensor, no head transposes. Queries that see no key at
+/// all (padding past a window, empty rows) get zeros — a composition with an additive mask gives them
+/// the mean of all values instead; neither reaches a real position. Elsewhere the inputs come back
+/// (`Err`) for the caller's composition.
+#[allow(clippy::type_complexity)]
+pub fn causal_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    spec: &CausalAttention,
+) -> Result<Tensor<B, 3>, (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>)> {
+    #[cfg(feature = "flex")]
+    {
+        attention::causal_attention(q, k, v, spec)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = spec;
+        Err((q, k, v))
+    }
 }
 
 /// `a.matmul(b)` (batched over the leading dims, which broadcast). On `Flex` and `Autodiff<Flex, _>`

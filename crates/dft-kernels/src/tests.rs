@@ -6,6 +6,7 @@ use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
+use std::sync::Arc;
 
 type Ad = Autodiff<Flex>;
 type AdCkpt = Autodiff<Flex, BalancedCheckpointing>;
@@ -468,4 +469,155 @@ fn sum_squares_and_scale_match_the_composition() {
     assert_close(scale(x.clone(), 0.37), x.clone() * 0.37, 1e-7, "scale");
     assert!(sum_squares(random::<Ad, 2>([4, 4], 1)).is_err(), "Autodiff<Flex> took the host path");
     assert_close(scale(random::<Ad, 2>([4, 4], 1), 2.0), random::<Ad, 2>([4, 4], 1) * 2.0, 0.0, "scale on Ad");
+}
+
+/// RoPE tables as the model builds them (`theta` 10 000, positions from 0).
+fn rope_rows_for(b: usize, t: usize, d: usize) -> RopeRows {
+    let half = d / 2;
+    let (mut cos, mut sin) = (Vec::new(), Vec::new());
+    for _ in 0..b {
+        for p in 0..t {
+            for j in 0..d {
+                let f = 1.0f32 / 10_000f32.powf((2 * (j % half)) as f32 / d as f32);
+                cos.push((p as f32 * f).cos());
+                sin.push((p as f32 * f).sin());
+            }
+        }
+    }
+    RopeRows { cos: cos.into(), sin: sin.into() }
+}
+
+/// The attention the model composes from Burn's own ops: RoPE by slicing halves, keys and values
+/// repeated over the query heads, a full additive mask, softmax, products.
+fn attention_composition<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    spec: &CausalAttention,
+) -> Tensor<B, 3> {
+    let [b, t, nh, d] = q.dims();
+    let nkv = k.dims()[2];
+    let rep = nh / nkv;
+    let dev = q.device();
+    let rope = |x: Tensor<B, 4>| match &spec.rope {
+        None => x,
+        Some(r) => {
+            let heads = x.dims()[2];
+            let table = |v: &[f32]| {
+                let rows: Vec<f32> =
+                    v.chunks(d).flat_map(|row| (0..heads).flat_map(move |_| row.iter().copied())).collect();
+                Tensor::<B, 4>::from_data(TensorData::new(rows, [b, t, heads, d]), &dev)
+            };
+            let (x1, x2) =
+                (x.clone().slice([0..b, 0..t, 0..heads, 0..d / 2]), x.clone().slice([0..b, 0..t, 0..heads, d / 2..d]));
+            x * table(&r.cos) + Tensor::cat(vec![x2.neg(), x1], 3) * table(&r.sin)
+        }
+    };
+    let (q, k) = (rope(q), rope(k));
+    let q = q.reshape([b, t, nkv, rep, d]).permute([0, 2, 3, 1, 4]);
+    let k = k.reshape([b, t, nkv, 1, d]).permute([0, 2, 3, 1, 4]).repeat_dim(2, rep);
+    let v = v.reshape([b, t, nkv, 1, d]).permute([0, 2, 3, 1, 4]).repeat_dim(2, rep);
+    let mut bias = vec![0f32; b * nh * t * t];
+    for r in 0..b {
+        let len = spec.lengths.as_ref().map_or(t, |l| l[r]);
+        for h in 0..nh {
+            for i in 0..t {
+                for j in 0..t {
+                    if !(j <= i && j < len && spec.window.is_none_or(|w| i - j < w)) {
+                        bias[((r * nh + h) * t + i) * t + j] = -1e9;
+                    }
+                }
+            }
+        }
+    }
+    let bias = Tensor::<B, 5>::from_data(TensorData::new(bias, [b, nkv, rep, t, t]), &dev);
+    let s = q.matmul(k.swap_dims(3, 4)) * spec.scale;
+    let z = match spec.softcap {
+        Some(cap) => (s / cap).tanh() * cap,
+        None => s,
+    };
+    let p = burn::tensor::activation::softmax(z + bias, 4);
+    p.matmul(v).permute([0, 3, 1, 2, 4]).reshape([b, t, nh * d])
+}
+
+/// Fused vs composed attention on `B`: outputs (where a query sees a key) and the gradients of q, k, v
+/// under a random upstream gradient that is zero at queries seeing nothing.
+fn attention_case<B: AutodiffBackend>(nh: usize, nkv: usize, spec: CausalAttention, seed: u64) {
+    let (b, t, d) = (3, 70, 8);
+    let q = random::<B, 4>([b, t, nh, d], seed).require_grad();
+    let k = random::<B, 4>([b, t, nkv, d], seed + 1).require_grad();
+    let v = random::<B, 4>([b, t, nkv, d], seed + 2).require_grad();
+    let mut w = random::<B, 3>([b, t, nh * d], seed + 3).into_data().to_vec::<f32>().unwrap();
+    for r in 0..b {
+        let len = spec.lengths.as_ref().map_or(t, |l| l[r]);
+        for i in 0..t {
+            let sees = (0..t).any(|j| j <= i && j < len && spec.window.is_none_or(|w| i - j < w));
+            if !sees {
+                w[(r * t + i) * nh * d..][..nh * d].fill(0.0);
+            }
+        }
+    }
+    let w = Tensor::<B, 3>::from_data(TensorData::new(w, [b, t, nh * d]), &Default::default());
+    let run = |fused: bool| {
+        let (q, k, v) = (q.clone(), k.clone(), v.clone());
+        let out = if fused {
+            causal_attention(q.clone(), k.clone(), v.clone(), &spec).map_err(|_| ()).expect("the fused path")
+        } else {
+            attention_composition(q.clone(), k.clone(), v.clone(), &spec)
+        };
+        let out = out * w.clone();
+        let grads = out.clone().sum().backward();
+        (out.inner(), q.grad(&grads).unwrap(), k.grad(&grads).unwrap(), v.grad(&grads).unwrap())
+    };
+    let (fo, fq, fk, fv) = run(true);
+    let (co, cq, ck, cv) = run(false);
+    let what = format!(
+        "heads {nh}/{nkv}, softcap {:?}, window {:?}, lengths {:?}, rope {}",
+        spec.softcap,
+        spec.window,
+        spec.lengths,
+        spec.rope.is_some()
+    );
+    assert_close(fo, co, 1e-5, &format!("output, {what}"));
+    assert_close(fq, cq, 1e-4, &format!("dq, {what}"));
+    assert_close(fk, ck, 1e-4, &format!("dk, {what}"));
+    assert_close(fv, cv, 1e-4, &format!("dv, {what}"));
+}
+
+#[test]
+fn causal_attention_matches_composition_with_gradients() {
+    if !cfg!(feature = "flex") {
+        return;
+    }
+    let lengths: Arc<[usize]> = vec![70, 41, 5].into();
+    let rope = Some(rope_rows_for(3, 70, 8));
+    let cases = [
+        // (heads, kv heads, scale, softcap, window, lengths, rope)
+        (6, 2, 0.35, None, None, None, rope.clone()),
+        (6, 2, 0.35, None, None, Some(lengths.clone()), rope.clone()),
+        (3, 3, 0.5, Some(2.0), None, Some(lengths.clone()), None),
+        (4, 1, 0.35, Some(3.0), Some(9), Some(lengths.clone()), rope.clone()),
+        (6, 2, 0.35, None, Some(40), Some(lengths), rope),
+    ];
+    for (i, (nh, nkv, scale, softcap, window, lengths, rope)) in cases.into_iter().enumerate() {
+        let spec = CausalAttention { scale, softcap, window, lengths, rope };
+        attention_case::<Ad>(nh, nkv, spec.clone(), 10 * i as u64 + 1);
+        attention_case::<AdCkpt>(nh, nkv, spec.clone(), 10 * i as u64 + 1);
+        // The plain backend's forward (inference) gives the same values.
+        let [q, k, v] = [nh, nkv, nkv].map(|h| random::<Flex, 4>([3, 70, h, 8], 7 + h as u64));
+        let fused = causal_attention(q.clone(), k.clone(), v.clone(), &spec).map_err(|_| ()).unwrap();
+        let composed = attention_composition(q, k, v, &spec);
+        if spec.window.is_none() {
+            assert_close(fused, composed, 1e-5, "plain Flex forward");
+        }
+    }
+}
+
+#[test]
+fn causal_attention_leaves_other_inputs_to_the_caller() {
+    // A head count that does not group (5 query heads over 2 key heads) comes back untouched.
+    let spec = CausalAttention { scale: 1.0, softcap: None, window: None, lengths: None, rope: None };
+    let q = random::<Flex, 4>([1, 4, 5, 8], 1);
+    let kv = random::<Flex, 4>([1, 4, 2, 8], 2);
+    assert!(causal_attention(q, kv.clone(), kv, &spec).is_err());
 }

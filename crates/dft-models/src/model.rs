@@ -17,6 +17,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use dft_kernels::{GateAct, SoftmaxSpec};
 use dft_losses::Precision;
+use std::sync::Arc;
 
 /// Right-padded batch description: the number of real tokens in each row (the rest is padding).
 /// `None` everywhere in the API means "no padding".
@@ -160,6 +161,10 @@ pub struct CausalLm<B: Backend> {
     /// ([`CausalLm::with_row_packing`]; on by default).
     #[module(skip)]
     pub row_packing: bool,
+    /// Whether forwards without a cache run each block's attention as one fused op where the backend
+    /// has one ([`CausalLm::with_fused_attention`]; on by default).
+    #[module(skip)]
+    pub fused_attention: bool,
 }
 
 /// Per-layer keys and values of earlier positions, for incremental decoding and shared prefixes: the
@@ -244,6 +249,8 @@ fn rope_over_heads<B: Backend>(
 pub(crate) struct RopeTables<B: Backend> {
     q: (Tensor<B, 4>, Tensor<B, 4>),
     k: (Tensor<B, 4>, Tensor<B, 4>),
+    /// The same tables once per (row, position), for the fused attention.
+    rows: dft_kernels::RopeRows,
 }
 
 impl<B: Backend> RopeTables<B> {
@@ -256,7 +263,7 @@ impl<B: Backend> RopeTables<B> {
         let q = table(cfg.num_attention_heads);
         let k =
             if cfg.num_key_value_heads == cfg.num_attention_heads { q.clone() } else { table(cfg.num_key_value_heads) };
-        Self { q, k }
+        Self { q, k, rows: dft_kernels::RopeRows { cos: cos.into(), sin: sin.into() } }
     }
 }
 
@@ -348,6 +355,17 @@ fn expand_bias<B: Backend>(bias: Vec<f32>, b: usize, t: usize, s: usize, device:
 pub(crate) struct Masks<B: Backend> {
     full: Tensor<B, 5>,
     sliding: Option<Tensor<B, 5>>,
+    /// For a pass without a cache whose attention may run fused: the rows' lengths and the sliding
+    /// layers' window (the masks above say the same as tensors).
+    causal: Option<Causal>,
+}
+
+/// The causal mask of a pass from position 0 as data: real tokens per row (`None`: all) and the window
+/// of the sliding layers.
+#[derive(Clone)]
+pub(crate) struct Causal {
+    lengths: Option<Arc<[usize]>>,
+    sliding_window: Option<usize>,
 }
 
 impl<B: Backend> Masks<B> {
@@ -355,7 +373,23 @@ impl<B: Backend> Masks<B> {
     /// with `make(sliding_window)`.
     fn new(cfg: &ModelConfig, make: impl Fn(Option<usize>) -> Tensor<B, 5>) -> Self {
         let sliding = cfg.layer_types.contains(&LayerType::Sliding).then(|| make(cfg.sliding_window));
-        Self { full: make(None), sliding }
+        Self { full: make(None), sliding, causal: None }
+    }
+
+    /// These masks, also described as data for the fused attention (a pass from position 0, no cache).
+    fn with_causal(mut self, cfg: &ModelConfig, lengths: Lengths) -> Self {
+        self.causal = Some(Causal { lengths: lengths.map(Arc::from), sliding_window: cfg.sliding_window });
+        self
+    }
+
+    /// `(lengths, window)` of block kind `kind` for the fused attention, when this pass has them.
+    fn causal_for_layer(&self, kind: LayerType) -> Option<(Option<Arc<[usize]>>, Option<usize>)> {
+        let c = self.causal.as_ref()?;
+        let window = match kind {
+            LayerType::Sliding => c.sliding_window,
+            _ => None,
+        };
+        Some((c.lengths.clone(), window))
     }
 
     fn for_layer(&self, kind: LayerType) -> &Tensor<B, 5> {
@@ -505,7 +539,9 @@ impl<B: Backend> Attention<B> {
 
     /// `x: [b, t, hidden]` → `[b, t, hidden]` (with `packing`: `[1, n, hidden]` → `[1, n, hidden]`, the
     /// projections on the `[b, t]` layout in between). With `cache`, the new keys/values are appended to
-    /// the block's slot and the queries attend over all of them (`bias` covers every key).
+    /// the block's slot and the queries attend over all of them (`bias` covers every key). Without a
+    /// cache, with `causal` (`bias` as data: lengths and window) and f32 products, the attention runs as
+    /// one fused op where the backend has it ([`dft_kernels::causal_attention`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward(
         &self,
@@ -513,6 +549,7 @@ impl<B: Backend> Attention<B> {
         rope: &RopeTables<B>,
         rotate: &Tensor<B, 2>,
         bias: &Tensor<B, 5>,
+        causal: Option<(Option<Arc<[usize]>>, Option<usize>)>,
         cache: Option<(&mut KvSlot<B>, usize)>,
         packing: Option<&Packing<B>>,
         p: Precision,
@@ -527,12 +564,31 @@ impl<B: Backend> Attention<B> {
         // Heads stay in the projections' layout `[b, t, heads, d]` through QK-norm, RoPE and the KV cache.
         let mut q = self.q_proj.forward_in(x.clone(), p).reshape([b, t, nh, d]);
         let mut k = self.k_proj.forward_in(x.clone(), p).reshape([b, t, nkv, d]);
-        let v = self.v_proj.forward_in(x, p).reshape([b, t, nkv, d]);
+        let mut v = self.v_proj.forward_in(x, p).reshape([b, t, nkv, d]);
         if let Some(n) = &self.q_norm {
             q = n.forward(q);
         }
         if let Some(n) = &self.k_norm {
             k = n.forward(k);
+        }
+        if let (None, Some((lengths, window)), Precision::F32) = (&cache, causal, p) {
+            let spec = dft_kernels::CausalAttention {
+                scale: self.scale as f32,
+                softcap: self.softcap.map(|c| c as f32),
+                window,
+                lengths,
+                rope: Some(rope.rows.clone()),
+            };
+            match dft_kernels::causal_attention(q, k, v, &spec) {
+                Ok(out) => {
+                    let out = match packing {
+                        Some(pk) => pk.pack(out),
+                        None => out,
+                    };
+                    return self.o_proj.forward_in(out, p);
+                }
+                Err(inputs) => (q, k, v) = inputs,
+            }
         }
         let q = apply_rope(q, &rope.q, rotate);
         let k = apply_rope(k, &rope.k, rotate);
@@ -616,8 +672,9 @@ impl<B: Backend> DecoderBlock<B> {
     ) -> Tensor<B, 3> {
         let rope = ropes.for_layer(self.layer_type);
         let bias = masks.for_layer(self.layer_type);
+        let causal = masks.causal_for_layer(self.layer_type);
         let normed = self.input_layernorm.forward(h.clone());
-        let a = self.self_attn.forward(normed, rope, &ropes.rotate_half, bias, cache, packing, p);
+        let a = self.self_attn.forward(normed, rope, &ropes.rotate_half, bias, causal, cache, packing, p);
         match (&self.pre_feedforward_layernorm, &self.post_feedforward_layernorm) {
             (Some(pre), Some(post)) => {
                 let h = h + self.post_attention_layernorm.forward(a);
@@ -642,7 +699,17 @@ impl<B: Backend> CausalLm<B> {
         lm_head: Option<Param<Tensor<B, 2>>>,
         config: ModelConfig,
     ) -> Self {
-        Self { embed_tokens, layers, norm, lm_head, config, precision: Precision::F32, lora: None, row_packing: true }
+        Self {
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            config,
+            precision: Precision::F32,
+            lora: None,
+            row_packing: true,
+            fused_attention: true,
+        }
     }
 
     /// The same model computing its matrix products in `precision` (see [`Precision`]).
@@ -660,6 +727,16 @@ impl<B: Backend> CausalLm<B> {
     /// real position) and no gradient reaches the model through them unless a loss reads them.
     pub fn with_row_packing(mut self, on: bool) -> Self {
         self.row_packing = on;
+        self
+    }
+
+    /// The same model with fused attention on or off (on by default). With it on, forwards without a KV
+    /// cache (training, layer selection, alignment, scoring without shared prefixes) run each block's
+    /// RoPE, scores, masked softmax and weighted values as one op with an analytic backward where the
+    /// backend has one (`Flex`, f32 products: [`dft_kernels::causal_attention`]), multiplying only the
+    /// keys each query block can see; elsewhere, and off, the tensor composition.
+    pub fn with_fused_attention(mut self, on: bool) -> Self {
+        self.fused_attention = on;
         self
     }
 
@@ -722,7 +799,10 @@ impl<B: Backend> CausalLm<B> {
         let [b, t] = input_ids.dims();
         let device = self.device();
         let rope = Ropes::new(&self.config, &[0], b, t, &device);
-        let masks = Masks::new(&self.config, |window| attention_bias::<B>(b, t, t, 0, lengths, window, &device));
+        let mut masks = Masks::new(&self.config, |window| attention_bias::<B>(b, t, t, 0, lengths, window, &device));
+        if self.fused_attention {
+            masks = masks.with_causal(&self.config, lengths);
+        }
         let packing = if self.row_packing { Packing::new(b, t, lengths, &device) } else { None };
         let packing = packing.as_ref();
         // Packed: `h` is `[1, n, hidden]` (real positions only) until the states are handed out.

@@ -1,0 +1,364 @@
+//! Fused causal self-attention on `Flex` / `Autodiff<Flex, C>` (f32): RoPE, grouped-query scores, the
+//! masked softmax and the weighted sum of values in one op, with one analytic backward.
+//!
+//! What the composition in dft-models does per block — RoPE as three element-wise ops, four head
+//! transposes, a `[b, t, t]` additive mask, full `t × t` score products — becomes, per (row, key head):
+//! queries of the `rep` heads sharing the key head stacked as one `[t·rep, d]` matrix, products only for
+//! the key span each block of [`BLOCK`] queries can see (causal: the blocks on and below the diagonal;
+//! right padding and a sliding window shrink it further), the softmax over exactly the visible keys, and
+//! RoPE applied while the operands are regrouped. Tasks are the (row, key head) pairs, on rayon.
+//!
+//! Kept for the backward: the rotated queries and keys, the values (grouped) and the probabilities
+//! (`[b, kv_heads, t·rep, t]`, zeros where masked), and with a softcap the `tanh` values.
+
+use crate::cpu::{self, SoftmaxSpec};
+use crate::flex::{kind, new_tensor, prim, wrap, AdTensor, Kind};
+use crate::{CausalAttention, RopeRows};
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::{BalancedCheckpointing, CheckpointStrategy, NoCheckpointing};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::Flex;
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Query positions per block: a block multiplies only the keys its rows can see.
+const BLOCK: usize = 32;
+
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    b: usize,
+    t: usize,
+    nh: usize,
+    nkv: usize,
+    d: usize,
+}
+
+impl Dims {
+    fn rep(&self) -> usize {
+        self.nh / self.nkv
+    }
+}
+
+/// Keys `lo..hi` visible to query `i` of a row with `len` real tokens (causal, right padding, window
+/// `q − k < w`); `(0, 0)` when none is.
+fn span(i: usize, len: usize, window: Option<usize>) -> (usize, usize) {
+    let hi = (i + 1).min(len);
+    let lo = window.map_or(0, |w| (i + 1).saturating_sub(w));
+    if lo < hi {
+        (lo, hi)
+    } else {
+        (0, 0)
+    }
+}
+
+/// The keys `kb..ke` that queries `i0..i1` see between them; `None` when none sees any.
+fn block_span(i0: usize, i1: usize, len: usize, window: Option<usize>) -> Option<(usize, usize)> {
+    let spans = (i0..i1).map(|i| span(i, len, window)).filter(|(lo, hi)| lo < hi);
+    spans.fold(None, |acc, (lo, hi)| match acc {
+        None => Some((lo, hi)),
+        Some((kb, ke)) => Some((kb.min(lo), ke.max(hi))),
+    })
+}
+
+/// `dst (m×n, row stride dst_rs) (+)= lhs (m×k) · rhs (k×n)`, strides in elements, bounds checked.
+#[allow(clippy::too_many_arguments)]
+fn mm(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (usize, usize),
+    par: gemm::Parallelism,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let extent = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs + 1;
+    assert!(k > 0, "attention: empty inner dimension");
+    assert!(extent(m, n, dst_rs, 1) <= dst.len(), "attention: product outside its destination");
+    assert!(extent(m, k, lhs_rs, lhs_cs) <= lhs.len(), "attention: left operand out of range");
+    assert!(extent(k, n, rhs_rs, rhs_cs) <= rhs.len(), "attention: right operand out of range");
+    // SAFETY: every element the GEMM touches lies inside the slices (checked just above); `dst` is
+    // exclusively borrowed and, with `accumulate`, initialised.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// `[b, t, heads, d]` → `[b, groups, t, heads/groups, d]` (the heads sharing a key head stacked by
+/// position), with RoPE applied on the way when `rope` is given.
+fn to_grouped(x: &[f32], dims: Dims, heads: usize, rope: Option<&RopeRows>) -> Vec<f32> {
+    let Dims { b, t, nkv: groups, d, .. } = dims;
+    let rep = heads / groups;
+    let mut out = vec![0f32; b * t * heads * d];
+    out.par_chunks_mut(t * rep * d).enumerate().for_each(|(task, dst)| {
+        let (bi, g) = (task / groups, task % groups);
+        for i in 0..t {
+            let pos = bi * t + i;
+            for r in 0..rep {
+                let src = &x[(pos * heads + g * rep + r) * d..][..d];
+                let y = &mut dst[(i * rep + r) * d..][..d];
+                match rope {
+                    Some(rp) => cpu::rope_row(src, &rp.cos[pos * d..][..d], &rp.sin[pos * d..][..d], y, false),
+                    None => y.copy_from_slice(src),
+                }
+            }
+        }
+    });
+    out
+}
+
+/// The inverse of [`to_grouped`], applying RoPE's transpose (a gradient's way back) when `rope` is given.
+fn from_grouped(x: &[f32], dims: Dims, heads: usize, rope: Option<&RopeRows>) -> Vec<f32> {
+    let Dims { t, nkv: groups, d, .. } = dims;
+    let rep = heads / groups;
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(heads * d).enumerate().for_each(|(pos, dst)| {
+        let (bi, i) = (pos / t, pos % t);
+        for h in 0..heads {
+            let (g, r) = (h / rep, h % rep);
+            let src = &x[((bi * groups + g) * t * rep + i * rep + r) * d..][..d];
+            let y = &mut dst[h * d..][..d];
+            match rope {
+                Some(rp) => cpu::rope_row(src, &rp.cos[pos * d..][..d], &rp.sin[pos * d..][..d], y, true),
+                None => y.copy_from_slice(src),
+            }
+        }
+    });
+    out
+}
+
+/// What the forward keeps for the backward.
+#[derive(Clone)]
+struct Saved {
+    dims: Dims,
+    spec: CausalAttention,
+    /// Rotated queries `[b, kv_heads, t·rep, d]`.
+    q: Vec<f32>,
+    /// Rotated keys and the values, `[b, kv_heads, t, d]`.
+    k: Vec<f32>,
+    v: Vec<f32>,
+    /// Probabilities `[b, kv_heads, t·rep, t]` (zero where masked).
+    p: Vec<f32>,
+    /// `tanh(scale·s / cap)` where visible, with a softcap.
+    th: Option<Vec<f32>>,
+}
+
+impl std::fmt::Debug for Saved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Saved").field("dims", &self.dims).field("spec", &self.spec).finish_non_exhaustive()
+    }
+}
+
+fn row_len(spec: &CausalAttention, bi: usize, t: usize) -> usize {
+    spec.lengths.as_ref().map_or(t, |l| l[bi].min(t))
+}
+
+/// Runs `job` on every (row, key head) task: in parallel with single-threaded products when there are
+/// enough tasks for the pool, else one after the other with multi-threaded products.
+fn run_tasks<T: Send>(jobs: Vec<T>, job: impl Fn(T, gemm::Parallelism) + Sync + Send) {
+    if jobs.len() >= rayon::current_num_threads() {
+        jobs.into_par_iter().for_each(|j| job(j, gemm::Parallelism::None));
+    } else {
+        jobs.into_iter().for_each(|j| job(j, gemm::Parallelism::Rayon(0)));
+    }
+}
+
+/// The forward on contiguous `q: [b, t, nh, d]`, `k, v: [b, t, nkv, d]`: the output `[b, t, nh·d]` and
+/// the backward's state.
+fn forward_cpu(q: &[f32], k: &[f32], v: &[f32], dims: Dims, spec: &CausalAttention) -> (Vec<f32>, Saved) {
+    let Dims { b, t, nh, nkv, d } = dims;
+    let rep = dims.rep();
+    let rope = spec.rope.as_ref();
+    let (qg, kg, vg) = (to_grouped(q, dims, nh, rope), to_grouped(k, dims, nkv, rope), to_grouped(v, dims, nkv, None));
+    let rows = t * rep;
+    let mut p = vec![0f32; b * nkv * rows * t];
+    let mut th = spec.softcap.map(|_| vec![0f32; p.len()]);
+    let mut og = vec![0f32; b * nkv * rows * d];
+    let softmax = SoftmaxSpec { scale: spec.scale, softcap: spec.softcap };
+    let th_chunks: Vec<Option<&mut [f32]>> = match &mut th {
+        Some(th) => th.chunks_mut(rows * t).map(Some).collect(),
+        None => (0..b * nkv).map(|_| None).collect(),
+    };
+    let jobs: Vec<_> = p.chunks_mut(rows * t).zip(og.chunks_mut(rows * d)).zip(th_chunks).enumerate().collect();
+    run_tasks(jobs, |(task, ((p, o), mut th)), par| {
+        let bi = task / nkv;
+        let len = row_len(spec, bi, t);
+        let (qt, kt, vt) =
+            (&qg[task * rows * d..][..rows * d], &kg[task * t * d..][..t * d], &vg[task * t * d..][..t * d]);
+        for i0 in (0..t).step_by(BLOCK) {
+            let i1 = (i0 + BLOCK).min(t);
+            let Some((kb, ke)) = block_span(i0, i1, len, spec.window) else { continue };
+            let (ks, nr) = (ke - kb, (i1 - i0) * rep);
+            let at = i0 * rep * t + kb;
+            // Scores of the block's rows over keys kb..ke: Q_blk · K[kb..ke]ᵀ, into p.
+            mm((nr, ks, d), &mut p[at..], t, false, &qt[i0 * rep * d..], (d, 1), &kt[kb * d..], (1, d), par);
+            for i in i0..i1 {
+                let (lo, hi) = span(i, len, spec.window);
+                let (lo, hi) = if lo < hi { (lo - kb, hi - kb) } else { (0, 0) };
+                for r in 0..rep {
+                    let row = (i * rep + r) * t + kb;
+                    let th = th.as_deref_mut().map(|th| &mut th[row..row + ks]);
+                    cpu::span_softmax(&mut p[row..row + ks], lo, hi, softmax, th);
+                }
+            }
+            // Output rows: P_blk · V[kb..ke].
+            mm((nr, d, ks), &mut o[i0 * rep * d..], d, false, &p[at..], (t, 1), &vt[kb * d..], (d, 1), par);
+        }
+    });
+    let out = from_grouped(&og, dims, nh, None);
+    (out, Saved { dims, spec: spec.clone(), q: qg, k: kg, v: vg, p, th })
+}
+
+/// The gradients `(dq, dk, dv)` in the inputs' layouts from the output's gradient `[b, t, nh·d]`.
+fn backward_cpu(s: &Saved, dout: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let Dims { b, t, nh, nkv, d } = s.dims;
+    let rep = s.dims.rep();
+    let rows = t * rep;
+    let dog = to_grouped(dout, s.dims, nh, None);
+    let (mut dq, mut dk, mut dv) =
+        (vec![0f32; b * nkv * rows * d], vec![0f32; b * nkv * t * d], vec![0f32; b * nkv * t * d]);
+    let jobs: Vec<_> =
+        dq.chunks_mut(rows * d).zip(dk.chunks_mut(t * d)).zip(dv.chunks_mut(t * d)).enumerate().collect();
+    let spec = &s.spec;
+    run_tasks(jobs, |(task, ((dq, dk), dv)), par| {
+        let bi = task / nkv;
+        let len = row_len(spec, bi, t);
+        let qt = &s.q[task * rows * d..][..rows * d];
+        let (kt, vt) = (&s.k[task * t * d..][..t * d], &s.v[task * t * d..][..t * d]);
+        let pt = &s.p[task * rows * t..][..rows * t];
+        let tht = s.th.as_ref().map(|th| &th[task * rows * t..][..rows * t]);
+        let dot = &dog[task * rows * d..][..rows * d];
+        let mut ds = Vec::new();
+        for i0 in (0..t).step_by(BLOCK) {
+            let i1 = (i0 + BLOCK).min(t);
+            let Some((kb, ke)) = block_span(i0, i1, len, spec.window) else { continue };
+            let (ks, nr) = (ke - kb, (i1 - i0) * rep);
+            let (at, qa) = (i0 * rep * t + kb, i0 * rep * d);
+            ds.clear();
+            ds.resize(nr * ks, 0f32);
+            // dP = dO_blk · V[kb..ke]ᵀ, then dS (the softmax's backward, row by row).
+            mm((nr, ks, d), &mut ds, ks, false, &dot[qa..], (d, 1), &vt[kb * d..], (1, d), par);
+            for (rr, dsr) in ds.chunks_exact_mut(ks).enumerate() {
+                let row = at + rr * t;
+                cpu::span_softmax_back(&pt[row..row + ks], dsr, tht.map(|th| &th[row..row + ks]), spec.scale);
+            }
+            // dV[kb..ke] += P_blkᵀ · dO_blk; dQ_blk = dS · K[kb..ke]; dK[kb..ke] += dSᵀ · Q_blk.
+            mm((ks, d, nr), &mut dv[kb * d..], d, true, &pt[at..], (1, t), &dot[qa..], (d, 1), par);
+            mm((nr, d, ks), &mut dq[qa..], d, false, &ds, (ks, 1), &kt[kb * d..], (d, 1), par);
+            mm((ks, d, nr), &mut dk[kb * d..], d, true, &ds, (1, ks), &qt[qa..], (d, 1), par);
+        }
+    });
+    let rope = spec.rope.as_ref();
+    (from_grouped(&dq, s.dims, nh, rope), from_grouped(&dk, s.dims, nkv, rope), from_grouped(&dv, s.dims, nkv, None))
+}
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl Backward<Flex, 3> for AttentionBackward {
+    type State = Saved;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let saved = ops.state;
+        let dout = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let (dq, dk, dv) = backward_cpu(&saved, dout.storage::<f32>());
+        let Dims { b, t, nh, nkv, d } = saved.dims;
+        let [pq, pk, pv] = ops.parents;
+        for (parent, grad, heads) in [(pq, dq, nh), (pk, dk, nkv), (pv, dv, nkv)] {
+            if let Some(node) = parent {
+                grads.register::<Flex>(node.id, new_tensor(grad, Shape::new([b, t, heads, d])));
+            }
+        }
+    }
+}
+
+fn attention_ad<C: CheckpointStrategy>(
+    q: AdTensor,
+    k: AdTensor,
+    v: AdTensor,
+    dims: Dims,
+    spec: &CausalAttention,
+) -> AdTensor {
+    let data = |x: &AdTensor| x.primitive.to_contiguous();
+    let (qc, kc, vc) = (data(&q), data(&k), data(&v));
+    let (out, saved) = forward_cpu(qc.storage(), kc.storage(), vc.storage(), dims, spec);
+    let out = new_tensor(out, Shape::new([dims.b, dims.t, dims.nh * dims.d]));
+    match AttentionBackward.prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(saved, out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}
+
+type Qkv<B> = (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>);
+
+/// See [`crate::causal_attention`].
+pub(crate) fn causal_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    spec: &CausalAttention,
+) -> Result<Tensor<B, 3>, Qkv<B>> {
+    let Some(kind) = kind::<B>() else { return Err((q, k, v)) };
+    let [b, t, nh, d] = q.dims();
+    let nkv = k.dims()[2];
+    let ok = [&q, &k, &v].iter().all(|x| x.dtype() == DType::F32)
+        && k.dims() == [b, t, nkv, d]
+        && v.dims() == [b, t, nkv, d]
+        && nkv > 0
+        && nh % nkv == 0
+        && d > 0
+        && d % 2 == 0
+        && t > 0
+        && spec.lengths.as_ref().is_none_or(|l| l.len() == b)
+        && spec.rope.as_ref().is_none_or(|r| r.cos.len() == b * t * d && r.sin.len() == b * t * d);
+    if !ok {
+        return Err((q, k, v));
+    }
+    let dims = Dims { b, t, nh, nkv, d };
+    let out = match kind {
+        Kind::Plain => {
+            let data = |x: Tensor<B, 4>| prim::<B, 4, FlexTensor>(x).to_contiguous();
+            let (qc, kc, vc) = (data(q), data(k), data(v));
+            let (out, _) = forward_cpu(qc.storage(), kc.storage(), vc.storage(), dims, spec);
+            return Ok(wrap::<B, 3, _>(new_tensor(out, Shape::new([b, t, nh * d]))));
+        }
+        Kind::AdPlain => {
+            attention_ad::<NoCheckpointing>(prim::<B, 4, _>(q), prim::<B, 4, _>(k), prim::<B, 4, _>(v), dims, spec)
+        }
+        Kind::AdBalanced => attention_ad::<BalancedCheckpointing>(
+            prim::<B, 4, _>(q),
+            prim::<B, 4, _>(k),
+            prim::<B, 4, _>(v),
+            dims,
+            spec,
+        ),
+    };
+    Ok(wrap::<B, 3, _>(out))
+}
