@@ -42,6 +42,41 @@ impl Dims {
     }
 }
 
+/// Where the positions of the `b` rows of width `t` are on the inputs' position axis: `[b, t]` (every
+/// position) or packed (`[1, n]`: the real positions of each row, rows back to back).
+#[derive(Clone, Debug)]
+struct Positions {
+    /// Per row: its position 0 on the axis and how many of its positions are there.
+    starts: Vec<usize>,
+    counts: Vec<usize>,
+    /// Per position on the axis: `(row, position in the row)`.
+    owner: Vec<(u32, u32)>,
+}
+
+impl Positions {
+    fn new(b: usize, t: usize, packed: Option<&[usize]>) -> Self {
+        let counts: Vec<usize> = match packed {
+            Some(lengths) => lengths.iter().map(|&l| l.min(t)).collect(),
+            None => vec![t; b],
+        };
+        let mut starts = Vec::with_capacity(b);
+        let mut owner = Vec::new();
+        for (r, &c) in counts.iter().enumerate() {
+            starts.push(owner.len());
+            owner.extend((0..c).map(|i| (r as u32, i as u32)));
+        }
+        Self { starts, counts, owner }
+    }
+
+    fn len(&self) -> usize {
+        self.owner.len()
+    }
+
+    fn at(&self, row: usize, i: usize) -> Option<usize> {
+        (i < self.counts[row]).then(|| self.starts[row] + i)
+    }
+}
+
 /// Keys `lo..hi` visible to query `i` of a row with `len` real tokens (causal, right padding, window
 /// `q − k < w`); `(0, 0)` when none is.
 fn span(i: usize, len: usize, window: Option<usize>) -> (usize, usize) {
@@ -111,18 +146,19 @@ fn mm(
     }
 }
 
-/// `[b, t, heads, d]` → `[b, groups, t, heads/groups, d]` (the heads sharing a key head stacked by
-/// position), with RoPE applied on the way when `rope` is given.
-fn to_grouped(x: &[f32], dims: Dims, heads: usize, rope: Option<&RopeRows>) -> Vec<f32> {
+/// `[positions, heads, d]` → `[b, groups, t, heads/groups, d]` (the heads sharing a key head stacked by
+/// position; positions not on the axis stay zero), with RoPE applied on the way when `rope` is given.
+fn to_grouped(x: &[f32], dims: Dims, at: &Positions, heads: usize, rope: Option<&RopeRows>) -> Vec<f32> {
     let Dims { b, t, nkv: groups, d, .. } = dims;
     let rep = heads / groups;
     let mut out = vec![0f32; b * t * heads * d];
     out.par_chunks_mut(t * rep * d).enumerate().for_each(|(task, dst)| {
         let (bi, g) = (task / groups, task % groups);
         for i in 0..t {
+            let Some(axis) = at.at(bi, i) else { break };
             let pos = bi * t + i;
             for r in 0..rep {
-                let src = &x[(pos * heads + g * rep + r) * d..][..d];
+                let src = &x[(axis * heads + g * rep + r) * d..][..d];
                 let y = &mut dst[(i * rep + r) * d..][..d];
                 match rope {
                     Some(rp) => cpu::rope_row(src, &rp.cos[pos * d..][..d], &rp.sin[pos * d..][..d], y, false),
@@ -135,12 +171,13 @@ fn to_grouped(x: &[f32], dims: Dims, heads: usize, rope: Option<&RopeRows>) -> V
 }
 
 /// The inverse of [`to_grouped`], applying RoPE's transpose (a gradient's way back) when `rope` is given.
-fn from_grouped(x: &[f32], dims: Dims, heads: usize, rope: Option<&RopeRows>) -> Vec<f32> {
+fn from_grouped(x: &[f32], dims: Dims, at: &Positions, heads: usize, rope: Option<&RopeRows>) -> Vec<f32> {
     let Dims { t, nkv: groups, d, .. } = dims;
     let rep = heads / groups;
-    let mut out = vec![0f32; x.len()];
-    out.par_chunks_mut(heads * d).enumerate().for_each(|(pos, dst)| {
-        let (bi, i) = (pos / t, pos % t);
+    let mut out = vec![0f32; at.len() * heads * d];
+    out.par_chunks_mut(heads * d).enumerate().for_each(|(axis, dst)| {
+        let (bi, i) = (at.owner[axis].0 as usize, at.owner[axis].1 as usize);
+        let pos = bi * t + i;
         for h in 0..heads {
             let (g, r) = (h / rep, h % rep);
             let src = &x[((bi * groups + g) * t * rep + i * rep + r) * d..][..d];
@@ -158,6 +195,9 @@ fn from_grouped(x: &[f32], dims: Dims, heads: usize, rope: Option<&RopeRows>) ->
 #[derive(Clone)]
 struct Saved {
     dims: Dims,
+    at: Positions,
+    /// The shapes of `q` and of `k` / `v` as given.
+    shapes: [Shape; 2],
     spec: CausalAttention,
     /// Rotated queries `[b, kv_heads, t·rep, d]`.
     q: Vec<f32>,
@@ -180,6 +220,15 @@ fn row_len(spec: &CausalAttention, bi: usize, t: usize) -> usize {
     spec.lengths.as_ref().map_or(t, |l| l[bi].min(t))
 }
 
+/// The queries of row `bi` that are computed: all `t`, or its real ones when packed (no others exist).
+fn queries(spec: &CausalAttention, bi: usize, t: usize) -> usize {
+    if spec.packed_width.is_some() {
+        row_len(spec, bi, t)
+    } else {
+        t
+    }
+}
+
 /// Runs `job` on every (row, key head) task: in parallel with single-threaded products when there are
 /// enough tasks for the pool, else one after the other with multi-threaded products.
 fn run_tasks<T: Send>(jobs: Vec<T>, job: impl Fn(T, gemm::Parallelism) + Sync + Send) {
@@ -192,11 +241,20 @@ fn run_tasks<T: Send>(jobs: Vec<T>, job: impl Fn(T, gemm::Parallelism) + Sync + 
 
 /// The forward on contiguous `q: [b, t, nh, d]`, `k, v: [b, t, nkv, d]`: the output `[b, t, nh·d]` and
 /// the backward's state.
-fn forward_cpu(q: &[f32], k: &[f32], v: &[f32], dims: Dims, spec: &CausalAttention) -> (Vec<f32>, Saved) {
+fn forward_cpu(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    dims: Dims,
+    shapes: [Shape; 2],
+    spec: &CausalAttention,
+) -> (Vec<f32>, Saved) {
     let Dims { b, t, nh, nkv, d } = dims;
     let rep = dims.rep();
     let rope = spec.rope.as_ref();
-    let (qg, kg, vg) = (to_grouped(q, dims, nh, rope), to_grouped(k, dims, nkv, rope), to_grouped(v, dims, nkv, None));
+    let at = Positions::new(b, t, if spec.packed_width.is_some() { spec.lengths.as_deref() } else { None });
+    let (qg, kg, vg) =
+        (to_grouped(q, dims, &at, nh, rope), to_grouped(k, dims, &at, nkv, rope), to_grouped(v, dims, &at, nkv, None));
     let rows = t * rep;
     let mut p = vec![0f32; b * nkv * rows * t];
     let mut th = spec.softcap.map(|_| vec![0f32; p.len()]);
@@ -209,11 +267,11 @@ fn forward_cpu(q: &[f32], k: &[f32], v: &[f32], dims: Dims, spec: &CausalAttenti
     let jobs: Vec<_> = p.chunks_mut(rows * t).zip(og.chunks_mut(rows * d)).zip(th_chunks).enumerate().collect();
     run_tasks(jobs, |(task, ((p, o), mut th)), par| {
         let bi = task / nkv;
-        let len = row_len(spec, bi, t);
+        let (len, nq) = (row_len(spec, bi, t), queries(spec, bi, t));
         let (qt, kt, vt) =
             (&qg[task * rows * d..][..rows * d], &kg[task * t * d..][..t * d], &vg[task * t * d..][..t * d]);
-        for i0 in (0..t).step_by(BLOCK) {
-            let i1 = (i0 + BLOCK).min(t);
+        for i0 in (0..nq).step_by(BLOCK) {
+            let i1 = (i0 + BLOCK).min(nq);
             let Some((kb, ke)) = block_span(i0, i1, len, spec.window) else { continue };
             let (ks, nr) = (ke - kb, (i1 - i0) * rep);
             let at = i0 * rep * t + kb;
@@ -232,8 +290,8 @@ fn forward_cpu(q: &[f32], k: &[f32], v: &[f32], dims: Dims, spec: &CausalAttenti
             mm((nr, d, ks), &mut o[i0 * rep * d..], d, false, &p[at..], (t, 1), &vt[kb * d..], (d, 1), par);
         }
     });
-    let out = from_grouped(&og, dims, nh, None);
-    (out, Saved { dims, spec: spec.clone(), q: qg, k: kg, v: vg, p, th })
+    let out = from_grouped(&og, dims, &at, nh, None);
+    (out, Saved { dims, at, shapes, spec: spec.clone(), q: qg, k: kg, v: vg, p, th })
 }
 
 /// The gradients `(dq, dk, dv)` in the inputs' layouts from the output's gradient `[b, t, nh·d]`.
@@ -241,7 +299,7 @@ fn backward_cpu(s: &Saved, dout: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let Dims { b, t, nh, nkv, d } = s.dims;
     let rep = s.dims.rep();
     let rows = t * rep;
-    let dog = to_grouped(dout, s.dims, nh, None);
+    let dog = to_grouped(dout, s.dims, &s.at, nh, None);
     let (mut dq, mut dk, mut dv) =
         (vec![0f32; b * nkv * rows * d], vec![0f32; b * nkv * t * d], vec![0f32; b * nkv * t * d]);
     let jobs: Vec<_> =
@@ -249,15 +307,15 @@ fn backward_cpu(s: &Saved, dout: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let spec = &s.spec;
     run_tasks(jobs, |(task, ((dq, dk), dv)), par| {
         let bi = task / nkv;
-        let len = row_len(spec, bi, t);
+        let (len, nq) = (row_len(spec, bi, t), queries(spec, bi, t));
         let qt = &s.q[task * rows * d..][..rows * d];
         let (kt, vt) = (&s.k[task * t * d..][..t * d], &s.v[task * t * d..][..t * d]);
         let pt = &s.p[task * rows * t..][..rows * t];
         let tht = s.th.as_ref().map(|th| &th[task * rows * t..][..rows * t]);
         let dot = &dog[task * rows * d..][..rows * d];
         let mut ds = Vec::new();
-        for i0 in (0..t).step_by(BLOCK) {
-            let i1 = (i0 + BLOCK).min(t);
+        for i0 in (0..nq).step_by(BLOCK) {
+            let i1 = (i0 + BLOCK).min(nq);
             let Some((kb, ke)) = block_span(i0, i1, len, spec.window) else { continue };
             let (ks, nr) = (ke - kb, (i1 - i0) * rep);
             let (at, qa) = (i0 * rep * t + kb, i0 * rep * d);
@@ -276,7 +334,12 @@ fn backward_cpu(s: &Saved, dout: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         }
     });
     let rope = spec.rope.as_ref();
-    (from_grouped(&dq, s.dims, nh, rope), from_grouped(&dk, s.dims, nkv, rope), from_grouped(&dv, s.dims, nkv, None))
+    let at = &s.at;
+    (
+        from_grouped(&dq, s.dims, at, nh, rope),
+        from_grouped(&dk, s.dims, at, nkv, rope),
+        from_grouped(&dv, s.dims, at, nkv, None),
+    )
 }
 
 #[derive(Debug)]
@@ -289,11 +352,11 @@ impl Backward<Flex, 3> for AttentionBackward {
         let saved = ops.state;
         let dout = grads.consume::<Flex>(&ops.node).to_contiguous();
         let (dq, dk, dv) = backward_cpu(&saved, dout.storage::<f32>());
-        let Dims { b, t, nh, nkv, d } = saved.dims;
         let [pq, pk, pv] = ops.parents;
-        for (parent, grad, heads) in [(pq, dq, nh), (pk, dk, nkv), (pv, dv, nkv)] {
+        let [sq, skv] = &saved.shapes;
+        for (parent, grad, shape) in [(pq, dq, sq), (pk, dk, skv), (pv, dv, skv)] {
             if let Some(node) = parent {
-                grads.register::<Flex>(node.id, new_tensor(grad, Shape::new([b, t, heads, d])));
+                grads.register::<Flex>(node.id, new_tensor(grad, shape.clone()));
             }
         }
     }
@@ -308,8 +371,11 @@ fn attention_ad<C: CheckpointStrategy>(
 ) -> AdTensor {
     let data = |x: &AdTensor| x.primitive.to_contiguous();
     let (qc, kc, vc) = (data(&q), data(&k), data(&v));
-    let (out, saved) = forward_cpu(qc.storage(), kc.storage(), vc.storage(), dims, spec);
-    let out = new_tensor(out, Shape::new([dims.b, dims.t, dims.nh * dims.d]));
+    let shapes = [qc.layout().shape().clone(), kc.layout().shape().clone()];
+    let [qb, qn, ..] = qc.layout().shape().as_slice() else { unreachable!("rank 4") };
+    let out_shape = Shape::new([*qb, *qn, dims.nh * dims.d]);
+    let (out, saved) = forward_cpu(qc.storage(), kc.storage(), vc.storage(), dims, shapes, spec);
+    let out = new_tensor(out, out_shape);
     match AttentionBackward.prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish(saved, out),
         OpsKind::UnTracked(prep) => prep.finish(out),
@@ -326,15 +392,22 @@ pub(crate) fn causal_attention<B: Backend>(
     spec: &CausalAttention,
 ) -> Result<Tensor<B, 3>, Qkv<B>> {
     let Some(kind) = kind::<B>() else { return Err((q, k, v)) };
-    let [b, t, nh, d] = q.dims();
+    let [qb, qn, nh, d] = q.dims();
     let nkv = k.dims()[2];
+    // Rows and width: the inputs' own, or (packed) the rows of `lengths` and the given width.
+    let (b, t) = match (spec.packed_width, &spec.lengths) {
+        (None, _) => (qb, qn),
+        (Some(w), Some(l)) if qb == 1 && l.iter().map(|&x| x.min(w)).sum::<usize>() == qn => (l.len(), w),
+        (Some(_), _) => return Err((q, k, v)),
+    };
     let ok = [&q, &k, &v].iter().all(|x| x.dtype() == DType::F32)
-        && k.dims() == [b, t, nkv, d]
-        && v.dims() == [b, t, nkv, d]
+        && k.dims() == [qb, qn, nkv, d]
+        && v.dims() == [qb, qn, nkv, d]
         && nkv > 0
         && nh % nkv == 0
         && d > 0
         && d % 2 == 0
+        && b > 0
         && t > 0
         && spec.lengths.as_ref().is_none_or(|l| l.len() == b)
         && spec.rope.as_ref().is_none_or(|r| r.cos.len() == b * t * d && r.sin.len() == b * t * d);
@@ -346,8 +419,9 @@ pub(crate) fn causal_attention<B: Backend>(
         Kind::Plain => {
             let data = |x: Tensor<B, 4>| prim::<B, 4, FlexTensor>(x).to_contiguous();
             let (qc, kc, vc) = (data(q), data(k), data(v));
-            let (out, _) = forward_cpu(qc.storage(), kc.storage(), vc.storage(), dims, spec);
-            return Ok(wrap::<B, 3, _>(new_tensor(out, Shape::new([b, t, nh * d]))));
+            let shapes = [qc.layout().shape().clone(), kc.layout().shape().clone()];
+            let (out, _) = forward_cpu(qc.storage(), kc.storage(), vc.storage(), dims, shapes, spec);
+            return Ok(wrap::<B, 3, _>(new_tensor(out, Shape::new([qb, qn, nh * d]))));
         }
         Kind::AdPlain => {
             attention_ad::<NoCheckpointing>(prim::<B, 4, _>(q), prim::<B, 4, _>(k), prim::<B, 4, _>(v), dims, spec)

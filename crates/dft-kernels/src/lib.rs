@@ -120,10 +120,15 @@ pub struct CausalAttention {
     pub lengths: Option<Arc<[usize]>>,
     /// RoPE applied to queries and keys inside the op; `None`: they come rotated.
     pub rope: Option<RopeRows>,
+    /// `Some(t)`: `q`, `k`, `v` and the output are packed, `[1, n, …]`: the `lengths[r]` real positions
+    /// of each of the `lengths.len()` rows of width `t`, row after row (needs `lengths`). Only real
+    /// queries exist then.
+    pub packed_width: Option<usize>,
 }
 
 /// Causal self-attention of one block without a cache: `q: [b, t, heads, d]`, `k, v: [b, t, kv_heads, d]`
-/// (grouped-query: query head `h` reads key head `h / (heads / kv_heads)`) → `[b, t, heads · d]`, where
+/// (grouped-query: query head `h` reads key head `h / (heads / kv_heads)`) → `[b, t, heads · d]` (or
+/// packed rows, `[1, n, …]`: see [`CausalAttention::packed_width`]), where
 /// query `i` of row `r` attends to keys `k ≤ i`, `k < lengths[r]` (and inside the window) with
 /// `softmax(z)` as in [`attention_softmax`]. RoPE (when given) is applied to `q` and `k` first.
 ///

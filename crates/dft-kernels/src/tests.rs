@@ -558,21 +558,48 @@ fn attention_case<B: AutodiffBackend>(nh: usize, nkv: usize, spec: CausalAttenti
         }
     }
     let w = Tensor::<B, 3>::from_data(TensorData::new(w, [b, t, nh * d]), &Default::default());
+    // Packed: the fused op sees the real positions only, taken from (and its gradients flowing back into)
+    // the same [b, t] inputs; the composition's outputs are compared at those positions.
+    let packed = spec.packed_width.is_some();
+    let rows: Vec<i64> = (0..b)
+        .flat_map(|r| {
+            let len = if packed { spec.lengths.as_ref().unwrap()[r] } else { t };
+            (0..len).map(move |i| (r * t + i) as i64)
+        })
+        .collect();
+    let n = rows.len();
+    let rows = Tensor::<B, 1, burn::tensor::Int>::from_data(TensorData::new(rows, [n]), &Default::default());
+    let pick = |x: Tensor<B, 4>| {
+        let [_, _, h, d] = x.dims();
+        x.reshape([b * t, h, d]).select(0, rows.clone()).reshape([1, n, h, d])
+    };
+    let pick3 = |x: Tensor<B, 3>| x.reshape([b * t, nh * d]).select(0, rows.clone()).reshape([1, n, nh * d]);
     let run = |fused: bool| {
         let (q, k, v) = (q.clone(), k.clone(), v.clone());
-        let out = if fused {
-            causal_attention(q.clone(), k.clone(), v.clone(), &spec).map_err(|_| ()).expect("the fused path")
-        } else {
-            attention_composition(q.clone(), k.clone(), v.clone(), &spec)
+        let out = match (fused, packed) {
+            (true, true) => {
+                causal_attention(pick(q.clone()), pick(k.clone()), pick(v.clone()), &spec)
+                    .map_err(|_| ())
+                    .expect("the fused path")
+                    * pick3(w.clone())
+            }
+            (true, false) => {
+                let out =
+                    causal_attention(q.clone(), k.clone(), v.clone(), &spec).map_err(|_| ()).expect("the fused path");
+                pick3(out * w.clone())
+            }
+            (false, _) => {
+                let spec = CausalAttention { packed_width: None, ..spec.clone() };
+                pick3(attention_composition(q.clone(), k.clone(), v.clone(), &spec) * w.clone())
+            }
         };
-        let out = out * w.clone();
         let grads = out.clone().sum().backward();
         (out.inner(), q.grad(&grads).unwrap(), k.grad(&grads).unwrap(), v.grad(&grads).unwrap())
     };
     let (fo, fq, fk, fv) = run(true);
     let (co, cq, ck, cv) = run(false);
     let what = format!(
-        "heads {nh}/{nkv}, softcap {:?}, window {:?}, lengths {:?}, rope {}",
+        "heads {nh}/{nkv}, softcap {:?}, window {:?}, lengths {:?}, rope {}, packed {packed}",
         spec.softcap,
         spec.window,
         spec.lengths,
@@ -592,17 +619,22 @@ fn causal_attention_matches_composition_with_gradients() {
     let lengths: Arc<[usize]> = vec![70, 41, 5].into();
     let rope = Some(rope_rows_for(3, 70, 8));
     let cases = [
-        // (heads, kv heads, scale, softcap, window, lengths, rope)
-        (6, 2, 0.35, None, None, None, rope.clone()),
-        (6, 2, 0.35, None, None, Some(lengths.clone()), rope.clone()),
-        (3, 3, 0.5, Some(2.0), None, Some(lengths.clone()), None),
-        (4, 1, 0.35, Some(3.0), Some(9), Some(lengths.clone()), rope.clone()),
-        (6, 2, 0.35, None, Some(40), Some(lengths), rope),
+        // (heads, kv heads, scale, softcap, window, lengths, rope, packed)
+        (6, 2, 0.35, None, None, None, rope.clone(), false),
+        (6, 2, 0.35, None, None, Some(lengths.clone()), rope.clone(), false),
+        (3, 3, 0.5, Some(2.0), None, Some(lengths.clone()), None, false),
+        (4, 1, 0.35, Some(3.0), Some(9), Some(lengths.clone()), rope.clone(), false),
+        (6, 2, 0.35, None, Some(40), Some(lengths.clone()), rope.clone(), false),
+        (6, 2, 0.35, None, None, Some(lengths.clone()), rope.clone(), true),
+        (4, 1, 0.35, Some(3.0), Some(9), Some(lengths), rope, true),
     ];
-    for (i, (nh, nkv, scale, softcap, window, lengths, rope)) in cases.into_iter().enumerate() {
-        let spec = CausalAttention { scale, softcap, window, lengths, rope };
+    for (i, (nh, nkv, scale, softcap, window, lengths, rope, packed)) in cases.into_iter().enumerate() {
+        let spec = CausalAttention { scale, softcap, window, lengths, rope, packed_width: packed.then_some(70) };
         attention_case::<Ad>(nh, nkv, spec.clone(), 10 * i as u64 + 1);
         attention_case::<AdCkpt>(nh, nkv, spec.clone(), 10 * i as u64 + 1);
+        if packed {
+            continue;
+        }
         // The plain backend's forward (inference) gives the same values.
         let [q, k, v] = [nh, nkv, nkv].map(|h| random::<Flex, 4>([3, 70, h, 8], 7 + h as u64));
         let fused = causal_attention(q.clone(), k.clone(), v.clone(), &spec).map_err(|_| ()).unwrap();
@@ -616,7 +648,8 @@ fn causal_attention_matches_composition_with_gradients() {
 #[test]
 fn causal_attention_leaves_other_inputs_to_the_caller() {
     // A head count that does not group (5 query heads over 2 key heads) comes back untouched.
-    let spec = CausalAttention { scale: 1.0, softcap: None, window: None, lengths: None, rope: None };
+    let spec =
+        CausalAttention { scale: 1.0, softcap: None, window: None, lengths: None, rope: None, packed_width: None };
     let q = random::<Flex, 4>([1, 4, 5, 8], 1);
     let kv = random::<Flex, 4>([1, 4, 2, 8], 2);
     assert!(causal_attention(q, kv.clone(), kv, &spec).is_err());

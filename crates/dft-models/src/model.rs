@@ -498,6 +498,12 @@ impl<B: Backend> Packing<B> {
         x.reshape([self.b * self.t, d]).select(0, self.real.clone()).reshape([1, self.n, d])
     }
 
+    /// `[1, n, heads, d]` → `[b, t, heads, d]` (as [`unpack`](Self::unpack)).
+    fn unpack_heads(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [_, n, h, d] = x.dims();
+        self.unpack(x.reshape([1, n, h * d])).reshape([self.b, self.t, h, d])
+    }
+
     /// `[1, n, d]` → `[b, t, d]` (padded positions: see `spread`).
     fn unpack(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let d = x.dims()[2];
@@ -554,42 +560,68 @@ impl<B: Backend> Attention<B> {
         packing: Option<&Packing<B>>,
         p: Precision,
     ) -> Tensor<B, 3> {
-        let x = match packing {
-            Some(pk) => pk.unpack(x),
-            None => x,
+        // Fused (no cache, f32 products, a backend with the op): packed rows stay packed through the
+        // projections and the attention; otherwise attention works on the `[b, t]` layout.
+        // (`causal` comes only with passes from position 0: a cache here is one being captured.)
+        let fused = match (causal, p) {
+            (Some(c), Precision::F32) if dft_kernels::fast_path::<B>() => Some(c),
+            _ => None,
         };
-        let [b, t, _] = x.dims();
+        let x = match packing {
+            Some(pk) if fused.is_none() => pk.unpack(x),
+            _ => x,
+        };
+        let [xb, xt, _] = x.dims();
         let (nh, nkv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let rep = nh / nkv;
         // Heads stay in the projections' layout `[b, t, heads, d]` through QK-norm, RoPE and the KV cache.
-        let mut q = self.q_proj.forward_in(x.clone(), p).reshape([b, t, nh, d]);
-        let mut k = self.k_proj.forward_in(x.clone(), p).reshape([b, t, nkv, d]);
-        let mut v = self.v_proj.forward_in(x, p).reshape([b, t, nkv, d]);
+        let mut q = self.q_proj.forward_in(x.clone(), p).reshape([xb, xt, nh, d]);
+        let mut k = self.k_proj.forward_in(x.clone(), p).reshape([xb, xt, nkv, d]);
+        let mut v = self.v_proj.forward_in(x, p).reshape([xb, xt, nkv, d]);
         if let Some(n) = &self.q_norm {
             q = n.forward(q);
         }
         if let Some(n) = &self.k_norm {
             k = n.forward(k);
         }
-        if let (None, Some((lengths, window)), Precision::F32) = (&cache, causal, p) {
+        if let Some((lengths, window)) = fused {
             let spec = dft_kernels::CausalAttention {
                 scale: self.scale as f32,
                 softcap: self.softcap.map(|c| c as f32),
                 window,
                 lengths,
                 rope: Some(rope.rows.clone()),
+                packed_width: packing.map(|pk| pk.t),
             };
+            let kv = cache.is_some().then(|| (k.clone(), v.clone()));
             match dft_kernels::causal_attention(q, k, v, &spec) {
+                // Packed in, packed out.
                 Ok(out) => {
-                    let out = match packing {
-                        Some(pk) => pk.pack(out),
-                        None => out,
-                    };
+                    if let (Some((slot, len)), Some((k, v))) = (cache, kv) {
+                        // A captured pass: the cache gets the rotated keys and the values as the
+                        // composition below would store them, `[b, kv_heads, t, d]` (gradients flow back).
+                        assert_eq!(len, 0, "Attention: a causal pass captures its keys from position 0");
+                        let (k, v) = match packing {
+                            Some(pk) => (pk.unpack_heads(k), pk.unpack_heads(v)),
+                            None => (k, v),
+                        };
+                        let k = apply_rope(k, &rope.k, rotate);
+                        *slot = Some((
+                            dft_kernels::permute_contiguous(k, [0, 2, 1, 3]),
+                            dft_kernels::permute_contiguous(v, [0, 2, 1, 3]),
+                        ));
+                    }
                     return self.o_proj.forward_in(out, p);
                 }
-                Err(inputs) => (q, k, v) = inputs,
+                Err(inputs) => {
+                    (q, k, v) = inputs;
+                    if let Some(pk) = packing {
+                        (q, k, v) = (pk.unpack_heads(q), pk.unpack_heads(k), pk.unpack_heads(v));
+                    }
+                }
             }
         }
+        let [b, t, _, _] = q.dims();
         let q = apply_rope(q, &rope.q, rotate);
         let k = apply_rope(k, &rope.k, rotate);
         // Grouped-query attention without materialising repeated keys: query head `g * rep + r` uses key
