@@ -574,3 +574,50 @@ pub(crate) fn scale<B: Backend, const D: usize>(x: Tensor<B, D>, factor: f32) ->
     cpu::scale_in_place(t.storage_mut::<f32>(), factor);
     Ok(wrap::<B, D, _>(t))
 }
+
+// ---------------------------------------------------------------------------------------------
+// Gradient carrier: a zero scalar whose gradient w.r.t. `x` is a given tensor
+// ---------------------------------------------------------------------------------------------
+
+pub(crate) fn gradient_carrier<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    g: Tensor<B, D>,
+) -> Result<Tensor<B, 1>, (Tensor<B, D>, Tensor<B, D>)> {
+    let Some(kind @ (Kind::AdPlain | Kind::AdBalanced)) = kind::<B>() else { return Err((x, g)) };
+    if x.dtype() != DType::F32 || g.dtype() != DType::F32 || x.dims() != g.dims() {
+        return Err((x, g));
+    }
+    let g = prim::<B, D, AdTensor>(g).primitive;
+    let out = by_kind!(kind, unreachable!(), carrier_ad::<C>(prim::<B, D, AdTensor>(x), g));
+    Ok(wrap::<B, 1, _>(out))
+}
+
+#[derive(Debug)]
+struct CarrierBackward;
+
+impl Backward<Flex, 1> for CarrierBackward {
+    /// The gradient to hand to the parent (for an upstream gradient of 1).
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |d| {
+            let s = d.to_contiguous().storage::<f32>()[0];
+            if s == 1.0 {
+                g
+            } else {
+                let mut g = owned(g);
+                cpu::scale_in_place(g.storage_mut::<f32>(), s);
+                g
+            }
+        });
+    }
+}
+
+fn carrier_ad<C: CheckpointStrategy>(x: AdTensor, g: FlexTensor) -> AdTensor {
+    let out = new_tensor(vec![0.0], Shape::new([1]));
+    match CarrierBackward.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(g, out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}

@@ -252,6 +252,20 @@ pub fn scale<B: Backend, const D: usize>(x: Tensor<B, D>, factor: f64) -> Tensor
     x * factor
 }
 
+/// A scalar zero whose gradient w.r.t. `x` is `g` (a constant): how a loss computed outside the autodiff
+/// graph (the chunked cross-entropy, which computes its own gradients) hands them to it. On
+/// `Autodiff<Flex, _>` (f32) one node that passes `g` on, scaled by the upstream gradient — no pass over
+/// the data forward; elsewhere the composition `(x·g − detach(x·g)).sum()`.
+pub fn gradient_carrier<B: Backend, const D: usize>(x: Tensor<B, D>, g: Tensor<B, D>) -> Tensor<B, 1> {
+    #[cfg(feature = "flex")]
+    let (x, g) = match flex::gradient_carrier(x, g) {
+        Ok(out) => return out,
+        Err(inputs) => inputs,
+    };
+    let y = x * g;
+    (y.clone() - y.detach()).sum()
+}
+
 /// `(param, m, v)` after [`adamw_step`].
 pub type AdamWOutputs<B, const D: usize> = (Tensor<B, D>, Tensor<B, D>, Tensor<B, D>);
 

@@ -654,3 +654,27 @@ fn causal_attention_leaves_other_inputs_to_the_caller() {
     let kv = random::<Flex, 4>([1, 4, 2, 8], 2);
     assert!(causal_attention(q, kv.clone(), kv, &spec).is_err());
 }
+
+fn carrier_case<B: AutodiffBackend>() {
+    // A non-contiguous `x` (a transposed view), as the LM head of a vocab-major model is handed in.
+    let x = random::<B, 2>([7, 5], 1).require_grad();
+    let g = random::<B, 2>([5, 7], 2);
+    let xt = x.clone().transpose();
+    let fused = gradient_carrier(xt.clone(), g.clone()) * 3.0 + xt.clone().sum();
+    let grads = fused.clone().backward();
+    let got = x.grad(&grads).unwrap();
+    // A fresh graph for the composition (a backward consumes the one it ran through).
+    let xt = x.clone().transpose();
+    let y = xt.clone() * g.clone();
+    let composed = (y.clone() - y.detach()).sum() * 3.0 + xt.sum();
+    let grads = composed.clone().backward();
+    let want = x.grad(&grads).unwrap();
+    assert_close(fused.inner(), composed.inner(), 1e-6, "carrier value");
+    assert_close(got, want, 1e-6, "carrier gradient");
+}
+
+#[test]
+fn gradient_carrier_passes_its_gradient_scaled() {
+    carrier_case::<Ad>();
+    carrier_case::<AdCkpt>();
+}

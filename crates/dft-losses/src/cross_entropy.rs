@@ -188,13 +188,11 @@ pub fn chunked_ce_sum<B: AutodiffBackend>(
     let inner = chunked_ce_inner(x.clone().inner(), w.clone().inner(), targets, cap, opts, need_x, need_w);
     let mut out = Tensor::<B, 1>::from_inner(inner.loss_sum);
     if let Some(gx) = inner.grad_x {
-        let y = x * Tensor::<B, 2>::from_inner(gx);
-        out = out + (y.clone() - y.detach()).sum();
+        out = out + dft_kernels::gradient_carrier(x, Tensor::<B, 2>::from_inner(gx));
     }
     if let Some(gw) = inner.grad_w {
         let w = if opts.head_vocab_major { w.transpose() } else { w };
-        let y = w * Tensor::<B, 2>::from_inner(gw);
-        out = out + (y.clone() - y.detach()).sum();
+        out = out + dft_kernels::gradient_carrier(w, Tensor::<B, 2>::from_inner(gw));
     }
     out
 }
