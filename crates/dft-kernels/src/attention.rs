@@ -151,7 +151,7 @@ fn mm(
 fn to_grouped(x: &[f32], dims: Dims, at: &Positions, heads: usize, rope: Option<&RopeRows>) -> Vec<f32> {
     let Dims { b, t, nkv: groups, d, .. } = dims;
     let rep = heads / groups;
-    let mut out = vec![0f32; b * t * heads * d];
+    let mut out = cpu::zeros(b * t * heads * d);
     out.par_chunks_mut(t * rep * d).enumerate().for_each(|(task, dst)| {
         let (bi, g) = (task / groups, task % groups);
         for i in 0..t {
@@ -174,7 +174,7 @@ fn to_grouped(x: &[f32], dims: Dims, at: &Positions, heads: usize, rope: Option<
 fn from_grouped(x: &[f32], dims: Dims, at: &Positions, heads: usize, rope: Option<&RopeRows>) -> Vec<f32> {
     let Dims { t, nkv: groups, d, .. } = dims;
     let rep = heads / groups;
-    let mut out = vec![0f32; at.len() * heads * d];
+    let mut out = cpu::zeros(at.len() * heads * d);
     out.par_chunks_mut(heads * d).enumerate().for_each(|(axis, dst)| {
         let (bi, i) = (at.owner[axis].0 as usize, at.owner[axis].1 as usize);
         let pos = bi * t + i;
@@ -256,9 +256,9 @@ fn forward_cpu(
     let (qg, kg, vg) =
         (to_grouped(q, dims, &at, nh, rope), to_grouped(k, dims, &at, nkv, rope), to_grouped(v, dims, &at, nkv, None));
     let rows = t * rep;
-    let mut p = vec![0f32; b * nkv * rows * t];
-    let mut th = spec.softcap.map(|_| vec![0f32; p.len()]);
-    let mut og = vec![0f32; b * nkv * rows * d];
+    let mut p = cpu::zeros(b * nkv * rows * t);
+    let mut th = spec.softcap.map(|_| cpu::zeros(p.len()));
+    let mut og = cpu::zeros(b * nkv * rows * d);
     let softmax = SoftmaxSpec { scale: spec.scale, softcap: spec.softcap };
     let th_chunks: Vec<Option<&mut [f32]>> = match &mut th {
         Some(th) => th.chunks_mut(rows * t).map(Some).collect(),
@@ -301,7 +301,7 @@ fn backward_cpu(s: &Saved, dout: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let rows = t * rep;
     let dog = to_grouped(dout, s.dims, &s.at, nh, None);
     let (mut dq, mut dk, mut dv) =
-        (vec![0f32; b * nkv * rows * d], vec![0f32; b * nkv * t * d], vec![0f32; b * nkv * t * d]);
+        (cpu::zeros(b * nkv * rows * d), cpu::zeros(b * nkv * t * d), cpu::zeros(b * nkv * t * d));
     let jobs: Vec<_> =
         dq.chunks_mut(rows * d).zip(dk.chunks_mut(t * d)).zip(dv.chunks_mut(t * d)).enumerate().collect();
     let spec = &s.spec;

@@ -186,6 +186,23 @@ fn max8(v: &[f32]) -> f32 {
     m
 }
 
+/// `n` zeros for a kernel's output. Large buffers are written by the rayon pool: a fresh buffer's zero
+/// fill (and its page faults) on the calling thread alone is serial time the other threads wait out.
+pub fn zeros(n: usize) -> Vec<f32> {
+    if n < 1 << 18 {
+        return vec![0f32; n];
+    }
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    v.spare_capacity_mut().par_chunks_mut(1 << 16).for_each(|c| {
+        for x in c {
+            x.write(0.0);
+        }
+    });
+    // SAFETY: the first `n` elements were all written just above.
+    unsafe { v.set_len(n) };
+    v
+}
+
 /// Rows per rayon task for rows of `row_len` elements.
 fn rows_per_task(row_len: usize) -> usize {
     MIN_TASK.div_ceil(row_len.max(1)).max(1)
@@ -246,7 +263,7 @@ pub fn softmax_forward(s: &[f32], bias: Option<(&[f32], &[usize])>, row_len: usi
         assert_eq!(starts.len(), s.len() / row_len, "softmax_forward: one bias offset per row");
         assert!(starts.iter().all(|&o| o + row_len <= b.len()), "softmax_forward: bias offset out of range");
     }
-    let mut out = vec![0f32; s.len()];
+    let mut out = zeros(s.len());
     let rows = rows_per_task(row_len);
     let chunk = rows * row_len;
     out.par_chunks_mut(chunk).enumerate().for_each(|(i, o)| {
@@ -283,7 +300,7 @@ dispatch!(softmax_back_rows(p: &[f32], dp: &[f32], s: Option<&[f32]>, ds: &mut [
 /// the bias is a constant mask.
 pub fn softmax_backward(p: &[f32], dp: &[f32], s: Option<&[f32]>, row_len: usize, spec: SoftmaxSpec) -> Vec<f32> {
     assert_eq!(p.len(), dp.len());
-    let mut ds = vec![0f32; p.len()];
+    let mut ds = zeros(p.len());
     let chunk = rows_per_task(row_len) * row_len;
     ds.par_chunks_mut(chunk).enumerate().for_each(|(i, d)| {
         let at = i * chunk;
@@ -309,7 +326,7 @@ dispatch!(gated_chunk(g: &[f32], u: &[f32], out: &mut [f32], act: GateAct) => ga
 /// `act(g) · u`, element-wise.
 pub fn gated_forward(g: &[f32], u: &[f32], act: GateAct) -> Vec<f32> {
     assert_eq!(g.len(), u.len());
-    let mut out = vec![0f32; g.len()];
+    let mut out = zeros(g.len());
     out.par_chunks_mut(MIN_TASK).enumerate().for_each(|(i, o)| {
         let at = i * MIN_TASK;
         gated_chunk(&g[at..at + o.len()], &u[at..at + o.len()], o, act);
@@ -331,7 +348,7 @@ dispatch!(gated_back_chunk(g: &[f32], u: &[f32], d: &[f32], dg: &mut [f32], du: 
 /// Gradients `(d/dg, d/du)` of [`gated_forward`] given the output gradient `d`.
 pub fn gated_backward(g: &[f32], u: &[f32], d: &[f32], act: GateAct) -> (Vec<f32>, Vec<f32>) {
     assert!(g.len() == u.len() && u.len() == d.len());
-    let (mut dg, mut du) = (vec![0f32; g.len()], vec![0f32; g.len()]);
+    let (mut dg, mut du) = (zeros(g.len()), zeros(g.len()));
     dg.par_chunks_mut(MIN_TASK).zip(du.par_chunks_mut(MIN_TASK)).enumerate().for_each(|(i, (a, b))| {
         let r = i * MIN_TASK..i * MIN_TASK + a.len();
         gated_back_chunk(&g[r.clone()], &u[r.clone()], &d[r], a, b, act);
@@ -365,7 +382,7 @@ dispatch!(rms_norm_rows(x: &[f32], w: &[f32], out: &mut [f32], eps: f32) => rms_
 pub fn rms_norm_forward(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let n = w.len();
     assert!(x.len().is_multiple_of(n));
-    let mut out = vec![0f32; x.len()];
+    let mut out = zeros(x.len());
     let chunk = rows_per_task(n) * n;
     out.par_chunks_mut(chunk).enumerate().for_each(|(i, o)| {
         rms_norm_rows(&x[i * chunk..i * chunk + o.len()], w, o, eps);
@@ -411,7 +428,7 @@ dispatch!(rms_norm_back_rows(x: &[f32], w: &[f32], dy: &[f32], dx: &mut [f32], d
 pub fn rms_norm_backward(x: &[f32], w: &[f32], dy: &[f32], eps: f32, want_dw: bool) -> (Vec<f32>, Option<Vec<f32>>) {
     let n = w.len();
     assert!(x.len() == dy.len() && x.len().is_multiple_of(n));
-    let mut dx = vec![0f32; x.len()];
+    let mut dx = zeros(x.len());
     let chunk = rows_per_task(n) * n;
     let partial: Vec<Option<Vec<f32>>> = dx
         .par_chunks_mut(chunk)
@@ -581,7 +598,7 @@ pub fn strided_copy(src: &[f32], offset: usize, shape: &[usize], strides: &[isiz
     let (outer_shape, outer_strides) = (&sh[..sh.len() - 1], &st[..st.len() - 1]);
     let max_at = offset + sh.iter().zip(&st).map(|(&n, &s)| (n - 1) * s as usize).sum::<usize>();
     assert!(max_at < src.len(), "strided_copy: view reaches element {max_at} of {}", src.len());
-    let mut out = vec![0f32; n];
+    let mut out = zeros(n);
     let rows = rows_per_task(inner);
     out.par_chunks_mut(rows * inner).enumerate().for_each(|(task, dst)| {
         // Odometer over the outer dims, starting at this task's first outer index.

@@ -73,12 +73,13 @@ fn padded_rows_equal_unpadded_runs() {
     }
 }
 
-/// Row packing (position-wise work on the real positions only) changes no value at a real position and
-/// no gradient: the same objective — hidden states kept at blocks 0, 1 and L (real positions only,
-/// through fixed random read-outs) plus the logits' log-sum-exp at the real positions — on the fixture
-/// batches (27% padding) with packing on and off, `Autodiff<Flex>`, every parameter's gradient compared.
+/// Row packing (position-wise work on the real positions only) and the fused attention change no value
+/// at a real position and no gradient: the same objective — hidden states kept at blocks 0, 1 and L (real
+/// positions only, through fixed random read-outs) plus the logits' log-sum-exp at the real positions —
+/// on the fixture batches (27% padding) with each on and off (against both off: the tensor composition),
+/// `Autodiff<Flex>`, every parameter's gradient compared.
 #[test]
-fn row_packing_changes_no_value_or_gradient() {
+fn row_packing_and_fused_attention_change_no_value_or_gradient() {
     use burn::module::{Module, ModuleVisitor, Param};
     use burn::tensor::backend::AutodiffBackend;
     struct Grads<'a> {
@@ -97,8 +98,12 @@ fn row_packing_changes_no_value_or_gradient() {
         let lens = lengths(&refs);
         let ids = refs["input_ids"].ids();
         let [b, t] = [refs["input_ids"].shape[0], refs["input_ids"].shape[1]];
-        let run = |packing: bool| {
-            let model = load_pretrained::<AB>(&fixture(name), &device).unwrap().model.with_row_packing(packing);
+        let run = |packing: bool, fused: bool| {
+            let model = load_pretrained::<AB>(&fixture(name), &device)
+                .unwrap()
+                .model
+                .with_row_packing(packing)
+                .with_fused_attention(fused);
             assert_eq!(model.packs_rows(b, t, Some(&lens)), packing, "{name}: packing on = {packing}");
             let l = model.num_layers();
             let input: Tensor<AB, 2, Int> = Tensor::from_data(TensorData::new(ids.clone(), [b, t]), &device);
@@ -123,22 +128,25 @@ fn row_packing_changes_no_value_or_gradient() {
             model.visit(&mut visit);
             (values, visit.out)
         };
-        let (packed, packed_grads) = run(true);
-        let (plain, plain_grads) = run(false);
-        for (k, (p, q)) in packed.iter().zip(&plain).enumerate() {
-            let hd = p.len() / (b * t);
-            let d = (0..p.len())
-                .filter(|i| (i / hd) % t < lens[i / (hd * t)])
-                .map(|i| (p[i] - q[i]).abs())
-                .fold(0f32, f32::max);
-            assert!(d <= 1e-5, "{name}: state {k} differs by {d:e} at a real position");
-        }
-        assert_eq!(packed_grads.len(), plain_grads.len());
-        for (i, (p, q)) in packed_grads.iter().zip(&plain_grads).enumerate() {
-            assert_eq!(p.len(), q.len(), "{name}: parameter {i} has a gradient in one run only");
-            let scale = q.iter().fold(1f32, |m, x| m.max(x.abs()));
-            let d = p.iter().zip(q).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            assert!(d <= 1e-5 * scale, "{name}: gradient of parameter {i} differs by {d:e} (scale {scale})");
+        let (plain, plain_grads) = run(false, false);
+        for (packing, fused) in [(true, false), (false, true), (true, true)] {
+            let what = format!("{name} (packing {packing}, fused attention {fused})");
+            let (packed, packed_grads) = run(packing, fused);
+            for (k, (p, q)) in packed.iter().zip(&plain).enumerate() {
+                let hd = p.len() / (b * t);
+                let d = (0..p.len())
+                    .filter(|i| (i / hd) % t < lens[i / (hd * t)])
+                    .map(|i| (p[i] - q[i]).abs())
+                    .fold(0f32, f32::max);
+                assert!(d <= 1e-5, "{what}: state {k} differs by {d:e} at a real position");
+            }
+            assert_eq!(packed_grads.len(), plain_grads.len());
+            for (i, (p, q)) in packed_grads.iter().zip(&plain_grads).enumerate() {
+                assert_eq!(p.len(), q.len(), "{what}: parameter {i} has a gradient in one run only");
+                let scale = q.iter().fold(1f32, |m, x| m.max(x.abs()));
+                let d = p.iter().zip(q).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(d <= 1e-5 * scale, "{what}: gradient of parameter {i} differs by {d:e} (scale {scale})");
+            }
         }
         assert!(plain_grads.iter().filter(|g| !g.is_empty()).count() > 5, "{name}: too few gradients");
     }
