@@ -9,7 +9,7 @@
 //! RoPE applied while the operands are regrouped. Tasks are the (row, key head) pairs, on rayon.
 //!
 //! Kept for the backward: the rotated queries and keys, the values (grouped) and the probabilities
-//! (`[b, kv_heads, t·rep, t]`, zeros where masked), and with a softcap the `tanh` values.
+//! (per row and key head `[queries·rep, len]`: a short row keeps `len²` values, not `t²`; zeros where masked), and with a softcap the `tanh` values.
 
 use crate::cpu::{self, SoftmaxSpec};
 use crate::flex::{kind, new_tensor, prim, wrap, AdTensor, Kind};
@@ -204,7 +204,8 @@ struct Saved {
     /// Rotated keys and the values, `[b, kv_heads, t, d]`.
     k: Vec<f32>,
     v: Vec<f32>,
-    /// Probabilities `[b, kv_heads, t·rep, t]` (zero where masked).
+    /// Probabilities, per task `[queries·rep, len]` (zero where masked; see [`ProbLayout`]).
+    layout: ProbLayout,
     p: Vec<f32>,
     /// `tanh(scale·s / cap)` where visible, with a softcap.
     th: Option<Vec<f32>>,
@@ -226,6 +227,45 @@ fn queries(spec: &CausalAttention, bi: usize, t: usize) -> usize {
         row_len(spec, bi, t)
     } else {
         t
+    }
+}
+
+/// Where each (row, key head) task's probabilities are in the flat buffer, and its key width: a task
+/// holds `[queries·rep, len]` (queries past a row's keys see none of the keys past its length), so
+/// short rows in a wide batch (and packed rows) keep `len²`, not `t²`, values.
+#[derive(Clone, Debug)]
+struct ProbLayout {
+    offsets: Vec<usize>,
+    widths: Vec<usize>,
+    total: usize,
+}
+
+impl ProbLayout {
+    fn new(dims: Dims, spec: &CausalAttention) -> Self {
+        let (mut offsets, mut widths, mut total) = (Vec::new(), Vec::new(), 0);
+        for task in 0..dims.b * dims.nkv {
+            let bi = task / dims.nkv;
+            let (len, nq) = (row_len(spec, bi, dims.t), queries(spec, bi, dims.t));
+            offsets.push(total);
+            widths.push(len);
+            total += nq * dims.rep() * len;
+        }
+        Self { offsets, widths, total }
+    }
+
+    fn size(&self, task: usize) -> usize {
+        self.offsets.get(task + 1).copied().unwrap_or(self.total) - self.offsets[task]
+    }
+
+    /// `buf` cut into the tasks' parts.
+    fn split<'a>(&self, mut buf: &'a mut [f32]) -> Vec<&'a mut [f32]> {
+        let mut parts = Vec::with_capacity(self.offsets.len());
+        for task in 0..self.offsets.len() {
+            let (part, rest) = std::mem::take(&mut buf).split_at_mut(self.size(task));
+            parts.push(part);
+            buf = rest;
+        }
+        parts
     }
 }
 
@@ -256,42 +296,46 @@ fn forward_cpu(
     let (qg, kg, vg) =
         (to_grouped(q, dims, &at, nh, rope), to_grouped(k, dims, &at, nkv, rope), to_grouped(v, dims, &at, nkv, None));
     let rows = t * rep;
-    let mut p = cpu::zeros(b * nkv * rows * t);
-    let mut th = spec.softcap.map(|_| cpu::zeros(p.len()));
+    let layout = ProbLayout::new(dims, spec);
+    let mut p = cpu::zeros(layout.total);
+    let mut th = spec.softcap.map(|_| cpu::zeros(layout.total));
     let mut og = cpu::zeros(b * nkv * rows * d);
     let softmax = SoftmaxSpec { scale: spec.scale, softcap: spec.softcap };
-    let th_chunks: Vec<Option<&mut [f32]>> = match &mut th {
-        Some(th) => th.chunks_mut(rows * t).map(Some).collect(),
+    let th_parts: Vec<Option<&mut [f32]>> = match &mut th {
+        Some(th) => layout.split(th).into_iter().map(Some).collect(),
         None => (0..b * nkv).map(|_| None).collect(),
     };
-    let jobs: Vec<_> = p.chunks_mut(rows * t).zip(og.chunks_mut(rows * d)).zip(th_chunks).enumerate().collect();
+    let jobs: Vec<_> =
+        layout.split(&mut p).into_iter().zip(og.chunks_mut(rows * d)).zip(th_parts).enumerate().collect();
     run_tasks(jobs, |(task, ((p, o), mut th)), par| {
         let bi = task / nkv;
         let (len, nq) = (row_len(spec, bi, t), queries(spec, bi, t));
+        // Row stride of this task's probabilities: its key width.
+        let w = len;
         let (qt, kt, vt) =
             (&qg[task * rows * d..][..rows * d], &kg[task * t * d..][..t * d], &vg[task * t * d..][..t * d]);
         for i0 in (0..nq).step_by(BLOCK) {
             let i1 = (i0 + BLOCK).min(nq);
             let Some((kb, ke)) = block_span(i0, i1, len, spec.window) else { continue };
             let (ks, nr) = (ke - kb, (i1 - i0) * rep);
-            let at = i0 * rep * t + kb;
+            let at = i0 * rep * w + kb;
             // Scores of the block's rows over keys kb..ke: Q_blk · K[kb..ke]ᵀ, into p.
-            mm((nr, ks, d), &mut p[at..], t, false, &qt[i0 * rep * d..], (d, 1), &kt[kb * d..], (1, d), par);
+            mm((nr, ks, d), &mut p[at..], w, false, &qt[i0 * rep * d..], (d, 1), &kt[kb * d..], (1, d), par);
             for i in i0..i1 {
                 let (lo, hi) = span(i, len, spec.window);
                 let (lo, hi) = if lo < hi { (lo - kb, hi - kb) } else { (0, 0) };
                 for r in 0..rep {
-                    let row = (i * rep + r) * t + kb;
+                    let row = (i * rep + r) * w + kb;
                     let th = th.as_deref_mut().map(|th| &mut th[row..row + ks]);
                     cpu::span_softmax(&mut p[row..row + ks], lo, hi, softmax, th);
                 }
             }
             // Output rows: P_blk · V[kb..ke].
-            mm((nr, d, ks), &mut o[i0 * rep * d..], d, false, &p[at..], (t, 1), &vt[kb * d..], (d, 1), par);
+            mm((nr, d, ks), &mut o[i0 * rep * d..], d, false, &p[at..], (w, 1), &vt[kb * d..], (d, 1), par);
         }
     });
     let out = from_grouped(&og, dims, &at, nh, None);
-    (out, Saved { dims, at, shapes, spec: spec.clone(), q: qg, k: kg, v: vg, p, th })
+    (out, Saved { dims, at, shapes, spec: spec.clone(), q: qg, k: kg, v: vg, layout, p, th })
 }
 
 /// The gradients `(dq, dk, dv)` in the inputs' layouts from the output's gradient `[b, t, nh·d]`.
@@ -310,25 +354,26 @@ fn backward_cpu(s: &Saved, dout: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let (len, nq) = (row_len(spec, bi, t), queries(spec, bi, t));
         let qt = &s.q[task * rows * d..][..rows * d];
         let (kt, vt) = (&s.k[task * t * d..][..t * d], &s.v[task * t * d..][..t * d]);
-        let pt = &s.p[task * rows * t..][..rows * t];
-        let tht = s.th.as_ref().map(|th| &th[task * rows * t..][..rows * t]);
+        let (off, size, w) = (s.layout.offsets[task], s.layout.size(task), s.layout.widths[task]);
+        let pt = &s.p[off..off + size];
+        let tht = s.th.as_ref().map(|th| &th[off..off + size]);
         let dot = &dog[task * rows * d..][..rows * d];
         let mut ds = Vec::new();
         for i0 in (0..nq).step_by(BLOCK) {
             let i1 = (i0 + BLOCK).min(nq);
             let Some((kb, ke)) = block_span(i0, i1, len, spec.window) else { continue };
             let (ks, nr) = (ke - kb, (i1 - i0) * rep);
-            let (at, qa) = (i0 * rep * t + kb, i0 * rep * d);
+            let (at, qa) = (i0 * rep * w + kb, i0 * rep * d);
             ds.clear();
             ds.resize(nr * ks, 0f32);
             // dP = dO_blk · V[kb..ke]ᵀ, then dS (the softmax's backward, row by row).
             mm((nr, ks, d), &mut ds, ks, false, &dot[qa..], (d, 1), &vt[kb * d..], (1, d), par);
             for (rr, dsr) in ds.chunks_exact_mut(ks).enumerate() {
-                let row = at + rr * t;
+                let row = at + rr * w;
                 cpu::span_softmax_back(&pt[row..row + ks], dsr, tht.map(|th| &th[row..row + ks]), spec.scale);
             }
             // dV[kb..ke] += P_blkᵀ · dO_blk; dQ_blk = dS · K[kb..ke]; dK[kb..ke] += dSᵀ · Q_blk.
-            mm((ks, d, nr), &mut dv[kb * d..], d, true, &pt[at..], (1, t), &dot[qa..], (d, 1), par);
+            mm((ks, d, nr), &mut dv[kb * d..], d, true, &pt[at..], (1, w), &dot[qa..], (d, 1), par);
             mm((nr, d, ks), &mut dq[qa..], d, false, &ds, (ks, 1), &kt[kb * d..], (d, 1), par);
             mm((ks, d, nr), &mut dk[kb * d..], d, true, &ds, (1, ks), &qt[qa..], (d, 1), par);
         }

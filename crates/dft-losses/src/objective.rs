@@ -200,6 +200,20 @@ fn ids_tensor<B: Backend>(s: &Sequences, device: &B::Device) -> Tensor<B, 2, Int
     Tensor::from_data(TensorData::new(ids, [s.rows(), s.seq_len]), device)
 }
 
+/// The rows of `a` then those of `b`, right-padded to the longer width (pad id 0, never read: lengths
+/// mark it), and their lengths.
+fn stacked_ids<B: Backend>(a: &Sequences, b: &Sequences, device: &B::Device) -> (Tensor<B, 2, Int>, Vec<usize>) {
+    let width = a.seq_len.max(b.seq_len);
+    let mut ids = vec![0i64; (a.rows() + b.rows()) * width];
+    for (r, (s, row)) in (0..a.rows()).map(|r| (a, r)).chain((0..b.rows()).map(|r| (b, r))).enumerate() {
+        for (t, &x) in s.input_ids[row * s.seq_len..(row + 1) * s.seq_len].iter().enumerate() {
+            ids[r * width + t] = x as i64;
+        }
+    }
+    let lengths = a.lengths.iter().chain(&b.lengths).copied().collect();
+    (Tensor::from_data(TensorData::new(ids, [a.rows() + b.rows(), width]), device), lengths)
+}
+
 /// Mean CE through the (optionally detached) final norm + head over the labelled rows of `h`.
 fn lm_loss<B: Backend, M: DeepSupervisionModel<B>>(
     model: &M,
@@ -385,16 +399,37 @@ fn objective_with<B: Backend, M: DeepSupervisionModel<B>>(
     for job in lens_jobs.iter().filter(|job| job.3) {
         keep.push(job.1);
     }
-    // 1. main pass
-    let main_ids = ids_tensor::<B>(&batch.main, device);
-    let (kept, h_last, prefix) = match (capture > 0)
-        .then(|| model.hidden_states_sharing_prefix(main_ids.clone(), &batch.main.lengths, l, &keep, capture))
-        .flatten()
-    {
-        Some((kept, last, prefix)) => (kept, last, Some(prefix)),
-        None => {
-            let (kept, last) = model.hidden_states(main_ids, &batch.main.lengths, l, &keep);
-            (kept, last, None)
+    // 1. main pass. With ET in feature form (the English prompts go through every block too), the
+    // teacher taking gradients and no prefix to capture, the English rows ride along: one pass over both
+    // row sets (rows are independent: the same values) with larger products and one gradient per weight.
+    let feature = cfg.lc == AuxLoss::Feature || cfg.et == AuxLoss::Feature;
+    let ride_along = cfg.et == AuxLoss::Feature && !cfg.english_stop_grad && capture == 0;
+    let mut en_pass: Option<(Vec<Tensor<B, 3>>, Tensor<B, 3>)> = None;
+    let (kept, h_last, prefix) = if ride_along {
+        let en = need(&batch.en_prompt, "English prompts P(x_en)")?;
+        let (bm, tm, be, te) = (batch.main.rows(), batch.main.seq_len, en.rows(), en.seq_len);
+        let (ids, lengths) = stacked_ids::<B>(&batch.main, &en, device);
+        let (kept, last) = model.hidden_states(ids, &lengths, l, &keep);
+        let hd = last.dims()[2];
+        let main_rows = |h: &Tensor<B, 3>| h.clone().slice([0..bm, 0..tm, 0..hd]);
+        let en_rows = |h: &Tensor<B, 3>| h.clone().slice([bm..bm + be, 0..te, 0..hd]);
+        let en_kept = match cfg.lc {
+            AuxLoss::Feature => vec![en_rows(&kept[keep.iter().position(|&x| x == i).expect("kept")])],
+            _ => vec![],
+        };
+        en_pass = Some((en_kept, en_rows(&last)));
+        (kept.iter().map(main_rows).collect::<Vec<_>>(), main_rows(&last), None)
+    } else {
+        let main_ids = ids_tensor::<B>(&batch.main, device);
+        match (capture > 0)
+            .then(|| model.hidden_states_sharing_prefix(main_ids.clone(), &batch.main.lengths, l, &keep, capture))
+            .flatten()
+        {
+            Some((kept, last, prefix)) => (kept, last, Some(prefix)),
+            None => {
+                let (kept, last) = model.hidden_states(main_ids, &batch.main.lengths, l, &keep);
+                (kept, last, None)
+            }
         }
     };
     let kept_at = |k: usize| kept[keep.iter().position(|&x| x == k).expect("kept")].clone();
@@ -402,14 +437,17 @@ fn objective_with<B: Backend, M: DeepSupervisionModel<B>>(
     let mut total = scaled(main.clone(), cfg.scale.main);
     let mut comps = LossComponents { main: scalar(&main), main_tokens, ..Default::default() };
 
-    // 4. feature losses share one English pass.
-    if cfg.lc == AuxLoss::Feature || cfg.et == AuxLoss::Feature {
+    // 4. feature losses share one English pass (or the main pass's English rows).
+    if feature {
         let en = need(&batch.en_prompt, "English prompts P(x_en)")?;
         let w_tgt = pool_weights(&batch.main, cfg.pooling, "main sequences")?;
         let w_en = pool_weights(&en, cfg.pooling, "English prompts P(x_en)")?;
         let upto = if cfg.et == AuxLoss::Feature { l } else { i };
         let en_keep: Vec<usize> = if cfg.lc == AuxLoss::Feature { vec![i] } else { vec![] };
-        let (en_kept, en_last) = model.hidden_states(ids_tensor::<B>(&en, device), &en.lengths, upto, &en_keep);
+        let (en_kept, en_last) = match en_pass {
+            Some(pass) => pass,
+            None => model.hidden_states(ids_tensor::<B>(&en, device), &en.lengths, upto, &en_keep),
+        };
         let teacher = |t: Tensor<B, 2>| if cfg.english_stop_grad { t.detach() } else { t };
         if cfg.lc == AuxLoss::Feature {
             let tgt = pool(kept_at(i), &w_tgt);
