@@ -11,6 +11,10 @@
 //! - on **every other backend** (CUDA, ndarray, …) or dtype: the same tensor composition the model used
 //!   before ([`reference`](mod@reference)), so results and gradients are unchanged there.
 //!
+//! [`causal_attention`] goes further: a block's whole attention (RoPE, grouped-query scores over the
+//! keys each query block can see, masked softmax, weighted values) as one op with one backward, where
+//! the caller keeps its composition on other backends.
+//!
 //! The choice is made at run time from the backend's type (`TypeId`), so model code stays generic over
 //! `B: Backend`. [`fast_path::<B>()`](fast_path) says which one a backend gets. Tests check the fused
 //! ops against the compositions (values and gradients) on `Autodiff<Flex>`; the model parity tests
