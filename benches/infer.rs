@@ -16,6 +16,8 @@
 //! DFT_EVAL_DATA=../shared/data/eval cargo bench --bench infer -- --threads 1 --limit 100 --gen 32
 //! tools/perf/infer.sh        # both sides, interleaved, with the comparison table
 //! ```
+//!
+//! `--no-fused-attention` runs every block's attention as the tensor composition (the ablation).
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -39,6 +41,9 @@ struct Args {
     /// `eos`: at EOS only (decoding-bound: most prompts run to `--max-new`).
     stop: String,
     out: PathBuf,
+    /// `--no-fused-attention`: the tensor composition in every block (the ablation of
+    /// [`dft_models::CausalLm::with_fused_attention`]).
+    fused_attention: bool,
 }
 
 fn parse() -> Args {
@@ -53,6 +58,7 @@ fn parse() -> Args {
         batch: dft_eval::scoring::DEFAULT_BATCH_SIZE,
         stop: "newline".into(),
         out: PathBuf::from("target/bench-results/infer-rust.json"),
+        fused_attention: true,
     };
     let args: Vec<String> = std::env::args().skip(1).filter(|s| s != "--bench").collect();
     let mut it = args.iter();
@@ -69,6 +75,7 @@ fn parse() -> Args {
             "--batch" => a.batch = value().parse().expect("--batch N"),
             "--stop" => a.stop = value(),
             "--out" => a.out = PathBuf::from(value()),
+            "--no-fused-attention" => a.fused_attention = false,
             other => panic!("unknown flag {other} (see benches/infer.rs)"),
         }
     }
@@ -104,7 +111,7 @@ fn main() {
 fn run(args: &Args, gguf: &std::path::Path, data: &std::path::Path) {
     let pre = load_pretrained::<B>(gguf, &Default::default()).expect("load the GGUF");
     let tok = pre.tokenizer.expect("tokenizer");
-    let model = &pre.model;
+    let model = &pre.model.with_fused_attention(args.fused_attention);
     let (trunk, head) = model.matmul_params();
     let params = trunk + head;
     let scorer = Scorer::new(model, &tok).expect("scorer").with_batch_size(args.batch);
@@ -180,6 +187,7 @@ fn run(args: &Args, gguf: &std::path::Path, data: &std::path::Path) {
     std::fs::write(dir.join("infer-requests.json"), dump.to_string()).expect("write requests");
     let out = json!({
         "engine": "dft", "threads": args.threads, "batch": args.batch, "params": params,
+        "fused_attention": args.fused_attention,
         "loglik": {"seconds": ll_s, "cpu_seconds": ll_cpu, "model_tokens": stats.model_tokens, "request_tokens": stats.request_tokens,
                    "scored_tokens": stats.scored_tokens, "gflops": ll_flops / ll_s / 1e9,
                    "results": lls.iter().map(|l| json!([l.logprob, l.is_greedy])).collect::<Vec<_>>()},

@@ -113,6 +113,7 @@ fn bench_kernels(c: &mut Criterion) {
         lengths: None,
         rope: Some(dft_kernels::RopeRows { cos: cos.into(), sin: sin.into() }),
         packed_width: None,
+        cached: None,
     };
     group.bench_function("attention fwd+bwd [4x216, 9/3 heads of 64]/composition", |b| {
         b.iter(|| {

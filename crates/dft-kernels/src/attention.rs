@@ -8,6 +8,11 @@
 //! right padding and a sliding window shrink it further), the softmax over exactly the visible keys, and
 //! RoPE applied while the operands are regrouped. Tasks are the (row, key head) pairs, on rayon.
 //!
+//! Over a KV cache ([`crate::CachedKeys`]) the keys and values are the cache's own `[b, kv_heads, slots, d]`
+//! tensors (no copy): a row's key positions map to at most two runs of slots (its prompt's real tokens,
+//! then everything after the prompts' padding), so each block's products are one or two GEMMs per
+//! operand and the probabilities are laid out by position as without a cache.
+//!
 //! Kept for the backward: the rotated queries and keys, the values (grouped) and the probabilities
 //! (per row and key head `[queries·rep, len]`: a short row keeps `len²` values, not `t²`; zeros where masked), and with a softcap the `tanh` values.
 
@@ -34,6 +39,8 @@ struct Dims {
     nh: usize,
     nkv: usize,
     d: usize,
+    /// Key slots per (row, key head): `t`, or the cache's slots.
+    slots: usize,
 }
 
 impl Dims {
@@ -77,25 +84,59 @@ impl Positions {
     }
 }
 
-/// Keys `lo..hi` visible to query `i` of a row with `len` real tokens (causal, right padding, window
-/// `q − k < w`); `(0, 0)` when none is.
-fn span(i: usize, len: usize, window: Option<usize>) -> (usize, usize) {
-    let hi = (i + 1).min(len);
-    let lo = window.map_or(0, |w| (i + 1).saturating_sub(w));
-    if lo < hi {
-        (lo, hi)
-    } else {
-        (0, 0)
-    }
+/// Where a row's keys are: its queries' first position, how many key positions it has (a key's position
+/// is its column in the row's probabilities), and the slots they sit in — positions below `split` in
+/// slots `0..`, the others `jump` slots further (a cache skips its prompt's padding that way).
+#[derive(Clone, Copy, Debug)]
+struct RowKeys {
+    off: usize,
+    klen: usize,
+    split: usize,
+    jump: usize,
 }
 
-/// The keys `kb..ke` that queries `i0..i1` see between them; `None` when none sees any.
-fn block_span(i0: usize, i1: usize, len: usize, window: Option<usize>) -> Option<(usize, usize)> {
-    let spans = (i0..i1).map(|i| span(i, len, window)).filter(|(lo, hi)| lo < hi);
-    spans.fold(None, |acc, (lo, hi)| match acc {
-        None => Some((lo, hi)),
-        Some((kb, ke)) => Some((kb.min(lo), ke.max(hi))),
-    })
+impl RowKeys {
+    fn new(spec: &CausalAttention, bi: usize, t: usize) -> Self {
+        let len = row_len(spec, bi, t);
+        match &spec.cached {
+            None => Self { off: 0, klen: len, split: usize::MAX, jump: 0 },
+            Some(c) => {
+                let p = c.prompt_lens[bi];
+                let off = p + c.cached - c.prompt_width;
+                Self { off, klen: off + len, split: p, jump: c.prompt_width - p }
+            }
+        }
+    }
+
+    /// Keys `lo..hi` (positions) visible to query `i` (causal, the row's real keys, window
+    /// `pos − k < w`); `(0, 0)` when none is.
+    fn span(&self, i: usize, window: Option<usize>) -> (usize, usize) {
+        let pos = self.off + i;
+        let hi = (pos + 1).min(self.klen);
+        let lo = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        if lo < hi {
+            (lo, hi)
+        } else {
+            (0, 0)
+        }
+    }
+
+    /// The keys `kb..ke` that queries `i0..i1` see between them; `None` when none sees any.
+    fn block_span(&self, i0: usize, i1: usize, window: Option<usize>) -> Option<(usize, usize)> {
+        let spans = (i0..i1).map(|i| self.span(i, window)).filter(|(lo, hi)| lo < hi);
+        spans.fold(None, |acc, (lo, hi)| match acc {
+            None => Some((lo, hi)),
+            Some((kb, ke)) => Some((kb.min(lo), ke.max(hi))),
+        })
+    }
+
+    /// Positions `a..e` as at most two runs `(first position, first slot, count)` of consecutive slots.
+    fn runs(&self, a: usize, e: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+        let below = (a, a, e.min(self.split).saturating_sub(a));
+        let from = a.max(self.split);
+        let above = (from, from.saturating_add(self.jump), e.saturating_sub(from));
+        [below, above].into_iter().filter(|r| r.2 > 0)
+    }
 }
 
 /// `dst (m×n, row stride dst_rs) (+)= lhs (m×k) · rhs (k×n)`, strides in elements, bounds checked.
@@ -191,6 +232,23 @@ fn from_grouped(x: &[f32], dims: Dims, at: &Positions, heads: usize, rope: Optio
     out
 }
 
+/// Keys or values as the products read them, `[b, kv_heads, slots, d]`: regrouped (and rotated) from
+/// the inputs, or a cache's own tensor.
+#[derive(Clone)]
+enum Keys {
+    Grouped(Vec<f32>),
+    Cache(FlexTensor),
+}
+
+impl Keys {
+    fn data(&self) -> &[f32] {
+        match self {
+            Keys::Grouped(v) => v,
+            Keys::Cache(t) => t.storage(),
+        }
+    }
+}
+
 /// What the forward keeps for the backward.
 #[derive(Clone)]
 struct Saved {
@@ -201,10 +259,10 @@ struct Saved {
     spec: CausalAttention,
     /// Rotated queries `[b, kv_heads, t·rep, d]`.
     q: Vec<f32>,
-    /// Rotated keys and the values, `[b, kv_heads, t, d]`.
-    k: Vec<f32>,
-    v: Vec<f32>,
-    /// Probabilities, per task `[queries·rep, len]` (zero where masked; see [`ProbLayout`]).
+    /// Rotated keys and the values, `[b, kv_heads, slots, d]`.
+    k: Keys,
+    v: Keys,
+    /// Probabilities, per task `[queries·rep, key positions]` (zero where masked; see [`ProbLayout`]).
     layout: ProbLayout,
     p: Vec<f32>,
     /// `tanh(scale·s / cap)` where visible, with a softcap.
@@ -231,8 +289,8 @@ fn queries(spec: &CausalAttention, bi: usize, t: usize) -> usize {
 }
 
 /// Where each (row, key head) task's probabilities are in the flat buffer, and its key width: a task
-/// holds `[queries·rep, len]` (queries past a row's keys see none of the keys past its length), so
-/// short rows in a wide batch (and packed rows) keep `len²`, not `t²`, values.
+/// holds `[queries·rep, key positions]` (queries past a row's keys see none of the keys past its
+/// length), so short rows in a wide batch (and packed rows) keep `len²`, not `t²`, values.
 #[derive(Clone, Debug)]
 struct ProbLayout {
     offsets: Vec<usize>,
@@ -245,10 +303,10 @@ impl ProbLayout {
         let (mut offsets, mut widths, mut total) = (Vec::new(), Vec::new(), 0);
         for task in 0..dims.b * dims.nkv {
             let bi = task / dims.nkv;
-            let (len, nq) = (row_len(spec, bi, dims.t), queries(spec, bi, dims.t));
+            let (klen, nq) = (RowKeys::new(spec, bi, dims.t).klen, queries(spec, bi, dims.t));
             offsets.push(total);
-            widths.push(len);
-            total += nq * dims.rep() * len;
+            widths.push(klen);
+            total += nq * dims.rep() * klen;
         }
         Self { offsets, widths, total }
     }
@@ -279,22 +337,29 @@ fn run_tasks<T: Send>(jobs: Vec<T>, job: impl Fn(T, gemm::Parallelism) + Sync + 
     }
 }
 
-/// The forward on contiguous `q: [b, t, nh, d]`, `k, v: [b, t, nkv, d]`: the output `[b, t, nh·d]` and
-/// the backward's state.
+/// The forward on contiguous `q: [b, t, nh, d]` and `k, v` (`[b, t, nkv, d]`, or with a cache the cache's
+/// `[b, nkv, slots, d]`): the output `[b, t, nh·d]` and the backward's state.
 fn forward_cpu(
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &FlexTensor,
+    v: &FlexTensor,
     dims: Dims,
     shapes: [Shape; 2],
     spec: &CausalAttention,
 ) -> (Vec<f32>, Saved) {
-    let Dims { b, t, nh, nkv, d } = dims;
+    let Dims { b, t, nh, nkv, d, slots } = dims;
     let rep = dims.rep();
     let rope = spec.rope.as_ref();
     let at = Positions::new(b, t, if spec.packed_width.is_some() { spec.lengths.as_deref() } else { None });
-    let (qg, kg, vg) =
-        (to_grouped(q, dims, &at, nh, rope), to_grouped(k, dims, &at, nkv, rope), to_grouped(v, dims, &at, nkv, None));
+    let qg = to_grouped(q, dims, &at, nh, rope);
+    let (kg, vg) = match spec.cached {
+        None => (
+            Keys::Grouped(to_grouped(k.storage(), dims, &at, nkv, rope)),
+            Keys::Grouped(to_grouped(v.storage(), dims, &at, nkv, None)),
+        ),
+        Some(_) => (Keys::Cache(k.clone()), Keys::Cache(v.clone())),
+    };
+    let (kd, vd) = (kg.data(), vg.data());
     let rows = t * rep;
     let layout = ProbLayout::new(dims, spec);
     let mut p = cpu::zeros(layout.total);
@@ -309,20 +374,23 @@ fn forward_cpu(
         layout.split(&mut p).into_iter().zip(og.chunks_mut(rows * d)).zip(th_parts).enumerate().collect();
     run_tasks(jobs, |(task, ((p, o), mut th)), par| {
         let bi = task / nkv;
-        let (len, nq) = (row_len(spec, bi, t), queries(spec, bi, t));
-        // Row stride of this task's probabilities: its key width.
-        let w = len;
-        let (qt, kt, vt) =
-            (&qg[task * rows * d..][..rows * d], &kg[task * t * d..][..t * d], &vg[task * t * d..][..t * d]);
+        let (rk, nq) = (RowKeys::new(spec, bi, t), queries(spec, bi, t));
+        // Row stride of this task's probabilities: its key positions.
+        let w = rk.klen;
+        let qt = &qg[task * rows * d..][..rows * d];
+        let (kt, vt) = (&kd[task * slots * d..][..slots * d], &vd[task * slots * d..][..slots * d]);
         for i0 in (0..nq).step_by(BLOCK) {
             let i1 = (i0 + BLOCK).min(nq);
-            let Some((kb, ke)) = block_span(i0, i1, len, spec.window) else { continue };
+            let Some((kb, ke)) = rk.block_span(i0, i1, spec.window) else { continue };
             let (ks, nr) = (ke - kb, (i1 - i0) * rep);
             let at = i0 * rep * w + kb;
             // Scores of the block's rows over keys kb..ke: Q_blk · K[kb..ke]ᵀ, into p.
-            mm((nr, ks, d), &mut p[at..], w, false, &qt[i0 * rep * d..], (d, 1), &kt[kb * d..], (1, d), par);
+            for (pos, slot, n) in rk.runs(kb, ke) {
+                let (dst, lhs) = (&mut p[at + pos - kb..], &qt[i0 * rep * d..]);
+                mm((nr, n, d), dst, w, false, lhs, (d, 1), &kt[slot * d..], (1, d), par);
+            }
             for i in i0..i1 {
-                let (lo, hi) = span(i, len, spec.window);
+                let (lo, hi) = rk.span(i, spec.window);
                 let (lo, hi) = if lo < hi { (lo - kb, hi - kb) } else { (0, 0) };
                 for r in 0..rep {
                     let row = (i * rep + r) * w + kb;
@@ -331,7 +399,10 @@ fn forward_cpu(
                 }
             }
             // Output rows: P_blk · V[kb..ke].
-            mm((nr, d, ks), &mut o[i0 * rep * d..], d, false, &p[at..], (w, 1), &vt[kb * d..], (d, 1), par);
+            for (run, (pos, slot, n)) in rk.runs(kb, ke).enumerate() {
+                let (dst, lhs) = (&mut o[i0 * rep * d..], &p[at + pos - kb..]);
+                mm((nr, d, n), dst, d, run > 0, lhs, (w, 1), &vt[slot * d..], (d, 1), par);
+            }
         }
     });
     let out = from_grouped(&og, dims, &at, nh, None);
@@ -340,20 +411,21 @@ fn forward_cpu(
 
 /// The gradients `(dq, dk, dv)` in the inputs' layouts from the output's gradient `[b, t, nh·d]`.
 fn backward_cpu(s: &Saved, dout: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let Dims { b, t, nh, nkv, d } = s.dims;
+    let Dims { b, t, nh, nkv, d, slots } = s.dims;
     let rep = s.dims.rep();
     let rows = t * rep;
     let dog = to_grouped(dout, s.dims, &s.at, nh, None);
     let (mut dq, mut dk, mut dv) =
-        (cpu::zeros(b * nkv * rows * d), cpu::zeros(b * nkv * t * d), cpu::zeros(b * nkv * t * d));
+        (cpu::zeros(b * nkv * rows * d), cpu::zeros(b * nkv * slots * d), cpu::zeros(b * nkv * slots * d));
     let jobs: Vec<_> =
-        dq.chunks_mut(rows * d).zip(dk.chunks_mut(t * d)).zip(dv.chunks_mut(t * d)).enumerate().collect();
+        dq.chunks_mut(rows * d).zip(dk.chunks_mut(slots * d)).zip(dv.chunks_mut(slots * d)).enumerate().collect();
     let spec = &s.spec;
+    let (kd, vd) = (s.k.data(), s.v.data());
     run_tasks(jobs, |(task, ((dq, dk), dv)), par| {
         let bi = task / nkv;
-        let (len, nq) = (row_len(spec, bi, t), queries(spec, bi, t));
+        let (rk, nq) = (RowKeys::new(spec, bi, t), queries(spec, bi, t));
         let qt = &s.q[task * rows * d..][..rows * d];
-        let (kt, vt) = (&s.k[task * t * d..][..t * d], &s.v[task * t * d..][..t * d]);
+        let (kt, vt) = (&kd[task * slots * d..][..slots * d], &vd[task * slots * d..][..slots * d]);
         let (off, size, w) = (s.layout.offsets[task], s.layout.size(task), s.layout.widths[task]);
         let pt = &s.p[off..off + size];
         let tht = s.th.as_ref().map(|th| &th[off..off + size]);
@@ -361,30 +433,36 @@ fn backward_cpu(s: &Saved, dout: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let mut ds = Vec::new();
         for i0 in (0..nq).step_by(BLOCK) {
             let i1 = (i0 + BLOCK).min(nq);
-            let Some((kb, ke)) = block_span(i0, i1, len, spec.window) else { continue };
+            let Some((kb, ke)) = rk.block_span(i0, i1, spec.window) else { continue };
             let (ks, nr) = (ke - kb, (i1 - i0) * rep);
             let (at, qa) = (i0 * rep * w + kb, i0 * rep * d);
             ds.clear();
             ds.resize(nr * ks, 0f32);
             // dP = dO_blk · V[kb..ke]ᵀ, then dS (the softmax's backward, row by row).
-            mm((nr, ks, d), &mut ds, ks, false, &dot[qa..], (d, 1), &vt[kb * d..], (1, d), par);
+            for (pos, slot, n) in rk.runs(kb, ke) {
+                mm((nr, n, d), &mut ds[pos - kb..], ks, false, &dot[qa..], (d, 1), &vt[slot * d..], (1, d), par);
+            }
             for (rr, dsr) in ds.chunks_exact_mut(ks).enumerate() {
                 let row = at + rr * w;
                 cpu::span_softmax_back(&pt[row..row + ks], dsr, tht.map(|th| &th[row..row + ks]), spec.scale);
             }
             // dV[kb..ke] += P_blkᵀ · dO_blk; dQ_blk = dS · K[kb..ke]; dK[kb..ke] += dSᵀ · Q_blk.
-            mm((ks, d, nr), &mut dv[kb * d..], d, true, &pt[at..], (1, w), &dot[qa..], (d, 1), par);
-            mm((nr, d, ks), &mut dq[qa..], d, false, &ds, (ks, 1), &kt[kb * d..], (d, 1), par);
-            mm((ks, d, nr), &mut dk[kb * d..], d, true, &ds, (1, ks), &qt[qa..], (d, 1), par);
+            for (run, (pos, slot, n)) in rk.runs(kb, ke).enumerate() {
+                let (pc, dc) = (&pt[at + pos - kb..], &ds[pos - kb..]);
+                mm((n, d, nr), &mut dv[slot * d..], d, true, pc, (1, w), &dot[qa..], (d, 1), par);
+                mm((nr, d, n), &mut dq[qa..], d, run > 0, dc, (ks, 1), &kt[slot * d..], (d, 1), par);
+                mm((n, d, nr), &mut dk[slot * d..], d, true, dc, (1, ks), &qt[qa..], (d, 1), par);
+            }
         }
     });
     let rope = spec.rope.as_ref();
     let at = &s.at;
-    (
-        from_grouped(&dq, s.dims, at, nh, rope),
-        from_grouped(&dk, s.dims, at, nkv, rope),
-        from_grouped(&dv, s.dims, at, nkv, None),
-    )
+    let dq = from_grouped(&dq, s.dims, at, nh, rope);
+    match spec.cached {
+        // The cache's layout is the products' own.
+        Some(_) => (dq, dk, dv),
+        None => (dq, from_grouped(&dk, s.dims, at, nkv, rope), from_grouped(&dv, s.dims, at, nkv, None)),
+    }
 }
 
 #[derive(Debug)]
@@ -419,7 +497,7 @@ fn attention_ad<C: CheckpointStrategy>(
     let shapes = [qc.layout().shape().clone(), kc.layout().shape().clone()];
     let [qb, qn, ..] = qc.layout().shape().as_slice() else { unreachable!("rank 4") };
     let out_shape = Shape::new([*qb, *qn, dims.nh * dims.d]);
-    let (out, saved) = forward_cpu(qc.storage(), kc.storage(), vc.storage(), dims, shapes, spec);
+    let (out, saved) = forward_cpu(qc.storage(), &kc, &vc, dims, shapes, spec);
     let out = new_tensor(out, out_shape);
     match AttentionBackward.prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish(saved, out),
@@ -438,34 +516,50 @@ pub(crate) fn causal_attention<B: Backend>(
 ) -> Result<Tensor<B, 3>, Qkv<B>> {
     let Some(kind) = kind::<B>() else { return Err((q, k, v)) };
     let [qb, qn, nh, d] = q.dims();
-    let nkv = k.dims()[2];
+    // Key heads and slots: `[b, t, nkv, d]`, or a cache's `[b, nkv, slots, d]`.
+    let (nkv, cache_slots) = match spec.cached {
+        None => (k.dims()[2], 0),
+        Some(_) => (k.dims()[1], k.dims()[2]),
+    };
     // Rows and width: the inputs' own, or (packed) the rows of `lengths` and the given width.
     let (b, t) = match (spec.packed_width, &spec.lengths) {
         (None, _) => (qb, qn),
         (Some(w), Some(l)) if qb == 1 && l.iter().map(|&x| x.min(w)).sum::<usize>() == qn => (l.len(), w),
         (Some(_), _) => return Err((q, k, v)),
     };
+    let slots = if spec.cached.is_some() { cache_slots } else { t };
+    let kv_shape = match &spec.cached {
+        None => [qb, qn, nkv, d],
+        Some(_) => [b, nkv, slots, d],
+    };
+    let cache_ok = spec.cached.as_ref().is_none_or(|c| {
+        c.prompt_lens.len() == b
+            && c.prompt_lens.iter().all(|&p| p <= c.prompt_width)
+            && c.prompt_width <= c.cached
+            && c.cached + t <= slots
+    });
     let ok = [&q, &k, &v].iter().all(|x| x.dtype() == DType::F32)
-        && k.dims() == [qb, qn, nkv, d]
-        && v.dims() == [qb, qn, nkv, d]
+        && k.dims() == kv_shape
+        && v.dims() == kv_shape
         && nkv > 0
         && nh % nkv == 0
         && d > 0
         && d % 2 == 0
         && b > 0
         && t > 0
+        && cache_ok
         && spec.lengths.as_ref().is_none_or(|l| l.len() == b)
         && spec.rope.as_ref().is_none_or(|r| r.cos.len() == b * t * d && r.sin.len() == b * t * d);
     if !ok {
         return Err((q, k, v));
     }
-    let dims = Dims { b, t, nh, nkv, d };
+    let dims = Dims { b, t, nh, nkv, d, slots };
     let out = match kind {
         Kind::Plain => {
             let data = |x: Tensor<B, 4>| prim::<B, 4, FlexTensor>(x).to_contiguous();
             let (qc, kc, vc) = (data(q), data(k), data(v));
             let shapes = [qc.layout().shape().clone(), kc.layout().shape().clone()];
-            let (out, _) = forward_cpu(qc.storage(), kc.storage(), vc.storage(), dims, shapes, spec);
+            let (out, _) = forward_cpu(qc.storage(), &kc, &vc, dims, shapes, spec);
             return Ok(wrap::<B, 3, _>(new_tensor(out, Shape::new([qb, qn, nh * d]))));
         }
         Kind::AdPlain => {

@@ -126,15 +126,34 @@ pub struct CausalAttention {
     pub rope: Option<RopeRows>,
     /// `Some(t)`: `q`, `k`, `v` and the output are packed, `[1, n, …]`: the `lengths[r]` real positions
     /// of each of the `lengths.len()` rows of width `t`, row after row (needs `lengths`). Only real
-    /// queries exist then.
+    /// queries exist then. (With [`cached`](Self::cached) only `q` and the output are packed.)
     pub packed_width: Option<usize>,
+    /// `Some`: the keys and values come from a KV cache that already holds the new positions (see
+    /// [`CachedKeys`]); `lengths` then counts the real new positions of each row.
+    pub cached: Option<CachedKeys>,
 }
 
-/// Causal self-attention of one block without a cache: `q: [b, t, heads, d]`, `k, v: [b, t, kv_heads, d]`
+/// The layout of a KV cache that [`causal_attention`]'s queries continue: `k, v: [b, kv_heads, slots, d]`
+/// (head-major, keys already rotated: RoPE, when given, applies to the queries only, each at its own
+/// position). Slots `0..prompt_width` hold right-padded prompts (row `r`'s first `prompt_lens[r]` are
+/// real), slots `prompt_width..cached` tokens that followed every prompt, and slots `cached..cached + t`
+/// the `t` new positions whose queries are given. So query `i` of row `r` is at position
+/// `prompt_lens[r] + cached − prompt_width + i` and sees the keys at positions up to its own (a prompt's
+/// padding is skipped, not seen), of the new positions only the row's `lengths[r]` real ones, inside the
+/// window — what an unpadded forward of the row's own sequence computes.
+#[derive(Clone, Debug)]
+pub struct CachedKeys {
+    pub prompt_width: usize,
+    pub prompt_lens: Arc<[usize]>,
+    pub cached: usize,
+}
+
+/// Causal self-attention of one block: `q: [b, t, heads, d]`, `k, v: [b, t, kv_heads, d]`
 /// (grouped-query: query head `h` reads key head `h / (heads / kv_heads)`) → `[b, t, heads · d]` (or
 /// packed rows, `[1, n, …]`: see [`CausalAttention::packed_width`]), where
 /// query `i` of row `r` attends to keys `k ≤ i`, `k < lengths[r]` (and inside the window) with
-/// `softmax(z)` as in [`attention_softmax`]. RoPE (when given) is applied to `q` and `k` first.
+/// `softmax(z)` as in [`attention_softmax`]. RoPE (when given) is applied to `q` and `k` first. Over a
+/// KV cache ([`CausalAttention::cached`]) `k, v` are the cache's `[b, kv_heads, slots, d]`.
 ///
 /// On `Flex` / `Autodiff<Flex, _>` (f32) one fused op with an analytic backward: products only over the
 /// keys each block of queries can see, no mask tensor, no head transposes. Queries that see no key at

@@ -629,7 +629,8 @@ fn causal_attention_matches_composition_with_gradients() {
         (4, 1, 0.35, Some(3.0), Some(9), Some(lengths), rope, true),
     ];
     for (i, (nh, nkv, scale, softcap, window, lengths, rope, packed)) in cases.into_iter().enumerate() {
-        let spec = CausalAttention { scale, softcap, window, lengths, rope, packed_width: packed.then_some(70) };
+        let spec =
+            CausalAttention { scale, softcap, window, lengths, rope, packed_width: packed.then_some(70), cached: None };
         attention_case::<Ad>(nh, nkv, spec.clone(), 10 * i as u64 + 1);
         attention_case::<AdCkpt>(nh, nkv, spec.clone(), 10 * i as u64 + 1);
         if packed {
@@ -648,11 +649,223 @@ fn causal_attention_matches_composition_with_gradients() {
 #[test]
 fn causal_attention_leaves_other_inputs_to_the_caller() {
     // A head count that does not group (5 query heads over 2 key heads) comes back untouched.
-    let spec =
-        CausalAttention { scale: 1.0, softcap: None, window: None, lengths: None, rope: None, packed_width: None };
+    let spec = CausalAttention {
+        scale: 1.0,
+        softcap: None,
+        window: None,
+        lengths: None,
+        rope: None,
+        packed_width: None,
+        cached: None,
+    };
     let q = random::<Flex, 4>([1, 4, 5, 8], 1);
     let kv = random::<Flex, 4>([1, 4, 2, 8], 2);
     assert!(causal_attention(q, kv.clone(), kv, &spec).is_err());
+    // A cache without room for the new positions, and a prompt longer than the prompts' width.
+    let q = random::<Flex, 4>([2, 4, 4, 8], 1);
+    let kv = random::<Flex, 4>([2, 2, 9, 8], 2);
+    let cached = |prompt_lens: Vec<usize>, cached| CausalAttention {
+        cached: Some(CachedKeys { prompt_width: 4, prompt_lens: prompt_lens.into(), cached }),
+        ..spec.clone()
+    };
+    assert!(causal_attention(q.clone(), kv.clone(), kv.clone(), &cached(vec![4, 2], 6)).is_err());
+    assert!(causal_attention(q.clone(), kv.clone(), kv.clone(), &cached(vec![5, 2], 5)).is_err());
+    assert!(causal_attention(q, kv.clone(), kv, &cached(vec![4, 2], 5)).is_ok());
+}
+
+/// What a row of a cached pass sees, by key position: `(query offset, key positions, slot of a position)`.
+fn cached_geometry(spec: &CausalAttention, r: usize, t: usize) -> (usize, usize, impl Fn(usize) -> usize) {
+    let c = spec.cached.clone().unwrap();
+    let p = c.prompt_lens[r];
+    let off = p + c.cached - c.prompt_width;
+    let len = spec.lengths.as_ref().map_or(t, |l| l[r]);
+    (off, off + len, move |pos: usize| if pos < p { pos } else { pos - p + c.prompt_width })
+}
+
+/// Attention over a KV cache composed from Burn's ops: each row's keys gathered by position (prompt
+/// padding skipped), RoPE on the queries at their positions, a full additive mask, softmax, products.
+fn cached_attention_composition<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    spec: &CausalAttention,
+) -> Tensor<B, 3> {
+    let [b, t, nh, d] = q.dims();
+    let [_, nkv, slots, _] = k.dims();
+    let rep = nh / nkv;
+    let dev = q.device();
+    let kmax = (0..b).map(|r| cached_geometry(spec, r, t).1).max().unwrap();
+    let mut idx = Vec::new();
+    for r in 0..b {
+        let (_, klen, slot) = cached_geometry(spec, r, t);
+        for g in 0..nkv {
+            for pos in 0..kmax {
+                idx.push(((r * nkv + g) * slots + if pos < klen { slot(pos) } else { 0 }) as i64);
+            }
+        }
+    }
+    let idx = Tensor::<B, 1, burn::tensor::Int>::from_data(TensorData::new(idx, [b * nkv * kmax]), &dev);
+    let gather = |x: Tensor<B, 4>| {
+        x.reshape([b * nkv * slots, d]).select(0, idx.clone()).reshape([b, nkv, 1, kmax, d]).repeat_dim(2, rep)
+    };
+    let (k, v) = (gather(k), gather(v));
+    let q = match &spec.rope {
+        None => q,
+        Some(r) => {
+            let table = |vals: &[f32]| {
+                let rows: Vec<f32> =
+                    vals.chunks(d).flat_map(|row| (0..nh).flat_map(move |_| row.iter().copied())).collect();
+                Tensor::<B, 4>::from_data(TensorData::new(rows, [b, t, nh, d]), &dev)
+            };
+            let (x1, x2) =
+                (q.clone().slice([0..b, 0..t, 0..nh, 0..d / 2]), q.clone().slice([0..b, 0..t, 0..nh, d / 2..d]));
+            q * table(&r.cos) + Tensor::cat(vec![x2.neg(), x1], 3) * table(&r.sin)
+        }
+    };
+    let q = q.reshape([b, t, nkv, rep, d]).permute([0, 2, 3, 1, 4]);
+    let mut bias = vec![0f32; b * nh * t * kmax];
+    for r in 0..b {
+        let (off, klen, _) = cached_geometry(spec, r, t);
+        for h in 0..nh {
+            for i in 0..t {
+                for j in 0..kmax {
+                    let pos = off + i;
+                    if !(j <= pos && j < klen && spec.window.is_none_or(|w| pos - j < w)) {
+                        bias[((r * nh + h) * t + i) * kmax + j] = -1e9;
+                    }
+                }
+            }
+        }
+    }
+    let bias = Tensor::<B, 5>::from_data(TensorData::new(bias, [b, nkv, rep, t, kmax]), &dev);
+    let s = q.matmul(k.swap_dims(3, 4)) * spec.scale;
+    let z = match spec.softcap {
+        Some(cap) => (s / cap).tanh() * cap,
+        None => s,
+    };
+    let p = burn::tensor::activation::softmax(z + bias, 4);
+    p.matmul(v).permute([0, 3, 1, 2, 4]).reshape([b, t, nh * d])
+}
+
+/// Fused vs composed attention over a cache with ragged prompts, a shared continuation and padded new
+/// positions: outputs, and the gradients of q and of the whole cache (k, v).
+fn cached_attention_case<B: AutodiffBackend>(nh: usize, nkv: usize, spec: CausalAttention, seed: u64) {
+    let (b, t, d) = (3, 7, 8);
+    let c = spec.cached.clone().unwrap();
+    let slots = c.cached + t + 2;
+    let q = random::<B, 4>([b, t, nh, d], seed).require_grad();
+    let k = random::<B, 4>([b, nkv, slots, d], seed + 1).require_grad();
+    let v = random::<B, 4>([b, nkv, slots, d], seed + 2).require_grad();
+    let mut w = random::<B, 3>([b, t, nh * d], seed + 3).into_data().to_vec::<f32>().unwrap();
+    for r in 0..b {
+        let (off, klen, _) = cached_geometry(&spec, r, t);
+        for i in 0..t {
+            let pos = off + i;
+            if !(0..klen).any(|j| j <= pos && spec.window.is_none_or(|w| pos - j < w)) {
+                w[(r * t + i) * nh * d..][..nh * d].fill(0.0);
+            }
+        }
+    }
+    let w = Tensor::<B, 3>::from_data(TensorData::new(w, [b, t, nh * d]), &Default::default());
+    let packed = spec.packed_width.is_some();
+    let rows: Vec<i64> = (0..b)
+        .flat_map(|r| {
+            let len = if packed { spec.lengths.as_ref().unwrap()[r] } else { t };
+            (0..len).map(move |i| (r * t + i) as i64)
+        })
+        .collect();
+    let n = rows.len();
+    let rows = Tensor::<B, 1, burn::tensor::Int>::from_data(TensorData::new(rows, [n]), &Default::default());
+    let pick = |x: Tensor<B, 4>| x.reshape([b * t, nh, d]).select(0, rows.clone()).reshape([1, n, nh, d]);
+    let pick3 = |x: Tensor<B, 3>| x.reshape([b * t, nh * d]).select(0, rows.clone()).reshape([1, n, nh * d]);
+    let run = |fused: bool| {
+        let (q, k, v) = (q.clone(), k.clone(), v.clone());
+        let out = match (fused, packed) {
+            (true, true) => {
+                causal_attention(pick(q.clone()), k.clone(), v.clone(), &spec).map_err(|_| ()).expect("the fused path")
+                    * pick3(w.clone())
+            }
+            (true, false) => {
+                let out =
+                    causal_attention(q.clone(), k.clone(), v.clone(), &spec).map_err(|_| ()).expect("the fused path");
+                pick3(out * w.clone())
+            }
+            (false, _) => pick3(cached_attention_composition(q.clone(), k.clone(), v.clone(), &spec) * w.clone()),
+        };
+        let grads = out.clone().sum().backward();
+        (out.inner(), q.grad(&grads).unwrap(), k.grad(&grads).unwrap(), v.grad(&grads).unwrap())
+    };
+    let (fo, fq, fk, fv) = run(true);
+    let (co, cq, ck, cv) = run(false);
+    let what = format!(
+        "cached {c:?}, heads {nh}/{nkv}, softcap {:?}, window {:?}, lengths {:?}, rope {}, packed {packed}",
+        spec.softcap,
+        spec.window,
+        spec.lengths,
+        spec.rope.is_some()
+    );
+    assert_close(fo, co, 1e-5, &format!("output, {what}"));
+    assert_close(fq, cq, 1e-4, &format!("dq, {what}"));
+    assert_close(fk, ck, 1e-4, &format!("dk, {what}"));
+    assert_close(fv, cv, 1e-4, &format!("dv, {what}"));
+}
+
+/// RoPE rows for queries at positions `offsets[r] + i`.
+fn rope_rows_at(offsets: &[usize], t: usize, d: usize) -> RopeRows {
+    let all = rope_rows_for(1, offsets.iter().max().unwrap() + t, d);
+    let (mut cos, mut sin) = (Vec::new(), Vec::new());
+    for &o in offsets {
+        cos.extend_from_slice(&all.cos[o * d..(o + t) * d]);
+        sin.extend_from_slice(&all.sin[o * d..(o + t) * d]);
+    }
+    RopeRows { cos: cos.into(), sin: sin.into() }
+}
+
+#[test]
+fn cached_attention_matches_composition_with_gradients() {
+    if !cfg!(feature = "flex") {
+        return;
+    }
+    // Prompts of 5, 9 and 0 real tokens in 9 slots, 3 tokens after them, 7 new positions (7, 4, 1 real).
+    let (width, done, t, d) = (9, 3, 7, 8);
+    let prompt_lens: Arc<[usize]> = vec![5, 9, 0].into();
+    let cached = Some(CachedKeys { prompt_width: width, prompt_lens: prompt_lens.clone(), cached: width + done });
+    let offsets: Vec<usize> = prompt_lens.iter().map(|&p| p + done).collect();
+    let rope = Some(rope_rows_at(&offsets, t, d));
+    let lengths: Arc<[usize]> = vec![7, 4, 1].into();
+    let cases = [
+        // (heads, kv heads, softcap, window, lengths, rope, packed)
+        (6, 2, None, None, None, rope.clone(), false),
+        (6, 2, None, None, Some(lengths.clone()), rope.clone(), false),
+        (3, 3, Some(2.0), None, Some(lengths.clone()), None, false),
+        (4, 1, Some(3.0), Some(4), Some(lengths.clone()), rope.clone(), false),
+        (6, 2, None, Some(11), Some(lengths.clone()), rope.clone(), true),
+        (4, 1, None, None, Some(lengths), rope, true),
+    ];
+    for (i, (nh, nkv, softcap, window, lengths, rope, packed)) in cases.into_iter().enumerate() {
+        let spec = CausalAttention {
+            scale: 0.35,
+            softcap,
+            window,
+            lengths,
+            rope,
+            packed_width: packed.then_some(t),
+            cached: cached.clone(),
+        };
+        cached_attention_case::<Ad>(nh, nkv, spec.clone(), 10 * i as u64 + 3);
+        cached_attention_case::<AdCkpt>(nh, nkv, spec.clone(), 10 * i as u64 + 3);
+        if packed {
+            continue;
+        }
+        // The plain backend's forward (generation, scoring) gives the same values.
+        let q = random::<Flex, 4>([3, t, nh, d], 5);
+        let [k, v] = [6, 7].map(|s| random::<Flex, 4>([3, nkv, width + done + t + 2, d], s));
+        let fused = causal_attention(q.clone(), k.clone(), v.clone(), &spec).map_err(|_| ()).unwrap();
+        let composed = cached_attention_composition(q, k, v, &spec);
+        if spec.window.is_none() {
+            assert_close(fused, composed, 1e-5, "plain Flex forward over a cache");
+        }
+    }
 }
 
 fn carrier_case<B: AutodiffBackend>() {

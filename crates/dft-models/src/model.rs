@@ -360,12 +360,22 @@ pub(crate) struct Masks<B: Backend> {
     causal: Option<Causal>,
 }
 
-/// The causal mask of a pass from position 0 as data: real tokens per row (`None`: all) and the window
-/// of the sliding layers.
+/// The mask of a pass as data, for the fused attention: real tokens per row (`None`: all), the window
+/// of the sliding layers, and for a pass over a KV cache of right-padded prompts
+/// ([`CausalLm::forward_ragged`]) the prompts' width and real lengths.
 #[derive(Clone)]
 pub(crate) struct Causal {
     lengths: Option<Arc<[usize]>>,
     sliding_window: Option<usize>,
+    prompts: Option<(usize, Arc<[usize]>)>,
+}
+
+/// [`Causal`] for one block: its window (`None` on full-attention blocks).
+#[derive(Clone)]
+pub(crate) struct FusedMask {
+    lengths: Option<Arc<[usize]>>,
+    window: Option<usize>,
+    prompts: Option<(usize, Arc<[usize]>)>,
 }
 
 impl<B: Backend> Masks<B> {
@@ -376,20 +386,25 @@ impl<B: Backend> Masks<B> {
         Self { full: make(None), sliding, causal: None }
     }
 
-    /// These masks, also described as data for the fused attention (a pass from position 0, no cache).
-    fn with_causal(mut self, cfg: &ModelConfig, lengths: Lengths) -> Self {
-        self.causal = Some(Causal { lengths: lengths.map(Arc::from), sliding_window: cfg.sliding_window });
+    /// These masks, also described as data for the fused attention: a pass from position 0 without a
+    /// cache (`prompts: None`), or one over a cache of right-padded prompts `(width, real lengths)`.
+    fn with_causal(mut self, cfg: &ModelConfig, lengths: Lengths, prompts: Option<(usize, &[usize])>) -> Self {
+        self.causal = Some(Causal {
+            lengths: lengths.map(Arc::from),
+            sliding_window: cfg.sliding_window,
+            prompts: prompts.map(|(w, lens)| (w, Arc::from(lens))),
+        });
         self
     }
 
-    /// `(lengths, window)` of block kind `kind` for the fused attention, when this pass has them.
-    fn causal_for_layer(&self, kind: LayerType) -> Option<(Option<Arc<[usize]>>, Option<usize>)> {
+    /// The mask of block kind `kind` as data for the fused attention, when this pass has it.
+    fn causal_for_layer(&self, kind: LayerType) -> Option<FusedMask> {
         let c = self.causal.as_ref()?;
         let window = match kind {
             LayerType::Sliding => c.sliding_window,
             _ => None,
         };
-        Some((c.lengths.clone(), window))
+        Some(FusedMask { lengths: c.lengths.clone(), window, prompts: c.prompts.clone() })
     }
 
     fn for_layer(&self, kind: LayerType) -> &Tensor<B, 5> {
@@ -545,9 +560,9 @@ impl<B: Backend> Attention<B> {
 
     /// `x: [b, t, hidden]` → `[b, t, hidden]` (with `packing`: `[1, n, hidden]` → `[1, n, hidden]`, the
     /// projections on the `[b, t]` layout in between). With `cache`, the new keys/values are appended to
-    /// the block's slot and the queries attend over all of them (`bias` covers every key). Without a
-    /// cache, with `causal` (`bias` as data: lengths and window) and f32 products, the attention runs as
-    /// one fused op where the backend has it ([`dft_kernels::causal_attention`]).
+    /// the block's slot and the queries attend over all of them (`bias` covers every key). With `causal`
+    /// (`bias` as data: lengths, window, and over a cache the prompts' layout) and f32 products, the
+    /// attention runs as one fused op where the backend has it ([`dft_kernels::causal_attention`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward(
         &self,
@@ -555,14 +570,13 @@ impl<B: Backend> Attention<B> {
         rope: &RopeTables<B>,
         rotate: &Tensor<B, 2>,
         bias: &Tensor<B, 5>,
-        causal: Option<(Option<Arc<[usize]>>, Option<usize>)>,
+        causal: Option<FusedMask>,
         cache: Option<(&mut KvSlot<B>, usize)>,
         packing: Option<&Packing<B>>,
         p: Precision,
     ) -> Tensor<B, 3> {
-        // Fused (no cache, f32 products, a backend with the op): packed rows stay packed through the
-        // projections and the attention; otherwise attention works on the `[b, t]` layout.
-        // (`causal` comes only with passes from position 0: a cache here is one being captured.)
+        // Fused (f32 products, a backend with the op): packed rows stay packed through the projections
+        // and the attention; otherwise attention works on the `[b, t]` layout.
         let fused = match (causal, p) {
             (Some(c), Precision::F32) if dft_kernels::fast_path::<B>() => Some(c),
             _ => None,
@@ -573,90 +587,104 @@ impl<B: Backend> Attention<B> {
         };
         let [xb, xt, _] = x.dims();
         let (nh, nkv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let rep = nh / nkv;
         // Heads stay in the projections' layout `[b, t, heads, d]` through QK-norm, RoPE and the KV cache.
         let mut q = self.q_proj.forward_in(x.clone(), p).reshape([xb, xt, nh, d]);
         let mut k = self.k_proj.forward_in(x.clone(), p).reshape([xb, xt, nkv, d]);
-        let mut v = self.v_proj.forward_in(x, p).reshape([xb, xt, nkv, d]);
+        let v = self.v_proj.forward_in(x, p).reshape([xb, xt, nkv, d]);
         if let Some(n) = &self.q_norm {
             q = n.forward(q);
         }
         if let Some(n) = &self.k_norm {
             k = n.forward(k);
         }
-        if let Some((lengths, window)) = fused {
-            let spec = dft_kernels::CausalAttention {
-                scale: self.scale as f32,
-                softcap: self.softcap.map(|c| c as f32),
-                window,
-                lengths,
-                rope: Some(rope.rows.clone()),
-                packed_width: packing.map(|pk| pk.t),
-            };
-            let kv = cache.is_some().then(|| (k.clone(), v.clone()));
-            match dft_kernels::causal_attention(q, k, v, &spec) {
-                // Packed in, packed out.
-                Ok(out) => {
-                    if let (Some((slot, len)), Some((k, v))) = (cache, kv) {
-                        // A captured pass: the cache gets the rotated keys and the values as the
-                        // composition below would store them, `[b, kv_heads, t, d]` (gradients flow back).
-                        assert_eq!(len, 0, "Attention: a causal pass captures its keys from position 0");
-                        let (k, v) = match packing {
-                            Some(pk) => (pk.unpack_heads(k), pk.unpack_heads(v)),
-                            None => (k, v),
-                        };
-                        let k = apply_rope(k, &rope.k, rotate);
-                        *slot = Some((
-                            dft_kernels::permute_contiguous(k, [0, 2, 1, 3]),
-                            dft_kernels::permute_contiguous(v, [0, 2, 1, 3]),
-                        ));
-                    }
-                    return self.o_proj.forward_in(out, p);
-                }
-                Err(inputs) => {
-                    (q, k, v) = inputs;
-                    if let Some(pk) = packing {
-                        (q, k, v) = (pk.unpack_heads(q), pk.unpack_heads(k), pk.unpack_heads(v));
+        let spec = |f: &FusedMask, cached| dft_kernels::CausalAttention {
+            scale: self.scale as f32,
+            softcap: self.softcap.map(|c| c as f32),
+            window: f.window,
+            lengths: f.lengths.clone(),
+            rope: Some(rope.rows.clone()),
+            packed_width: packing.map(|pk| pk.t),
+            cached,
+        };
+        let unpack = |x: Tensor<B, 4>| match packing {
+            Some(pk) => pk.unpack_heads(x),
+            None => x,
+        };
+        // The keys and values the composition below reads: this pass's own, or the slot's first positions.
+        enum Kv<T> {
+            Own(T, T),
+            Slot(T, T, usize),
+        }
+        let kv = match (fused, cache) {
+            // Over a cache of right-padded prompts: the new keys (rotated) and values go into the slot,
+            // and the op reads the slot's keys per row by position.
+            (Some(f), Some((slot, len))) if f.prompts.is_some() => {
+                let (width, prompt_lens) = f.prompts.clone().expect("checked");
+                let (kc, vc) = append_to_slot(slot, len, apply_rope(unpack(k), &rope.k, rotate), unpack(v));
+                let cached = dft_kernels::CachedKeys { prompt_width: width, prompt_lens, cached: len };
+                match dft_kernels::causal_attention(q, kc, vc, &spec(&f, Some(cached))) {
+                    // Packed in, packed out.
+                    Ok(out) => return self.o_proj.forward_in(out, p),
+                    Err((qb, kc, vc)) => {
+                        q = unpack(qb);
+                        Kv::Slot(kc, vc, len + q.dims()[1])
                     }
                 }
             }
-        }
+            // Without a cache (or capturing one from position 0).
+            (Some(f), cache) => {
+                let kv = cache.as_ref().map(|_| (k.clone(), v.clone()));
+                match dft_kernels::causal_attention(q, k, v, &spec(&f, None)) {
+                    Ok(out) => {
+                        if let (Some((slot, len)), Some((k, v))) = (cache, kv) {
+                            // A captured pass: the cache gets the rotated keys and the values as the
+                            // composition below would store them, `[b, kv_heads, t, d]` (gradients flow back).
+                            assert_eq!(len, 0, "Attention: a causal pass captures its keys from position 0");
+                            let k = apply_rope(unpack(k), &rope.k, rotate);
+                            *slot = Some((
+                                dft_kernels::permute_contiguous(k, [0, 2, 1, 3]),
+                                dft_kernels::permute_contiguous(unpack(v), [0, 2, 1, 3]),
+                            ));
+                        }
+                        return self.o_proj.forward_in(out, p);
+                    }
+                    Err((qb, kb, vb)) => {
+                        q = unpack(qb);
+                        let (kb, vb) = (unpack(kb), unpack(vb));
+                        match cache {
+                            Some((slot, len)) => {
+                                let (kc, vc) = append_to_slot(slot, len, apply_rope(kb, &rope.k, rotate), vb);
+                                Kv::Slot(kc, vc, len + q.dims()[1])
+                            }
+                            None => Kv::Own(kb, vb),
+                        }
+                    }
+                }
+            }
+            (None, Some((slot, len))) => {
+                let (kc, vc) = append_to_slot(slot, len, apply_rope(k, &rope.k, rotate), v);
+                Kv::Slot(kc, vc, len + xt)
+            }
+            (None, None) => Kv::Own(k, v),
+        };
         let [b, t, _, _] = q.dims();
+        let rep = nh / nkv;
         let q = apply_rope(q, &rope.q, rotate);
-        let k = apply_rope(k, &rope.k, rotate);
         // Grouped-query attention without materialising repeated keys: query head `g * rep + r` uses key
         // head `g`; the keys broadcast over `r`. The head transposes are materialised by
         // `permute_contiguous` (on Flex a fast strided copy whose gradient comes back contiguous too;
         // elsewhere the permuted view), and the keys are read transposed by the score matmul.
         let q = dft_kernels::permute_contiguous(q.reshape([b, t, nkv, rep, d]), [0, 2, 3, 1, 4]); // [b, nkv, rep, t, d]
-        let (k, v) = match cache {
-            None => (
-                dft_kernels::permute_contiguous(k.reshape([b, t, nkv, 1, d]), [0, 2, 3, 1, 4]), // [b, nkv, 1, t, d]
-                dft_kernels::permute_contiguous(v.reshape([b, t, nkv, 1, d]), [0, 2, 3, 1, 4]),
-            ),
-            Some((slot, len)) => {
-                // Only the new positions are transposed; they go into the slot's free room in place
-                // (Flex writes into the slot's own buffer: the slot holds its only reference between
-                // steps), or the slot grows by one concatenation when it has no room left.
-                let kn = dft_kernels::permute_contiguous(k, [0, 2, 1, 3]); // [b, nkv, t, d]
-                let vn = dft_kernels::permute_contiguous(v, [0, 2, 1, 3]);
-                let s = len + t;
-                let (kc, vc) = match slot.take() {
-                    Some((pk, pv)) if pk.dims()[2] >= s => {
-                        let at = [0..b, 0..nkv, len..s, 0..d];
-                        (pk.slice_assign(at.clone(), kn), pv.slice_assign(at, vn))
-                    }
-                    Some((pk, pv)) => {
-                        let held = [0..b, 0..nkv, 0..len, 0..d];
-                        (Tensor::cat(vec![pk.slice(held.clone()), kn], 2), Tensor::cat(vec![pv.slice(held), vn], 2))
-                    }
-                    None => {
-                        assert_eq!(len, 0, "Attention: a cache of {len} positions without keys/values");
-                        (kn, vn)
-                    }
-                };
-                *slot = Some((kc.clone(), vc.clone()));
-                // The filled positions as strided views `[b, nkv, 1, s, d]` (the matmul reads strides).
+        let (k, v) = match kv {
+            Kv::Own(k, v) => {
+                let k = apply_rope(k, &rope.k, rotate);
+                (
+                    dft_kernels::permute_contiguous(k.reshape([b, t, nkv, 1, d]), [0, 2, 3, 1, 4]), // [b, nkv, 1, t, d]
+                    dft_kernels::permute_contiguous(v.reshape([b, t, nkv, 1, d]), [0, 2, 3, 1, 4]),
+                )
+            }
+            // The filled positions of the slot as strided views `[b, nkv, 1, s, d]` (the matmul reads strides).
+            Kv::Slot(kc, vc, s) => {
                 let filled = [0..b, 0..nkv, 0..s, 0..d];
                 (kc.slice(filled.clone()).unsqueeze_dim::<5>(2), vc.slice(filled).unsqueeze_dim::<5>(2))
             }
@@ -673,6 +701,39 @@ impl<B: Backend> Attention<B> {
         };
         self.o_proj.forward_in(out, p)
     }
+}
+
+/// Appends the new rotated keys and values `[b, t, kv_heads, d]` after the slot's first `len` positions and
+/// returns the slot's tensors `[b, kv_heads, slots, d]` (slots ≥ `len + t`). Only the new positions are
+/// transposed; they go into the slot's free room in place (Flex writes into the slot's own buffer: the
+/// slot holds its only reference between steps), or the slot grows by one concatenation when it has no
+/// room left.
+fn append_to_slot<B: Backend>(
+    slot: &mut KvSlot<B>,
+    len: usize,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let [b, t, nkv, d] = k.dims();
+    let kn = dft_kernels::permute_contiguous(k, [0, 2, 1, 3]); // [b, nkv, t, d]
+    let vn = dft_kernels::permute_contiguous(v, [0, 2, 1, 3]);
+    let s = len + t;
+    let (kc, vc) = match slot.take() {
+        Some((pk, pv)) if pk.dims()[2] >= s => {
+            let at = [0..b, 0..nkv, len..s, 0..d];
+            (pk.slice_assign(at.clone(), kn), pv.slice_assign(at, vn))
+        }
+        Some((pk, pv)) => {
+            let held = [0..b, 0..nkv, 0..len, 0..d];
+            (Tensor::cat(vec![pk.slice(held.clone()), kn], 2), Tensor::cat(vec![pv.slice(held), vn], 2))
+        }
+        None => {
+            assert_eq!(len, 0, "Attention: a cache of {len} positions without keys/values");
+            (kn, vn)
+        }
+    };
+    *slot = Some((kc.clone(), vc.clone()));
+    (kc, vc)
 }
 
 impl<B: Backend> Mlp<B> {
@@ -762,11 +823,12 @@ impl<B: Backend> CausalLm<B> {
         self
     }
 
-    /// The same model with fused attention on or off (on by default). With it on, forwards without a KV
-    /// cache (training, layer selection, alignment, scoring without shared prefixes) run each block's
-    /// RoPE, scores, masked softmax and weighted values as one op with an analytic backward where the
-    /// backend has one (`Flex`, f32 products: [`dft_kernels::causal_attention`]), multiplying only the
-    /// keys each query block can see; elsewhere, and off, the tensor composition.
+    /// The same model with fused attention on or off (on by default). With it on, every forward (training,
+    /// layer selection, alignment, the suffix passes over a shared prefix, scoring, generation over its
+    /// KV cache) runs each block's RoPE, scores, masked softmax and weighted values as one op with an
+    /// analytic backward where the backend has one (`Flex`, f32 products:
+    /// [`dft_kernels::causal_attention`]), multiplying only the keys each query block can see;
+    /// elsewhere, and off, the tensor composition.
     pub fn with_fused_attention(mut self, on: bool) -> Self {
         self.fused_attention = on;
         self
@@ -833,7 +895,7 @@ impl<B: Backend> CausalLm<B> {
         let rope = Ropes::new(&self.config, &[0], b, t, &device);
         let mut masks = Masks::new(&self.config, |window| attention_bias::<B>(b, t, t, 0, lengths, window, &device));
         if self.fused_attention {
-            masks = masks.with_causal(&self.config, lengths);
+            masks = masks.with_causal(&self.config, lengths, None);
         }
         let packing = if self.row_packing { Packing::new(b, t, lengths, &device) } else { None };
         let packing = packing.as_ref();
@@ -917,8 +979,11 @@ impl<B: Backend> CausalLm<B> {
         let done = cache.len - rows.prompt_width;
         let offsets: Vec<usize> = rows.prompt_lens.iter().map(|&p| p + done).collect();
         let rope = Ropes::new(&self.config, &offsets, b, t, &device);
-        let masks =
+        let mut masks =
             Masks::new(&self.config, |window| ragged_bias::<B>(b, t, cache.len, rows, lengths, window, &device));
+        if self.fused_attention {
+            masks = masks.with_causal(&self.config, lengths, Some((rows.prompt_width, rows.prompt_lens)));
+        }
         let packing = if self.row_packing { Packing::new(b, t, lengths, &device) } else { None };
         let mut h = self.embed(match &packing {
             Some(pk) => pk.pack_ids(input_ids),
@@ -1018,8 +1083,12 @@ impl<B: Backend> CausalLm<B> {
         let offset = cache.len;
         let device = self.device();
         let rope = Ropes::new(&self.config, &[offset], b, t, &device);
-        let masks =
+        let mut masks =
             Masks::new(&self.config, |window| attention_bias::<B>(b, t, offset + t, offset, None, window, &device));
+        if self.fused_attention {
+            // Unpadded rows: a cache with empty prompts, every cached position shared.
+            masks = masks.with_causal(&self.config, None, Some((0, &vec![0; b])));
+        }
         let mut h = self.embed(input_ids);
         for (block, slot) in self.layers.iter().zip(&mut cache.layers) {
             h = block.forward(h, &rope, &masks, Some((slot, offset)), None, self.precision);

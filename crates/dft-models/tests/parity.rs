@@ -318,6 +318,80 @@ fn suffix_forward_over_a_shared_prefix_equals_the_full_forward() {
     }
 }
 
+/// The suffix passes of DFT-logits continue the main pass's keys with gradients flowing into both:
+/// with the fused attention over the cache (ragged prompts, packed suffix rows, Gemma's windows and
+/// softcaps) every suffix state and every parameter's gradient equals the composition's.
+#[test]
+fn suffix_pass_gradients_are_the_same_with_fused_attention() {
+    use burn::module::{Module, ModuleVisitor, Param};
+    use burn::tensor::backend::AutodiffBackend;
+    struct Grads<'a> {
+        grads: &'a <AB as AutodiffBackend>::Gradients,
+        out: Vec<Vec<f32>>,
+    }
+    impl ModuleVisitor<AB> for Grads<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
+            let g = param.val().grad(self.grads).map(|g| g.into_data().to_vec::<f32>().unwrap());
+            self.out.push(g.unwrap_or_default());
+        }
+    }
+    let device = Default::default();
+    let (prefix_lens, suffix_lens, s) = ([5usize, 3, 4], [4usize, 6, 1], 6);
+    let suffix: Vec<i64> = (0..3 * s).map(|i| (7 + (i * 13) % 80) as i64).collect();
+    for name in MODELS {
+        let refs = read_refs(&fixture(name).join("reference.safetensors"));
+        let lens = lengths(&refs);
+        let run = |packing: bool, fused: bool| {
+            let model = load_pretrained::<AB>(&fixture(name), &device)
+                .unwrap()
+                .model
+                .with_row_packing(packing)
+                .with_fused_attention(fused);
+            let upto = model.num_layers();
+            let (_, cache) = model.forward_hidden_capture(
+                refs["input_ids"].int_tensor(&device),
+                Some(&lens),
+                &ForwardSpec { upto: Some(upto), keep: vec![] },
+                upto,
+            );
+            let suffix_t: Tensor<AB, 2, Int> = Tensor::from_data(TensorData::new(suffix.clone(), [3, s]), &device);
+            let h = model.forward_suffix(&cache, &prefix_lens, suffix_t, &suffix_lens, upto);
+            let hd = h.dims()[2];
+            let real: Vec<f32> = (0..3 * s).map(|i| if i % s < suffix_lens[i / s] { 1.0 } else { 0.0 }).collect();
+            let real = Tensor::<AB, 3>::from_data(TensorData::new(real, [3, s, 1]), &device);
+            let w: Vec<f32> = (0..hd).map(|i| ((i * 37) % 23) as f32 / 23.0 - 0.5).collect();
+            let w = Tensor::<AB, 3>::from_data(TensorData::new(w, [1, 1, hd]), &device);
+            let logits = model.logit_lens(h.clone(), false);
+            let lse = (logits.clone() - logits.detach().max_dim(2)).exp().sum_dim(2).log();
+            let loss = (h.clone() * w * real.clone()).sum() + (lse * real).sum();
+            let grads = loss.backward();
+            let mut visit = Grads { grads: &grads, out: Vec::new() };
+            model.visit(&mut visit);
+            (h.inner().into_data().to_vec::<f32>().unwrap(), visit.out, hd)
+        };
+        let (plain, plain_grads, hd) = run(false, false);
+        for (packing, fused) in [(false, true), (true, true)] {
+            let what = format!("{name} (packing {packing}, fused attention {fused})");
+            let (h, grads, _) = run(packing, fused);
+            for (r, &len) in suffix_lens.iter().enumerate() {
+                for q in 0..len {
+                    let at = (r * s + q) * hd;
+                    let d = (at..at + hd).map(|i| (h[i] - plain[i]).abs()).fold(0f32, f32::max);
+                    assert!(d <= 1e-5, "{what}: row {r} suffix position {q} differs by {d:e}");
+                }
+            }
+            assert_eq!(grads.len(), plain_grads.len());
+            for (i, (p, q)) in grads.iter().zip(&plain_grads).enumerate() {
+                assert_eq!(p.len(), q.len(), "{what}: parameter {i} has a gradient in one run only");
+                let scale = q.iter().fold(1f32, |m, x| m.max(x.abs()));
+                let d = p.iter().zip(q).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(d <= 1e-5 * scale, "{what}: gradient of parameter {i} differs by {d:e} (scale {scale})");
+            }
+        }
+        assert!(plain_grads.iter().filter(|g| !g.is_empty()).count() > 5, "{name}: too few gradients");
+    }
+}
+
 /// Batched generation (right-padded prompts of different lengths in one batch, per-row positions and
 /// masks, Gemma's 4-token sliding window, rows dropping out at a stop token or the budget) gives every
 /// prompt the tokens it gets alone, greedy and seeded sampling alike; the fixture prompt inside a batch
