@@ -544,9 +544,15 @@ fn attention_composition<B: Backend>(
 /// under a random upstream gradient that is zero at queries seeing nothing.
 fn attention_case<B: AutodiffBackend>(nh: usize, nkv: usize, spec: CausalAttention, seed: u64) {
     let (b, t, d) = (3, 70, 8);
-    let q = random::<B, 4>([b, t, nh, d], seed).require_grad();
-    let k = random::<B, 4>([b, t, nkv, d], seed + 1).require_grad();
-    let v = random::<B, 4>([b, t, nkv, d], seed + 2).require_grad();
+    // Fresh leaves for each run: a leaf reused after a backward can lose its gradient when another test
+    // thread's backward runs at the same time (Burn 0.21's autodiff, tracel-ai/burn#5573).
+    let leaves = || {
+        (
+            random::<B, 4>([b, t, nh, d], seed).require_grad(),
+            random::<B, 4>([b, t, nkv, d], seed + 1).require_grad(),
+            random::<B, 4>([b, t, nkv, d], seed + 2).require_grad(),
+        )
+    };
     let mut w = random::<B, 3>([b, t, nh * d], seed + 3).into_data().to_vec::<f32>().unwrap();
     for r in 0..b {
         let len = spec.lengths.as_ref().map_or(t, |l| l[r]);
@@ -575,7 +581,7 @@ fn attention_case<B: AutodiffBackend>(nh: usize, nkv: usize, spec: CausalAttenti
     };
     let pick3 = |x: Tensor<B, 3>| x.reshape([b * t, nh * d]).select(0, rows.clone()).reshape([1, n, nh * d]);
     let run = |fused: bool| {
-        let (q, k, v) = (q.clone(), k.clone(), v.clone());
+        let (q, k, v) = leaves();
         let out = match (fused, packed) {
             (true, true) => {
                 causal_attention(pick(q.clone()), pick(k.clone()), pick(v.clone()), &spec)
@@ -753,9 +759,14 @@ fn cached_attention_case<B: AutodiffBackend>(nh: usize, nkv: usize, spec: Causal
     let (b, t, d) = (3, 7, 8);
     let c = spec.cached.clone().unwrap();
     let slots = c.cached + t + 2;
-    let q = random::<B, 4>([b, t, nh, d], seed).require_grad();
-    let k = random::<B, 4>([b, nkv, slots, d], seed + 1).require_grad();
-    let v = random::<B, 4>([b, nkv, slots, d], seed + 2).require_grad();
+    // Fresh leaves for each run (see `attention_case`).
+    let leaves = || {
+        (
+            random::<B, 4>([b, t, nh, d], seed).require_grad(),
+            random::<B, 4>([b, nkv, slots, d], seed + 1).require_grad(),
+            random::<B, 4>([b, nkv, slots, d], seed + 2).require_grad(),
+        )
+    };
     let mut w = random::<B, 3>([b, t, nh * d], seed + 3).into_data().to_vec::<f32>().unwrap();
     for r in 0..b {
         let (off, klen, _) = cached_geometry(&spec, r, t);
@@ -779,7 +790,7 @@ fn cached_attention_case<B: AutodiffBackend>(nh: usize, nkv: usize, spec: Causal
     let pick = |x: Tensor<B, 4>| x.reshape([b * t, nh, d]).select(0, rows.clone()).reshape([1, n, nh, d]);
     let pick3 = |x: Tensor<B, 3>| x.reshape([b * t, nh * d]).select(0, rows.clone()).reshape([1, n, nh * d]);
     let run = |fused: bool| {
-        let (q, k, v) = (q.clone(), k.clone(), v.clone());
+        let (q, k, v) = leaves();
         let out = match (fused, packed) {
             (true, true) => {
                 causal_attention(pick(q.clone()), k.clone(), v.clone(), &spec).map_err(|_| ()).expect("the fused path")
