@@ -487,6 +487,52 @@ fn rope_rows_for(b: usize, t: usize, d: usize) -> RopeRows {
     RopeRows { cos: cos.into(), sin: sin.into() }
 }
 
+/// RoPE by slicing halves (HF's `rotate_half`) on `x: [b, t, heads, d]` with one table row per (row, position).
+fn rope_by_halves<B: Backend>(x: Tensor<B, 4>, r: &RopeRows) -> Tensor<B, 4> {
+    let [b, t, heads, d] = x.dims();
+    let dev = x.device();
+    let table = |v: &[f32]| {
+        let rows: Vec<f32> = v.chunks(d).flat_map(|row| (0..heads).flat_map(move |_| row.iter().copied())).collect();
+        Tensor::<B, 4>::from_data(TensorData::new(rows, [b, t, heads, d]), &dev)
+    };
+    let (x1, x2) =
+        (x.clone().slice([0..b, 0..t, 0..heads, 0..d / 2]), x.clone().slice([0..b, 0..t, 0..heads, d / 2..d]));
+    x * table(&r.cos) + Tensor::cat(vec![x2.neg(), x1], 3) * table(&r.sin)
+}
+
+/// `softmax(scale·q·kᵀ (softcapped) + mask)·v` for `q: [b, kv_heads, rep, t, d]` and `k, v: [b, kv_heads,
+/// rep, s, d]` with a full additive mask from `visible(row, query, key)` → `[b, t, heads·d]`.
+fn masked_attention<B: Backend>(
+    q: Tensor<B, 5>,
+    k: Tensor<B, 5>,
+    v: Tensor<B, 5>,
+    spec: &CausalAttention,
+    visible: impl Fn(usize, usize, usize) -> bool,
+) -> Tensor<B, 3> {
+    let [b, nkv, rep, t, d] = q.dims();
+    let (s, nh) = (k.dims()[3], nkv * rep);
+    let mut bias = vec![0f32; b * nh * t * s];
+    for r in 0..b {
+        for h in 0..nh {
+            for i in 0..t {
+                for j in 0..s {
+                    if !visible(r, i, j) {
+                        bias[((r * nh + h) * t + i) * s + j] = -1e9;
+                    }
+                }
+            }
+        }
+    }
+    let bias = Tensor::<B, 5>::from_data(TensorData::new(bias, [b, nkv, rep, t, s]), &q.device());
+    let scores = q.matmul(k.swap_dims(3, 4)) * spec.scale;
+    let z = match spec.softcap {
+        Some(cap) => (scores / cap).tanh() * cap,
+        None => scores,
+    };
+    let p = burn::tensor::activation::softmax(z + bias, 4);
+    p.matmul(v).permute([0, 3, 1, 2, 4]).reshape([b, t, nh * d])
+}
+
 /// The attention the model composes from Burn's own ops: RoPE by slicing halves, keys and values
 /// repeated over the query heads, a full additive mask, softmax, products.
 fn attention_composition<B: Backend>(
@@ -498,46 +544,31 @@ fn attention_composition<B: Backend>(
     let [b, t, nh, d] = q.dims();
     let nkv = k.dims()[2];
     let rep = nh / nkv;
-    let dev = q.device();
     let rope = |x: Tensor<B, 4>| match &spec.rope {
         None => x,
-        Some(r) => {
-            let heads = x.dims()[2];
-            let table = |v: &[f32]| {
-                let rows: Vec<f32> =
-                    v.chunks(d).flat_map(|row| (0..heads).flat_map(move |_| row.iter().copied())).collect();
-                Tensor::<B, 4>::from_data(TensorData::new(rows, [b, t, heads, d]), &dev)
-            };
-            let (x1, x2) =
-                (x.clone().slice([0..b, 0..t, 0..heads, 0..d / 2]), x.clone().slice([0..b, 0..t, 0..heads, d / 2..d]));
-            x * table(&r.cos) + Tensor::cat(vec![x2.neg(), x1], 3) * table(&r.sin)
-        }
+        Some(r) => rope_by_halves(x, r),
     };
     let (q, k) = (rope(q), rope(k));
     let q = q.reshape([b, t, nkv, rep, d]).permute([0, 2, 3, 1, 4]);
     let k = k.reshape([b, t, nkv, 1, d]).permute([0, 2, 3, 1, 4]).repeat_dim(2, rep);
     let v = v.reshape([b, t, nkv, 1, d]).permute([0, 2, 3, 1, 4]).repeat_dim(2, rep);
-    let mut bias = vec![0f32; b * nh * t * t];
-    for r in 0..b {
+    masked_attention(q, k, v, spec, |r, i, j| {
         let len = spec.lengths.as_ref().map_or(t, |l| l[r]);
-        for h in 0..nh {
-            for i in 0..t {
-                for j in 0..t {
-                    if !(j <= i && j < len && spec.window.is_none_or(|w| i - j < w)) {
-                        bias[((r * nh + h) * t + i) * t + j] = -1e9;
-                    }
-                }
-            }
-        }
-    }
-    let bias = Tensor::<B, 5>::from_data(TensorData::new(bias, [b, nkv, rep, t, t]), &dev);
-    let s = q.matmul(k.swap_dims(3, 4)) * spec.scale;
-    let z = match spec.softcap {
-        Some(cap) => (s / cap).tanh() * cap,
-        None => s,
-    };
-    let p = burn::tensor::activation::softmax(z + bias, 4);
-    p.matmul(v).permute([0, 3, 1, 2, 4]).reshape([b, t, nh * d])
+        j <= i && j < len && spec.window.is_none_or(|w| i - j < w)
+    })
+}
+
+/// Output and the gradients of q, k, v: fused vs composed.
+#[allow(clippy::type_complexity)]
+fn assert_attention_close<B: Backend>(
+    (fo, fq, fk, fv): (Tensor<B, 3>, Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>),
+    (co, cq, ck, cv): (Tensor<B, 3>, Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>),
+    what: &str,
+) {
+    assert_close(fo, co, 1e-5, &format!("output, {what}"));
+    assert_close(fq, cq, 1e-4, &format!("dq, {what}"));
+    assert_close(fk, ck, 1e-4, &format!("dk, {what}"));
+    assert_close(fv, cv, 1e-4, &format!("dv, {what}"));
 }
 
 /// Fused vs composed attention on `B`: outputs (where a query sees a key) and the gradients of q, k, v
@@ -602,8 +633,7 @@ fn attention_case<B: AutodiffBackend>(nh: usize, nkv: usize, spec: CausalAttenti
         let grads = out.clone().sum().backward();
         (out.inner(), q.grad(&grads).unwrap(), k.grad(&grads).unwrap(), v.grad(&grads).unwrap())
     };
-    let (fo, fq, fk, fv) = run(true);
-    let (co, cq, ck, cv) = run(false);
+    let (fused, composed) = (run(true), run(false));
     let what = format!(
         "heads {nh}/{nkv}, softcap {:?}, window {:?}, lengths {:?}, rope {}, packed {packed}",
         spec.softcap,
@@ -611,10 +641,7 @@ fn attention_case<B: AutodiffBackend>(nh: usize, nkv: usize, spec: CausalAttenti
         spec.lengths,
         spec.rope.is_some()
     );
-    assert_close(fo, co, 1e-5, &format!("output, {what}"));
-    assert_close(fq, cq, 1e-4, &format!("dq, {what}"));
-    assert_close(fk, ck, 1e-4, &format!("dk, {what}"));
-    assert_close(fv, cv, 1e-4, &format!("dv, {what}"));
+    assert_attention_close(fused, composed, &what);
 }
 
 #[test]
@@ -717,40 +744,14 @@ fn cached_attention_composition<B: Backend>(
     let (k, v) = (gather(k), gather(v));
     let q = match &spec.rope {
         None => q,
-        Some(r) => {
-            let table = |vals: &[f32]| {
-                let rows: Vec<f32> =
-                    vals.chunks(d).flat_map(|row| (0..nh).flat_map(move |_| row.iter().copied())).collect();
-                Tensor::<B, 4>::from_data(TensorData::new(rows, [b, t, nh, d]), &dev)
-            };
-            let (x1, x2) =
-                (q.clone().slice([0..b, 0..t, 0..nh, 0..d / 2]), q.clone().slice([0..b, 0..t, 0..nh, d / 2..d]));
-            q * table(&r.cos) + Tensor::cat(vec![x2.neg(), x1], 3) * table(&r.sin)
-        }
+        Some(r) => rope_by_halves(q, r),
     };
     let q = q.reshape([b, t, nkv, rep, d]).permute([0, 2, 3, 1, 4]);
-    let mut bias = vec![0f32; b * nh * t * kmax];
-    for r in 0..b {
+    masked_attention(q, k, v, spec, |r, i, j| {
         let (off, klen, _) = cached_geometry(spec, r, t);
-        for h in 0..nh {
-            for i in 0..t {
-                for j in 0..kmax {
-                    let pos = off + i;
-                    if !(j <= pos && j < klen && spec.window.is_none_or(|w| pos - j < w)) {
-                        bias[((r * nh + h) * t + i) * kmax + j] = -1e9;
-                    }
-                }
-            }
-        }
-    }
-    let bias = Tensor::<B, 5>::from_data(TensorData::new(bias, [b, nkv, rep, t, kmax]), &dev);
-    let s = q.matmul(k.swap_dims(3, 4)) * spec.scale;
-    let z = match spec.softcap {
-        Some(cap) => (s / cap).tanh() * cap,
-        None => s,
-    };
-    let p = burn::tensor::activation::softmax(z + bias, 4);
-    p.matmul(v).permute([0, 3, 1, 2, 4]).reshape([b, t, nh * d])
+        let pos = off + i;
+        j <= pos && j < klen && spec.window.is_none_or(|w| pos - j < w)
+    })
 }
 
 /// Fused vs composed attention over a cache with ragged prompts, a shared continuation and padded new
@@ -806,8 +807,7 @@ fn cached_attention_case<B: AutodiffBackend>(nh: usize, nkv: usize, spec: Causal
         let grads = out.clone().sum().backward();
         (out.inner(), q.grad(&grads).unwrap(), k.grad(&grads).unwrap(), v.grad(&grads).unwrap())
     };
-    let (fo, fq, fk, fv) = run(true);
-    let (co, cq, ck, cv) = run(false);
+    let (fused, composed) = (run(true), run(false));
     let what = format!(
         "cached {c:?}, heads {nh}/{nkv}, softcap {:?}, window {:?}, lengths {:?}, rope {}, packed {packed}",
         spec.softcap,
@@ -815,10 +815,7 @@ fn cached_attention_case<B: AutodiffBackend>(nh: usize, nkv: usize, spec: Causal
         spec.lengths,
         spec.rope.is_some()
     );
-    assert_close(fo, co, 1e-5, &format!("output, {what}"));
-    assert_close(fq, cq, 1e-4, &format!("dq, {what}"));
-    assert_close(fk, ck, 1e-4, &format!("dk, {what}"));
-    assert_close(fv, cv, 1e-4, &format!("dv, {what}"));
+    assert_attention_close(fused, composed, &what);
 }
 
 /// RoPE rows for queries at positions `offsets[r] + i`.

@@ -78,8 +78,11 @@ fn padded_rows_equal_unpadded_runs() {
 /// positions only, through fixed random read-outs) plus the logits' log-sum-exp at the real positions —
 /// on the fixture batches (27% padding) with each on and off (against both off: the tensor composition),
 /// `Autodiff<Flex>`, every parameter's gradient compared.
-#[test]
-fn row_packing_and_fused_attention_change_no_value_or_gradient() {
+/// Every float parameter's gradient in `grads`, in visiting order (empty where it has none).
+fn parameter_grads(
+    model: &CausalLm<AB>,
+    grads: &<AB as burn::tensor::backend::AutodiffBackend>::Gradients,
+) -> Vec<Vec<f32>> {
     use burn::module::{Module, ModuleVisitor, Param};
     use burn::tensor::backend::AutodiffBackend;
     struct Grads<'a> {
@@ -92,6 +95,24 @@ fn row_packing_and_fused_attention_change_no_value_or_gradient() {
             self.out.push(g.unwrap_or_default());
         }
     }
+    let mut visit = Grads { grads, out: Vec::new() };
+    model.visit(&mut visit);
+    visit.out
+}
+
+/// Every parameter's gradient of `got` equals `want`'s within 1e-5 of the largest entry (and at least 1e-5).
+fn assert_same_grads(got: &[Vec<f32>], want: &[Vec<f32>], what: &str) {
+    assert_eq!(got.len(), want.len());
+    for (i, (p, q)) in got.iter().zip(want).enumerate() {
+        assert_eq!(p.len(), q.len(), "{what}: parameter {i} has a gradient in one run only");
+        let scale = q.iter().fold(1f32, |m, x| m.max(x.abs()));
+        let d = p.iter().zip(q).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(d <= 1e-5 * scale, "{what}: gradient of parameter {i} differs by {d:e} (scale {scale})");
+    }
+}
+
+#[test]
+fn row_packing_and_fused_attention_change_no_value_or_gradient() {
     let device = Default::default();
     for name in MODELS {
         let refs = read_refs(&fixture(name).join("reference.safetensors"));
@@ -124,9 +145,7 @@ fn row_packing_and_fused_attention_change_no_value_or_gradient() {
             let lse = (logits.clone() - logits.clone().detach().max_dim(2)).exp().sum_dim(2).log();
             loss = loss + (lse * real).sum();
             let grads = loss.backward();
-            let mut visit = Grads { grads: &grads, out: Vec::new() };
-            model.visit(&mut visit);
-            (values, visit.out)
+            (values, parameter_grads(&model, &grads))
         };
         let (plain, plain_grads) = run(false, false);
         for (packing, fused) in [(true, false), (false, true), (true, true)] {
@@ -140,13 +159,7 @@ fn row_packing_and_fused_attention_change_no_value_or_gradient() {
                     .fold(0f32, f32::max);
                 assert!(d <= 1e-5, "{what}: state {k} differs by {d:e} at a real position");
             }
-            assert_eq!(packed_grads.len(), plain_grads.len());
-            for (i, (p, q)) in packed_grads.iter().zip(&plain_grads).enumerate() {
-                assert_eq!(p.len(), q.len(), "{what}: parameter {i} has a gradient in one run only");
-                let scale = q.iter().fold(1f32, |m, x| m.max(x.abs()));
-                let d = p.iter().zip(q).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-                assert!(d <= 1e-5 * scale, "{what}: gradient of parameter {i} differs by {d:e} (scale {scale})");
-            }
+            assert_same_grads(&packed_grads, &plain_grads, &what);
         }
         assert!(plain_grads.iter().filter(|g| !g.is_empty()).count() > 5, "{name}: too few gradients");
     }
@@ -323,18 +336,6 @@ fn suffix_forward_over_a_shared_prefix_equals_the_full_forward() {
 /// softcaps) every suffix state and every parameter's gradient equals the composition's.
 #[test]
 fn suffix_pass_gradients_are_the_same_with_fused_attention() {
-    use burn::module::{Module, ModuleVisitor, Param};
-    use burn::tensor::backend::AutodiffBackend;
-    struct Grads<'a> {
-        grads: &'a <AB as AutodiffBackend>::Gradients,
-        out: Vec<Vec<f32>>,
-    }
-    impl ModuleVisitor<AB> for Grads<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
-            let g = param.val().grad(self.grads).map(|g| g.into_data().to_vec::<f32>().unwrap());
-            self.out.push(g.unwrap_or_default());
-        }
-    }
     let device = Default::default();
     let (prefix_lens, suffix_lens, s) = ([5usize, 3, 4], [4usize, 6, 1], 6);
     let suffix: Vec<i64> = (0..3 * s).map(|i| (7 + (i * 13) % 80) as i64).collect();
@@ -365,9 +366,7 @@ fn suffix_pass_gradients_are_the_same_with_fused_attention() {
             let lse = (logits.clone() - logits.detach().max_dim(2)).exp().sum_dim(2).log();
             let loss = (h.clone() * w * real.clone()).sum() + (lse * real).sum();
             let grads = loss.backward();
-            let mut visit = Grads { grads: &grads, out: Vec::new() };
-            model.visit(&mut visit);
-            (h.inner().into_data().to_vec::<f32>().unwrap(), visit.out, hd)
+            (h.inner().into_data().to_vec::<f32>().unwrap(), parameter_grads(&model, &grads), hd)
         };
         let (plain, plain_grads, hd) = run(false, false);
         for (packing, fused) in [(false, true), (true, true)] {
@@ -380,13 +379,7 @@ fn suffix_pass_gradients_are_the_same_with_fused_attention() {
                     assert!(d <= 1e-5, "{what}: row {r} suffix position {q} differs by {d:e}");
                 }
             }
-            assert_eq!(grads.len(), plain_grads.len());
-            for (i, (p, q)) in grads.iter().zip(&plain_grads).enumerate() {
-                assert_eq!(p.len(), q.len(), "{what}: parameter {i} has a gradient in one run only");
-                let scale = q.iter().fold(1f32, |m, x| m.max(x.abs()));
-                let d = p.iter().zip(q).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-                assert!(d <= 1e-5 * scale, "{what}: gradient of parameter {i} differs by {d:e} (scale {scale})");
-            }
+            assert_same_grads(&grads, &plain_grads, &what);
         }
         assert!(plain_grads.iter().filter(|g| !g.is_empty()).count() > 5, "{name}: too few gradients");
     }
