@@ -572,31 +572,46 @@ fn assert_attention_close<B: Backend>(
 }
 
 /// Fused vs composed attention on `B`: outputs (where a query sees a key) and the gradients of q, k, v
-/// under a random upstream gradient that is zero at queries seeing nothing.
+/// (with [`CausalAttention::cached`]: of q and of the whole cache) under a random upstream gradient that is
+/// zero at queries seeing nothing. Without a cache: 3 rows of 70 positions; over one: 7 new positions
+/// after the cache's `cached` slots, 2 spare slots.
 fn attention_case<B: AutodiffBackend>(nh: usize, nkv: usize, spec: CausalAttention, seed: u64) {
-    let (b, t, d) = (3, 70, 8);
+    let cached = spec.cached.clone();
+    let (b, d) = (3, 8);
+    let t = if cached.is_some() { 7 } else { 70 };
+    let kv_shape = match &cached {
+        None => [b, t, nkv, d],
+        Some(c) => [b, nkv, c.cached + t + 2, d],
+    };
     // Fresh leaves for each run: a leaf reused after a backward can lose its gradient when another test
     // thread's backward runs at the same time (Burn 0.21's autodiff, tracel-ai/burn#5573).
     let leaves = || {
         (
             random::<B, 4>([b, t, nh, d], seed).require_grad(),
-            random::<B, 4>([b, t, nkv, d], seed + 1).require_grad(),
-            random::<B, 4>([b, t, nkv, d], seed + 2).require_grad(),
+            random::<B, 4>(kv_shape, seed + 1).require_grad(),
+            random::<B, 4>(kv_shape, seed + 2).require_grad(),
         )
     };
     let mut w = random::<B, 3>([b, t, nh * d], seed + 3).into_data().to_vec::<f32>().unwrap();
     for r in 0..b {
-        let len = spec.lengths.as_ref().map_or(t, |l| l[r]);
+        let (off, klen) = match cached {
+            None => (0, spec.lengths.as_ref().map_or(t, |l| l[r])),
+            Some(_) => {
+                let (off, klen, _) = cached_geometry(&spec, r, t);
+                (off, klen)
+            }
+        };
         for i in 0..t {
-            let sees = (0..t).any(|j| j <= i && j < len && spec.window.is_none_or(|w| i - j < w));
-            if !sees {
+            let pos = off + i;
+            if !(0..klen).any(|j| j <= pos && spec.window.is_none_or(|w| pos - j < w)) {
                 w[(r * t + i) * nh * d..][..nh * d].fill(0.0);
             }
         }
     }
     let w = Tensor::<B, 3>::from_data(TensorData::new(w, [b, t, nh * d]), &Default::default());
     // Packed: the fused op sees the real positions only, taken from (and its gradients flowing back into)
-    // the same [b, t] inputs; the composition's outputs are compared at those positions.
+    // the same [b, t] inputs (a cache's keys are never packed); the composition's outputs are compared at
+    // those positions.
     let packed = spec.packed_width.is_some();
     let rows: Vec<i64> = (0..b)
         .flat_map(|r| {
@@ -610,12 +625,13 @@ fn attention_case<B: AutodiffBackend>(nh: usize, nkv: usize, spec: CausalAttenti
         let [_, _, h, d] = x.dims();
         x.reshape([b * t, h, d]).select(0, rows.clone()).reshape([1, n, h, d])
     };
+    let pick_kv = |x: Tensor<B, 4>| if cached.is_some() { x } else { pick(x) };
     let pick3 = |x: Tensor<B, 3>| x.reshape([b * t, nh * d]).select(0, rows.clone()).reshape([1, n, nh * d]);
     let run = |fused: bool| {
         let (q, k, v) = leaves();
         let out = match (fused, packed) {
             (true, true) => {
-                causal_attention(pick(q.clone()), pick(k.clone()), pick(v.clone()), &spec)
+                causal_attention(pick(q.clone()), pick_kv(k.clone()), pick_kv(v.clone()), &spec)
                     .map_err(|_| ())
                     .expect("the fused path")
                     * pick3(w.clone())
@@ -627,7 +643,11 @@ fn attention_case<B: AutodiffBackend>(nh: usize, nkv: usize, spec: CausalAttenti
             }
             (false, _) => {
                 let spec = CausalAttention { packed_width: None, ..spec.clone() };
-                pick3(attention_composition(q.clone(), k.clone(), v.clone(), &spec) * w.clone())
+                let composed = match cached {
+                    None => attention_composition(q.clone(), k.clone(), v.clone(), &spec),
+                    Some(_) => cached_attention_composition(q.clone(), k.clone(), v.clone(), &spec),
+                };
+                pick3(composed * w.clone())
             }
         };
         let grads = out.clone().sum().backward();
@@ -635,7 +655,7 @@ fn attention_case<B: AutodiffBackend>(nh: usize, nkv: usize, spec: CausalAttenti
     };
     let (fused, composed) = (run(true), run(false));
     let what = format!(
-        "heads {nh}/{nkv}, softcap {:?}, window {:?}, lengths {:?}, rope {}, packed {packed}",
+        "cached {cached:?}, heads {nh}/{nkv}, softcap {:?}, window {:?}, lengths {:?}, rope {}, packed {packed}",
         spec.softcap,
         spec.window,
         spec.lengths,
@@ -754,70 +774,6 @@ fn cached_attention_composition<B: Backend>(
     })
 }
 
-/// Fused vs composed attention over a cache with ragged prompts, a shared continuation and padded new
-/// positions: outputs, and the gradients of q and of the whole cache (k, v).
-fn cached_attention_case<B: AutodiffBackend>(nh: usize, nkv: usize, spec: CausalAttention, seed: u64) {
-    let (b, t, d) = (3, 7, 8);
-    let c = spec.cached.clone().unwrap();
-    let slots = c.cached + t + 2;
-    // Fresh leaves for each run (see `attention_case`).
-    let leaves = || {
-        (
-            random::<B, 4>([b, t, nh, d], seed).require_grad(),
-            random::<B, 4>([b, nkv, slots, d], seed + 1).require_grad(),
-            random::<B, 4>([b, nkv, slots, d], seed + 2).require_grad(),
-        )
-    };
-    let mut w = random::<B, 3>([b, t, nh * d], seed + 3).into_data().to_vec::<f32>().unwrap();
-    for r in 0..b {
-        let (off, klen, _) = cached_geometry(&spec, r, t);
-        for i in 0..t {
-            let pos = off + i;
-            if !(0..klen).any(|j| j <= pos && spec.window.is_none_or(|w| pos - j < w)) {
-                w[(r * t + i) * nh * d..][..nh * d].fill(0.0);
-            }
-        }
-    }
-    let w = Tensor::<B, 3>::from_data(TensorData::new(w, [b, t, nh * d]), &Default::default());
-    let packed = spec.packed_width.is_some();
-    let rows: Vec<i64> = (0..b)
-        .flat_map(|r| {
-            let len = if packed { spec.lengths.as_ref().unwrap()[r] } else { t };
-            (0..len).map(move |i| (r * t + i) as i64)
-        })
-        .collect();
-    let n = rows.len();
-    let rows = Tensor::<B, 1, burn::tensor::Int>::from_data(TensorData::new(rows, [n]), &Default::default());
-    let pick = |x: Tensor<B, 4>| x.reshape([b * t, nh, d]).select(0, rows.clone()).reshape([1, n, nh, d]);
-    let pick3 = |x: Tensor<B, 3>| x.reshape([b * t, nh * d]).select(0, rows.clone()).reshape([1, n, nh * d]);
-    let run = |fused: bool| {
-        let (q, k, v) = leaves();
-        let out = match (fused, packed) {
-            (true, true) => {
-                causal_attention(pick(q.clone()), k.clone(), v.clone(), &spec).map_err(|_| ()).expect("the fused path")
-                    * pick3(w.clone())
-            }
-            (true, false) => {
-                let out =
-                    causal_attention(q.clone(), k.clone(), v.clone(), &spec).map_err(|_| ()).expect("the fused path");
-                pick3(out * w.clone())
-            }
-            (false, _) => pick3(cached_attention_composition(q.clone(), k.clone(), v.clone(), &spec) * w.clone()),
-        };
-        let grads = out.clone().sum().backward();
-        (out.inner(), q.grad(&grads).unwrap(), k.grad(&grads).unwrap(), v.grad(&grads).unwrap())
-    };
-    let (fused, composed) = (run(true), run(false));
-    let what = format!(
-        "cached {c:?}, heads {nh}/{nkv}, softcap {:?}, window {:?}, lengths {:?}, rope {}, packed {packed}",
-        spec.softcap,
-        spec.window,
-        spec.lengths,
-        spec.rope.is_some()
-    );
-    assert_attention_close(fused, composed, &what);
-}
-
 /// RoPE rows for queries at positions `offsets[r] + i`.
 fn rope_rows_at(offsets: &[usize], t: usize, d: usize) -> RopeRows {
     let all = rope_rows_for(1, offsets.iter().max().unwrap() + t, d);
@@ -860,8 +816,8 @@ fn cached_attention_matches_composition_with_gradients() {
             packed_width: packed.then_some(t),
             cached: cached.clone(),
         };
-        cached_attention_case::<Ad>(nh, nkv, spec.clone(), 10 * i as u64 + 3);
-        cached_attention_case::<AdCkpt>(nh, nkv, spec.clone(), 10 * i as u64 + 3);
+        attention_case::<Ad>(nh, nkv, spec.clone(), 10 * i as u64 + 3);
+        attention_case::<AdCkpt>(nh, nkv, spec.clone(), 10 * i as u64 + 3);
         if packed {
             continue;
         }

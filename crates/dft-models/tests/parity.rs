@@ -20,6 +20,40 @@ fn load(name: &str) -> CausalLm<B> {
     load_pretrained::<B>(&fixture(name), &Default::default()).unwrap_or_else(|e| panic!("{name}: {e}")).model
 }
 
+/// `name`'s fixture model with row packing and fused attention set as given.
+fn load_variant(name: &str, packing: bool, fused: bool) -> CausalLm<AB> {
+    load_pretrained::<AB>(&fixture(name), &Default::default())
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .model
+        .with_row_packing(packing)
+        .with_fused_attention(fused)
+}
+
+/// Blocks `1..=upto` over the fixture's padded prompts with their keys/values captured, then `suffix`
+/// (`[3, s]` ids, `suffix_lens` real per row) continuing each row's first `prefix_lens` tokens: `h_upto` of
+/// the suffix positions.
+#[allow(clippy::too_many_arguments)]
+fn capture_then_suffix<Bk: burn::tensor::backend::Backend>(
+    model: &CausalLm<Bk>,
+    refs: &std::collections::HashMap<String, Ref>,
+    lens: &[usize],
+    prefix_lens: &[usize],
+    suffix: &[i64],
+    suffix_lens: &[usize],
+    s: usize,
+    upto: usize,
+) -> Tensor<Bk, 3> {
+    let device = model.device();
+    let (_, cache) = model.forward_hidden_capture(
+        refs["input_ids"].int_tensor(&device),
+        Some(lens),
+        &ForwardSpec { upto: Some(upto), keep: vec![] },
+        upto,
+    );
+    let suffix_t: Tensor<Bk, 2, Int> = Tensor::from_data(TensorData::new(suffix.to_vec(), [3, s]), &device);
+    model.forward_suffix(&cache, prefix_lens, suffix_t, suffix_lens, upto)
+}
+
 #[test]
 fn hidden_states_and_logits_match_transformers() {
     let device = Default::default();
@@ -120,11 +154,7 @@ fn row_packing_and_fused_attention_change_no_value_or_gradient() {
         let ids = refs["input_ids"].ids();
         let [b, t] = [refs["input_ids"].shape[0], refs["input_ids"].shape[1]];
         let run = |packing: bool, fused: bool| {
-            let model = load_pretrained::<AB>(&fixture(name), &device)
-                .unwrap()
-                .model
-                .with_row_packing(packing)
-                .with_fused_attention(fused);
+            let model = load_variant(name, packing, fused);
             assert_eq!(model.packs_rows(b, t, Some(&lens)), packing, "{name}: packing on = {packing}");
             let l = model.num_layers();
             let input: Tensor<AB, 2, Int> = Tensor::from_data(TensorData::new(ids.clone(), [b, t]), &device);
@@ -305,14 +335,7 @@ fn suffix_forward_over_a_shared_prefix_equals_the_full_forward() {
         let s = 6;
         let suffix: Vec<i64> = (0..3 * s).map(|i| (7 + (i * 13) % 80) as i64).collect();
         for upto in [1, model.num_layers()] {
-            let (_, cache) = model.forward_hidden_capture(
-                refs["input_ids"].int_tensor(&device),
-                Some(&lens),
-                &ForwardSpec { upto: Some(upto), keep: vec![] },
-                upto,
-            );
-            let suffix_t: Tensor<B, 2, Int> = Tensor::from_data(TensorData::new(suffix.clone(), [3, s]), &device);
-            let h = to_vec(model.forward_suffix(&cache, &prefix_lens, suffix_t, &suffix_lens, upto));
+            let h = to_vec(capture_then_suffix(&model, &refs, &lens, &prefix_lens, &suffix, &suffix_lens, s, upto));
             let hd = model.config.hidden_size;
             for r in 0..3 {
                 let mut seq: Vec<i64> = ids[r * t..r * t + prefix_lens[r]].to_vec();
@@ -343,20 +366,9 @@ fn suffix_pass_gradients_are_the_same_with_fused_attention() {
         let refs = read_refs(&fixture(name).join("reference.safetensors"));
         let lens = lengths(&refs);
         let run = |packing: bool, fused: bool| {
-            let model = load_pretrained::<AB>(&fixture(name), &device)
-                .unwrap()
-                .model
-                .with_row_packing(packing)
-                .with_fused_attention(fused);
+            let model = load_variant(name, packing, fused);
             let upto = model.num_layers();
-            let (_, cache) = model.forward_hidden_capture(
-                refs["input_ids"].int_tensor(&device),
-                Some(&lens),
-                &ForwardSpec { upto: Some(upto), keep: vec![] },
-                upto,
-            );
-            let suffix_t: Tensor<AB, 2, Int> = Tensor::from_data(TensorData::new(suffix.clone(), [3, s]), &device);
-            let h = model.forward_suffix(&cache, &prefix_lens, suffix_t, &suffix_lens, upto);
+            let h = capture_then_suffix(&model, &refs, &lens, &prefix_lens, &suffix, &suffix_lens, s, upto);
             let hd = h.dims()[2];
             let real: Vec<f32> = (0..3 * s).map(|i| if i % s < suffix_lens[i / s] { 1.0 } else { 0.0 }).collect();
             let real = Tensor::<AB, 3>::from_data(TensorData::new(real, [3, s, 1]), &device);
