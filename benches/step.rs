@@ -21,6 +21,8 @@
 //! `--ab-packing` (timed steps alternate row packing on and off in one process; prints both medians),
 //! `--no-fused-attention` (the attention composition: the ablation of `CausalLm::with_fused_attention`),
 //! `--ab-attention` (timed steps alternate fused attention on and off in one process, as `--ab-packing`),
+//! `--kernel-stats` (per step: wall time and GFLOP/s of the matrix products, time of the fused attention,
+//! and the rest, from `dft_kernels::stats`; `tools/perf/lean_step.py --profile` splits PyTorch's step alike),
 //! `--gemm` (only the backend's f32 matmul GFLOP/s at the step's shapes; `torch_step.py --gemm` likewise).
 //!
 //! Data: `data/alpaca_en_zh/train.json`, tokenized with the model's own tokenizer exactly as `dft train`
@@ -367,7 +369,7 @@ fn driver(args: &[String]) {
         if flag(args, "--no-row-packing") {
             cmd.arg("--no-row-packing");
         }
-        for f in ["--ab-packing", "--no-fused-attention", "--ab-attention"] {
+        for f in ["--ab-packing", "--no-fused-attention", "--ab-attention", "--kernel-stats"] {
             if flag(args, f) {
                 cmd.arg(f);
             }
@@ -460,6 +462,25 @@ fn table(results: &[Value]) -> String {
             ratio.map(|x| format!("{x:.2}")).unwrap_or_else(|| "–".into()),
         );
     }
+    // --kernel-stats: where each run's step time goes (medians over the timed steps).
+    if results.iter().any(|r| r["kernel_stats"].is_object()) {
+        md += "\n| run | step s | matrix products s (GFLOP, GFLOP/s) | fused attention s | rest s (of it optimiser) |\n|---|---:|---:|---:|---:|\n";
+        for r in results.iter().filter(|r| r["kernel_stats"].is_object()) {
+            let k = &r["kernel_stats"];
+            let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+            md += &format!(
+                "| {} | {:.2} | {:.2} ({:.0}, {:.0}) | {:.2} | {:.2} ({:.2}) |\n",
+                r["label"].as_str().unwrap_or(""),
+                f(&r["median_s"]),
+                f(&k["median_products_s"]),
+                f(&k["products_gflop"]),
+                f(&k["median_products_gflops"]),
+                f(&k["median_attention_s"]),
+                f(&k["median_rest_s"]),
+                f(&r["optim_s_median"]),
+            );
+        }
+    }
     md
 }
 
@@ -524,6 +545,11 @@ fn run_child<B: AutodiffBackend>(method: Method, path: LossPath, ckpt: bool, ste
     let all_real = dft_step::all_real_tokens(&batch);
     let mut reports = Vec::new();
     let mut heap_peaks = Vec::new();
+    // --kernel-stats: each step's time in the matrix products and the fused attention (dft_kernels::stats).
+    let kernel_stats = std::env::args().any(|a| a == "--kernel-stats");
+    dft_kernels::stats::set_enabled(kernel_stats);
+    let _ = dft_kernels::stats::take();
+    let mut kernels = Vec::new();
     // --ab-packing / --ab-attention: timed steps alternate the feature on (odd) and off (even), so each
     // pair runs minutes apart at most (the VM's drift between processes is larger than the effect).
     let ab = if std::env::args().any(|a| a == "--ab-packing") {
@@ -548,6 +574,23 @@ fn run_child<B: AutodiffBackend>(method: Method, path: LossPath, ckpt: bool, ste
             dft_step::optimiser_step(model, &mut fused, &batch, &cfg, path, LR, MAX_GRAD_NORM, &device)
         };
         model = m;
+        if kernel_stats {
+            let k = dft_kernels::stats::take();
+            let products = k.products_f32.seconds + k.products_bf16.seconds;
+            let gflop = (k.products_f32.flops + k.products_bf16.flops) * 1e-9;
+            let rest = rep.total_s() - products - k.attention.seconds;
+            eprintln!(
+                "  kernels: products {products:.2} s ({gflop:.1} GFLOP, {:.0} GFLOP/s; {} calls), attention {:.2} s, rest {rest:.2} s (optim {:.2})",
+                gflop / products,
+                k.products_f32.calls + k.products_bf16.calls,
+                k.attention.seconds,
+                rep.optim_s
+            );
+            kernels.push(json!({"products_s": products, "products_gflop": gflop, "products_gflops": gflop / products,
+                                "products_f32_s": k.products_f32.seconds, "products_bf16_s": k.products_bf16.seconds,
+                                "product_calls": k.products_f32.calls + k.products_bf16.calls,
+                                "attention_s": k.attention.seconds, "rest_s": rest}));
+        }
         heap_peaks.push(((common::peak() - base) as f64 / common::MIB, base as f64 / common::MIB));
         eprintln!(
             "  {} step {s}{}: {:.2} s (loss {:.2}, bwd {:.2}, optim {:.2}) | loss {:.4} main {:.4} lc {:?} et {:?} | grad norm {:.3}",
@@ -606,6 +649,12 @@ fn run_child<B: AutodiffBackend>(method: Method, path: LossPath, ckpt: bool, ste
         "minor_page_faults": minor_faults(),
         "steps": reports.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
         "ab": ab,
+        "kernel_stats": kernel_stats.then(|| {
+            let med = |key: &str| dft_step::median(kernels[1..].iter().map(|k| k[key].as_f64().unwrap_or(f64::NAN)).collect());
+            json!({"median_products_s": med("products_s"), "median_products_gflops": med("products_gflops"),
+                   "products_gflop": kernels[0]["products_gflop"], "median_attention_s": med("attention_s"),
+                   "median_rest_s": med("rest_s"), "steps": kernels})
+        }),
     });
     println!("RESULT {result}");
 }
@@ -628,6 +677,12 @@ fn gemm() {
     use burn::tensor::{Distribution, Tensor};
     let device = Default::default();
     let mut rows = Vec::new();
+    // The ceiling every f32 GEMM runs under: this CPU's fused multiply-add rate.
+    let (peak_one, peak_all) = (fma_peak(1), fma_peak(rayon::current_num_threads()));
+    println!(
+        "f32 FMA peak (independent register FMAs, best of 3): {peak_one:.0} GFLOP/s on 1 thread, {peak_all:.0} on {}\n",
+        rayon::current_num_threads()
+    );
     println!("| shape | GFLOP/s ({}, {} rayon threads) |\n|---|---:|", backend_name(), rayon::current_num_threads());
     for (name, m, k, n) in GEMM_SHAPES {
         let a = Tensor::<Inner, 2>::random([m, k], Distribution::Normal(0.0, 1.0), &device);
@@ -723,7 +778,80 @@ fn gemm() {
     }
     let path = common::results_dir().join(format!("gemm-{}.json", backend_name()));
     let json = json!({"backend": backend_name(), "loadavg": dft_step::loadavg(), "machine": common::machine(),
+                      "fma_peak_gflops": {"one_thread": peak_one, "all_threads": peak_all},
                       "results": rows, "ops_ms": ops, "decoder_forward": forward});
     std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).expect("write");
     println!("wrote {}", path.display());
+}
+
+/// f32 multiply-add throughput of `threads` threads at once (GFLOP/s, best of 3): 24 independent chains of
+/// vector FMAs per thread, on registers only (AVX-512 where the CPU has it, else AVX2+FMA, else scalar).
+fn fma_peak(threads: usize) -> f64 {
+    use rayon::prelude::*;
+    const ITERS: usize = 20_000_000;
+    let one = || -> (f64, f64) {
+        let t = Instant::now();
+        let flops = fma_chains(ITERS);
+        (flops, t.elapsed().as_secs_f64())
+    };
+    (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            let flops: f64 = (0..threads).into_par_iter().map(|_| one().0).sum();
+            flops / t.elapsed().as_secs_f64() * 1e-9
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Runs `iters` rounds of 24 independent FMA chains; returns the FLOPs done (a multiply-add counts two).
+fn fma_chains(iters: usize) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F was detected just above.
+            return unsafe { fma_chains_avx512(iters) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: AVX2 and FMA were detected just above.
+            return unsafe { fma_chains_avx2(iters) };
+        }
+    }
+    let mut acc = [1.0f32; 24];
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = a.mul_add(1.000_000_1, 1e-9);
+        }
+    }
+    std::hint::black_box(acc);
+    (iters * 24 * 2) as f64
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_chains_avx512(iters: usize) -> f64 {
+    use std::arch::x86_64::*;
+    let (b, c) = (_mm512_set1_ps(1.000_000_1), _mm512_set1_ps(1e-9));
+    let mut acc = [_mm512_set1_ps(1.0); 24];
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = _mm512_fmadd_ps(*a, b, c);
+        }
+    }
+    std::hint::black_box(acc);
+    (iters * 24 * 16 * 2) as f64
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_chains_avx2(iters: usize) -> f64 {
+    use std::arch::x86_64::*;
+    let (b, c) = (_mm256_set1_ps(1.000_000_1), _mm256_set1_ps(1e-9));
+    let mut acc = [_mm256_set1_ps(1.0); 24];
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = _mm256_fmadd_ps(*a, b, c);
+        }
+    }
+    std::hint::black_box(acc);
+    (iters * 24 * 8 * 2) as f64
 }

@@ -202,7 +202,10 @@ def child(args):
         "min_s": min(x["total_s"] for x in timed), "max_s": max(x["total_s"] for x in timed),
         "loss_s_median": med("loss_s"), "backward_s_median": med("backward_s"), "optim_s_median": med("optim_s"),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-        "loadavg": loadavg(), "steps": steps}), flush=True)
+        "loadavg": loadavg(), "steps": steps,
+        "kernel_stats": {f"median_{k}": statistics.median(x["kernels"][k] for x in timed)
+                         for k in ("products_s", "products_gflops", "attention_s", "rest_s")}
+        if timed and "kernels" in timed[0] else None}), flush=True)
 
 
 def main():
@@ -215,6 +218,9 @@ def main():
     ap.add_argument("--out", default="lean_step.json")
     ap.add_argument("--rust", help="the Rust bench's results, to check the first step's losses against")
     ap.add_argument("--autocast", action="store_true", help="torch.autocast(cpu, bfloat16) around the objective")
+    ap.add_argument("--profile", action="store_true",
+                    help="every step under torch.profiler, split into matrix products, attention and the rest "
+                         "(as `cargo bench --bench step -- --kernel-stats`); the profiler's overhead is in the step times")
     ap.add_argument("--child", action="store_true")
     ap.add_argument("--method")
     args = ap.parse_args()
@@ -229,7 +235,8 @@ def main():
                str(args.steps), "--threads", str(args.threads), "--batch-file", args.batch_file]
         if args.autocast:
             cmd.append("--autocast")
-        p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+        env = dict(os.environ, DFT_TORCH_SPLIT="1") if args.profile else None
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)
         line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
         if p.returncode != 0 or line is None:
             sys.exit(f"lean_step: {method} failed ({p.returncode})")
@@ -250,6 +257,12 @@ def main():
     for r in results:
         print(f"| lean {r['method']} | {args.attn} | {args.threads} | {r['median_s']:.2f} "
               f"({r['min_s']:.2f}–{r['max_s']:.2f}) | {r['peak_rss_mib']:.0f} |")
+    for r in results:
+        k = r.get("kernel_stats")
+        if k:
+            print(f"| lean {r['method']} (profiled) | {r['median_s']:.2f} | {k['median_products_s']:.2f} "
+                  f"({k['median_products_gflops']:.0f} GFLOP/s) | {k['median_attention_s']:.2f} | "
+                  f"{k['median_rest_s']:.2f} ({r['optim_s_median']:.2f}) |")
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = Path(args.out) if os.sep in args.out else RESULTS / args.out
     path.write_text(json.dumps({"bench": "lean_step", "threads": args.threads, "attn": args.attn,

@@ -60,6 +60,30 @@ def loadavg():
         return []
 
 
+# The ops whose own time is a matrix product (MKL), and the fused attention ops (their products inside).
+PRODUCT_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addbmm", "aten::mv", "aten::addmv"}
+ATTENTION_OPS = {"aten::_scaled_dot_product_flash_attention_for_cpu",
+                 "aten::_scaled_dot_product_flash_attention_for_cpu_backward"}
+
+
+def split_step(prof, total_s, optim_s):
+    """A profiled step split as the Rust step bench's --kernel-stats: wall time of the matrix products (the
+    product ops' own time, their GFLOP as the profiler counts them), of the fused attention ops, and the rest.
+    Profiler timestamps are the calling thread's wall clock; intra-op threads work inside them."""
+    products = attention = flops = 0.0
+    calls = 0
+    for e in prof.key_averages():
+        if e.key in PRODUCT_OPS:
+            products += e.self_cpu_time_total * 1e-6
+            flops += e.flops or 0
+            calls += e.count
+        elif e.key in ATTENTION_OPS:
+            attention += e.cpu_time_total * 1e-6
+    return {"products_s": products, "products_gflop": flops * 1e-9,
+            "products_gflops": flops * 1e-9 / products if products else float("nan"), "product_calls": calls,
+            "attention_s": attention, "rest_s": total_s - products - attention, "optim_s": optim_s}
+
+
 def run_steps(params, objective, opt_spec, n, label):
     """One warm-up step and `n` timed optimiser steps (objective, backward, global-norm clip, AdamW with
     the batch file's settings); per-step records with phase times, loss components and gradient norm."""
@@ -71,10 +95,13 @@ def run_steps(params, objective, opt_spec, n, label):
     steps = []
     # DFT_TORCH_PROFILE=FILE: the last timed step under torch.profiler, its per-op table written to FILE.
     profile_to = os.environ.get("DFT_TORCH_PROFILE")
+    # DFT_TORCH_SPLIT=1: every step under torch.profiler, split into matrix products, attention and the rest
+    # (as the Rust step bench's --kernel-stats).
+    split = os.environ.get("DFT_TORCH_SPLIT") == "1"
     for s in range(n + 1):
         prof = None
-        if profile_to and s == n:
-            prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+        if (profile_to and s == n) or split:
+            prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_flops=split)
             prof.__enter__()
         opt.zero_grad(set_to_none=True)
         t0 = time.perf_counter()
@@ -85,12 +112,22 @@ def run_steps(params, objective, opt_spec, n, label):
         gn = torch.nn.utils.clip_grad_norm_(params, opt_spec["max_grad_norm"])
         opt.step()
         t3 = time.perf_counter()
+        kernels = None
         if prof is not None:
             prof.__exit__(None, None, None)
-            table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=40)
-            Path(profile_to).write_text(f"{label} step {s}: {t3 - t0:.3f} s\n{table}\n")
+            if profile_to and s == n:
+                table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=40)
+                Path(profile_to).write_text(f"{label} step {s}: {t3 - t0:.3f} s\n{table}\n")
+            if split:
+                kernels = split_step(prof, t3 - t0, t3 - t2)
         rec = {"total_s": t3 - t0, "loss_s": t1 - t0, "backward_s": t2 - t1, "optim_s": t3 - t2,
                "loss": comps, "grad_norm": float(gn)}
+        if kernels is not None:
+            rec["kernels"] = kernels
+            print(f"  kernels: products {kernels['products_s']:.2f} s ({kernels['products_gflop']:.1f} GFLOP, "
+                  f"{kernels['products_gflops']:.0f} GFLOP/s; {kernels['product_calls']} calls), attention "
+                  f"{kernels['attention_s']:.2f} s, rest {kernels['rest_s']:.2f} s (optim {t3 - t2:.2f})",
+                  file=sys.stderr, flush=True)
         steps.append(rec)
         print(f"  {label} step {s}{' (warm-up)' if s == 0 else ''}: {rec['total_s']:.2f} s "
               f"(loss {rec['loss_s']:.2f}, bwd {rec['backward_s']:.2f}, optim {rec['optim_s']:.2f}) | "

@@ -347,6 +347,7 @@ fn forward_cpu(
     shapes: [Shape; 2],
     spec: &CausalAttention,
 ) -> (Vec<f32>, Saved) {
+    let _timer = crate::stats::Timer::start(crate::stats::Kind::Attention, 0);
     let Dims { b, t, nh, nkv, d, slots } = dims;
     let rep = dims.rep();
     let rope = spec.rope.as_ref();
@@ -411,6 +412,7 @@ fn forward_cpu(
 
 /// The gradients `(dq, dk, dv)` in the inputs' layouts from the output's gradient `[b, t, nh·d]`.
 fn backward_cpu(s: &Saved, dout: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let _timer = crate::stats::Timer::start(crate::stats::Kind::Attention, 0);
     let Dims { b, t, nh, nkv, d, slots } = s.dims;
     let rep = s.dims.rep();
     let rows = t * rep;

@@ -9,6 +9,7 @@
 //! materialising every batch and reducing it afterwards.
 
 use crate::flex::{kind, new_tensor, owned, prim, wrap, AdTensor, Kind};
+use crate::stats;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{BalancedCheckpointing, CheckpointStrategy, NoCheckpointing};
 use burn::backend::autodiff::grads::Gradients;
@@ -136,6 +137,9 @@ unsafe fn products_into(
     if k == 0 || m * n == 0 {
         return;
     }
+    let terms: usize = groups.iter().map(Vec::len).sum();
+    let kind = if prec == Prec::Bf16 { stats::Kind::ProductsBf16 } else { stats::Kind::ProductsF32 };
+    let _timer = stats::Timer::start(kind, (2 * m * n * k * terms) as u64);
     if prec == Prec::Bf16 {
         // SAFETY: the same contract; `matmul` takes this path only when `amx_available()`.
         #[cfg(target_arch = "x86_64")]

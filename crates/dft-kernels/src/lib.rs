@@ -30,6 +30,7 @@ mod flex;
 #[cfg(feature = "flex")]
 mod flex_matmul;
 pub mod reference;
+pub mod stats;
 
 pub use cpu::{AdamWStep, GateAct, SoftmaxSpec};
 

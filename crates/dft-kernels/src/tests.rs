@@ -855,3 +855,35 @@ fn gradient_carrier_passes_its_gradient_scaled() {
     carrier_case::<Ad>();
     carrier_case::<AdCkpt>();
 }
+
+/// The kernel counters ([`stats`]): nothing while off; on, a product's exact work and an attention's
+/// forward and backward. The only test that switches counting on (other tests' kernels running at the
+/// same time can only add to what it counts, so on-phase checks are lower bounds).
+#[test]
+fn kernel_stats_count_products_and_attention_only_while_on() {
+    let _ = stats::take();
+    let (a, b) = (random::<Flex, 2>([24, 40], 1), random::<Flex, 2>([40, 16], 2));
+    let _ = matmul(a.clone(), b.clone()).into_data();
+    assert_eq!(stats::take(), stats::KernelStats::default(), "counted while off");
+
+    stats::set_enabled(true);
+    let _ = matmul(a, b).into_data();
+    let spec = CausalAttention {
+        scale: 0.5,
+        softcap: None,
+        window: None,
+        lengths: None,
+        rope: None,
+        packed_width: None,
+        cached: None,
+    };
+    let q = Tensor::<Ad, 4>::from_inner(random::<Flex, 4>([2, 8, 4, 8], 3)).require_grad();
+    let kv = Tensor::<Ad, 4>::from_inner(random::<Flex, 4>([2, 8, 2, 8], 4)).require_grad();
+    let out = causal_attention(q.clone(), kv.clone(), kv, &spec).expect("fused attention");
+    let _ = out.sum().backward();
+    let s = stats::take();
+    stats::set_enabled(false);
+    assert!(s.products_f32.calls >= 1 && s.products_f32.flops >= (2 * 24 * 40 * 16) as f64, "{s:?}");
+    assert!(s.products_f32.seconds > 0.0 && s.products_f32.gflops() > 0.0, "{s:?}");
+    assert!(s.attention.calls >= 2 && s.attention.seconds > 0.0, "forward and backward: {s:?}");
+}
