@@ -856,9 +856,9 @@ fn gradient_carrier_passes_its_gradient_scaled() {
     carrier_case::<AdCkpt>();
 }
 
-/// The kernel counters ([`stats`]): nothing while off; on, a product's exact work and an attention's
-/// forward and backward. The only test that switches counting on (other tests' kernels running at the
-/// same time can only add to what it counts, so on-phase checks are lower bounds).
+/// The kernel counters ([`stats`]): nothing while off; on, at least a product's work (2·m·k·n FLOPs)
+/// and an attention's forward and backward. The only test that switches counting on (other tests'
+/// kernels running at the same time can only add to what it counts, so on-phase checks are lower bounds).
 #[test]
 fn kernel_stats_count_products_and_attention_only_while_on() {
     let _ = stats::take();
@@ -879,7 +879,7 @@ fn kernel_stats_count_products_and_attention_only_while_on() {
     };
     let q = Tensor::<Ad, 4>::from_inner(random::<Flex, 4>([2, 8, 4, 8], 3)).require_grad();
     let kv = Tensor::<Ad, 4>::from_inner(random::<Flex, 4>([2, 8, 2, 8], 4)).require_grad();
-    let out = causal_attention(q.clone(), kv.clone(), kv, &spec).expect("fused attention");
+    let out = causal_attention(q, kv.clone(), kv, &spec).expect("fused attention");
     let _ = out.sum().backward();
     let s = stats::take();
     stats::set_enabled(false);
