@@ -699,18 +699,15 @@ fn causal_attention_matches_composition_with_gradients() {
     }
 }
 
+/// Causal attention with `scale` and nothing else: no softcap, window, padding, RoPE, packing or cache.
+fn plain_attention(scale: f32) -> CausalAttention {
+    CausalAttention { scale, softcap: None, window: None, lengths: None, rope: None, packed_width: None, cached: None }
+}
+
 #[test]
 fn causal_attention_leaves_other_inputs_to_the_caller() {
     // A head count that does not group (5 query heads over 2 key heads) comes back untouched.
-    let spec = CausalAttention {
-        scale: 1.0,
-        softcap: None,
-        window: None,
-        lengths: None,
-        rope: None,
-        packed_width: None,
-        cached: None,
-    };
+    let spec = plain_attention(1.0);
     let q = random::<Flex, 4>([1, 4, 5, 8], 1);
     let kv = random::<Flex, 4>([1, 4, 2, 8], 2);
     assert!(causal_attention(q, kv.clone(), kv, &spec).is_err());
@@ -868,15 +865,7 @@ fn kernel_stats_count_products_and_attention_only_while_on() {
 
     stats::set_enabled(true);
     let _ = matmul(a, b).into_data();
-    let spec = CausalAttention {
-        scale: 0.5,
-        softcap: None,
-        window: None,
-        lengths: None,
-        rope: None,
-        packed_width: None,
-        cached: None,
-    };
+    let spec = plain_attention(0.5);
     let q = Tensor::<Ad, 4>::from_inner(random::<Flex, 4>([2, 8, 4, 8], 3)).require_grad();
     let kv = Tensor::<Ad, 4>::from_inner(random::<Flex, 4>([2, 8, 2, 8], 4)).require_grad();
     let out = causal_attention(q, kv.clone(), kv, &spec).expect("fused attention");
