@@ -677,12 +677,6 @@ fn gemm() {
     use burn::tensor::{Distribution, Tensor};
     let device = Default::default();
     let mut rows = Vec::new();
-    // The ceiling every f32 GEMM runs under: this CPU's fused multiply-add rate.
-    let (peak_one, peak_all) = (fma_peak(1), fma_peak(rayon::current_num_threads()));
-    println!(
-        "f32 FMA peak (independent register FMAs, best of 3): {peak_one:.0} GFLOP/s on 1 thread, {peak_all:.0} on {}\n",
-        rayon::current_num_threads()
-    );
     println!("| shape | GFLOP/s ({}, {} rayon threads) |\n|---|---:|", backend_name(), rayon::current_num_threads());
     for (name, m, k, n) in GEMM_SHAPES {
         let a = Tensor::<Inner, 2>::random([m, k], Distribution::Normal(0.0, 1.0), &device);
@@ -778,80 +772,8 @@ fn gemm() {
     }
     let path = common::results_dir().join(format!("gemm-{}.json", backend_name()));
     let json = json!({"backend": backend_name(), "loadavg": dft_step::loadavg(), "machine": common::machine(),
-                      "fma_peak_gflops": {"one_thread": peak_one, "all_threads": peak_all},
                       "results": rows, "ops_ms": ops, "decoder_forward": forward});
     std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).expect("write");
     println!("wrote {}", path.display());
 }
 
-/// f32 multiply-add throughput of `threads` threads at once (GFLOP/s, best of 3): 24 independent chains of
-/// vector FMAs per thread, on registers only (AVX-512 where the CPU has it, else AVX2+FMA, else scalar).
-fn fma_peak(threads: usize) -> f64 {
-    use rayon::prelude::*;
-    const ITERS: usize = 20_000_000;
-    let one = || -> (f64, f64) {
-        let t = Instant::now();
-        let flops = fma_chains(ITERS);
-        (flops, t.elapsed().as_secs_f64())
-    };
-    (0..3)
-        .map(|_| {
-            let t = Instant::now();
-            let flops: f64 = (0..threads).into_par_iter().map(|_| one().0).sum();
-            flops / t.elapsed().as_secs_f64() * 1e-9
-        })
-        .fold(0.0, f64::max)
-}
-
-/// Runs `iters` rounds of 24 independent FMA chains; returns the FLOPs done (a multiply-add counts two).
-fn fma_chains(iters: usize) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512F was detected just above.
-            return unsafe { fma_chains_avx512(iters) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: AVX2 and FMA were detected just above.
-            return unsafe { fma_chains_avx2(iters) };
-        }
-    }
-    let mut acc = [1.0f32; 24];
-    for _ in 0..iters {
-        for a in acc.iter_mut() {
-            *a = a.mul_add(1.000_000_1, 1e-9);
-        }
-    }
-    std::hint::black_box(acc);
-    (iters * 24 * 2) as f64
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn fma_chains_avx512(iters: usize) -> f64 {
-    use std::arch::x86_64::*;
-    let (b, c) = (_mm512_set1_ps(1.000_000_1), _mm512_set1_ps(1e-9));
-    let mut acc = [_mm512_set1_ps(1.0); 24];
-    for _ in 0..iters {
-        for a in acc.iter_mut() {
-            *a = _mm512_fmadd_ps(*a, b, c);
-        }
-    }
-    std::hint::black_box(acc);
-    (iters * 24 * 16 * 2) as f64
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn fma_chains_avx2(iters: usize) -> f64 {
-    use std::arch::x86_64::*;
-    let (b, c) = (_mm256_set1_ps(1.000_000_1), _mm256_set1_ps(1e-9));
-    let mut acc = [_mm256_set1_ps(1.0); 24];
-    for _ in 0..iters {
-        for a in acc.iter_mut() {
-            *a = _mm256_fmadd_ps(*a, b, c);
-        }
-    }
-    std::hint::black_box(acc);
-    (iters * 24 * 8 * 2) as f64
-}

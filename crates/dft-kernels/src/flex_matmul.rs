@@ -185,7 +185,7 @@ unsafe fn products_into(
     // Flex's strategy: large products use every thread inside the GEMM, batches of small ones one
     // product per thread.
     let ops = m * n * k;
-    let total_ops = ops * groups.iter().map(Vec::len).sum::<usize>();
+    let total_ops = ops * terms;
     let batch_parallel = groups.len() >= 4 && total_ops >= BATCH_PARALLEL_OPS;
     if ops >= PARALLEL_OPS && !batch_parallel {
         (0..groups.len()).for_each(|g| run(g, gemm::Parallelism::Rayon(0)));
