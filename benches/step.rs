@@ -776,4 +776,3 @@ fn gemm() {
     std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).expect("write");
     println!("wrote {}", path.display());
 }
-
