@@ -21,6 +21,8 @@
 //! `--ab-packing` (timed steps alternate row packing on and off in one process; prints both medians),
 //! `--no-fused-attention` (the attention composition: the ablation of `CausalLm::with_fused_attention`),
 //! `--ab-attention` (timed steps alternate fused attention on and off in one process, as `--ab-packing`),
+//! `--ab-gemm` (timed steps alternate dft-kernels' own f32 GEMM and the `gemm` crate, as `--ab-packing`;
+//! `DFT_GEMM=crate` picks the `gemm` crate for a whole run),
 //! `--kernel-stats` (per step: wall time and GFLOP/s of the matrix products, time of the fused attention,
 //! and the rest, from `dft_kernels::stats`; `tools/perf/lean_step.py --profile` splits PyTorch's step alike),
 //! `--gemm` (only the backend's f32 matmul GFLOP/s at the step's shapes; `torch_step.py --gemm` likewise).
@@ -369,7 +371,7 @@ fn driver(args: &[String]) {
         if flag(args, "--no-row-packing") {
             cmd.arg("--no-row-packing");
         }
-        for f in ["--ab-packing", "--no-fused-attention", "--ab-attention", "--kernel-stats"] {
+        for f in ["--ab-packing", "--no-fused-attention", "--ab-attention", "--ab-gemm", "--kernel-stats"] {
             if flag(args, f) {
                 cmd.arg(f);
             }
@@ -556,6 +558,8 @@ fn run_child<B: AutodiffBackend>(method: Method, path: LossPath, ckpt: bool, ste
         Some("row packing")
     } else if std::env::args().any(|a| a == "--ab-attention") {
         Some("fused attention")
+    } else if std::env::args().any(|a| a == "--ab-gemm") {
+        Some("own GEMM")
     } else {
         None
     };
@@ -563,6 +567,7 @@ fn run_child<B: AutodiffBackend>(method: Method, path: LossPath, ckpt: bool, ste
         let on = s % 2 == 1 || s == 0;
         match ab {
             Some("row packing") => model = model.with_row_packing(on),
+            Some("own GEMM") => dft_kernels::set_own_gemm(on),
             Some(_) => model = model.with_fused_attention(on),
             None => {}
         }
@@ -677,25 +682,54 @@ fn gemm() {
     use burn::tensor::{Distribution, Tensor};
     let device = Default::default();
     let mut rows = Vec::new();
-    println!("| shape | GFLOP/s ({}, {} rayon threads) |\n|---|---:|", backend_name(), rayon::current_num_threads());
+    // Burn's own matmul (the `gemm` crate through Flex), then `dft_kernels::matmul` with its own GEMM and
+    // with the `gemm` crate, on the three layouts a training step multiplies: A·B (forward), A·Bᵀ (∂X =
+    // ∂Y·Wᵀ, the LM head) and Aᵀ·B (∂W = Xᵀ·∂Y), rounds interleaved per shape.
+    let own_default = dft_kernels::own_gemm();
+    println!(
+        "| shape | layout | Burn matmul GFLOP/s | dft own GEMM GFLOP/s | dft via gemm crate GFLOP/s | ({}, {} rayon threads) |\n|---|---|---:|---:|---:|---|",
+        backend_name(),
+        rayon::current_num_threads()
+    );
     for (name, m, k, n) in GEMM_SHAPES {
-        let a = Tensor::<Inner, 2>::random([m, k], Distribution::Normal(0.0, 1.0), &device);
-        let b = Tensor::<Inner, 2>::random([k, n], Distribution::Normal(0.0, 1.0), &device);
-        let _ = a.clone().matmul(b.clone()).into_data();
+        let rnd = |shape: [usize; 2]| Tensor::<Inner, 2>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let (a, b, at, bt) = (rnd([m, k]), rnd([k, n]), rnd([k, m]), rnd([n, k]));
         let reps = (2e10 / (2.0 * (m * k * n) as f64)).clamp(3.0, 200.0) as usize;
-        let mut best = f64::INFINITY;
-        for _ in 0..3 {
-            let t = Instant::now();
-            for _ in 0..reps {
-                std::hint::black_box(a.clone().matmul(b.clone()));
+        for layout in ["A·B", "A·Bᵀ", "Aᵀ·B"] {
+            let operands = || match layout {
+                "A·B" => (a.clone(), b.clone()),
+                "A·Bᵀ" => (a.clone(), bt.clone().transpose()),
+                _ => (at.clone().transpose(), b.clone()),
+            };
+            // 0: Burn, 1: own GEMM, 2: the gemm crate through dft_kernels::matmul.
+            let product = |which: usize| {
+                let (x, y) = operands();
+                if which == 0 {
+                    x.matmul(y)
+                } else {
+                    dft_kernels::matmul(x, y)
+                }
+            };
+            let mut best = [f64::INFINITY; 3];
+            for _ in 0..3 {
+                for (which, best) in best.iter_mut().enumerate() {
+                    dft_kernels::set_own_gemm(which == 1);
+                    let _ = product(which).into_data();
+                    let t = Instant::now();
+                    for _ in 0..reps {
+                        std::hint::black_box(product(which));
+                    }
+                    let _ = product(which).into_data();
+                    *best = best.min(t.elapsed().as_secs_f64() / (reps + 1) as f64);
+                }
             }
-            let _ = a.clone().matmul(b.clone()).into_data();
-            best = best.min(t.elapsed().as_secs_f64() / (reps + 1) as f64);
+            let g = best.map(|s| 2.0 * (m * k * n) as f64 / s / 1e9);
+            println!("| {name} | {layout} | {:.1} | {:.1} | {:.1} | |", g[0], g[1], g[2]);
+            rows.push(json!({"shape": name, "layout": layout, "m": m, "k": k, "n": n, "seconds": best[0],
+                             "gflops": g[0], "own_gemm_gflops": g[1], "gemm_crate_gflops": g[2]}));
         }
-        let gflops = 2.0 * (m * k * n) as f64 / best / 1e9;
-        println!("| {name} | {gflops:.1} |");
-        rows.push(json!({"shape": name, "m": m, "k": k, "n": n, "seconds": best, "gflops": gflops}));
     }
+    dft_kernels::set_own_gemm(own_default);
     // Element-wise and layout ops of one decoder block at the same shapes (ms per call, best of 5).
     let mut ops = serde_json::Map::new();
     {

@@ -155,28 +155,21 @@ unsafe fn products_into(
     let run = |g: usize, par: gemm::Parallelism| {
         let p = (dst as *mut f32).wrapping_add(g * m * n);
         for (i, &(lo, ro)) in groups[g].iter().enumerate() {
+            let read_dst = accumulate || i > 0;
+            let (lp, rp) = (l.data.f32s().as_ptr().wrapping_offset(lo), r.data.f32s().as_ptr().wrapping_offset(ro));
+            #[cfg(target_arch = "x86_64")]
+            if crate::sgemm::enabled() {
+                use crate::sgemm::{sgemm, View};
+                let (lv, rv) = (View { ptr: lp, rs: l.rs, cs: l.cs }, View { ptr: rp, rs: r.rs, cs: r.cs });
+                // SAFETY: as below; `enabled` implies the CPU features `sgemm` needs.
+                unsafe { sgemm(m, n, k, p, n, read_dst, lv, rv, matches!(par, gemm::Parallelism::Rayon(_))) };
+                continue;
+            }
             // SAFETY: by the contract above; without `accumulate` the first term writes the whole block
             // (read_dst false) before any later term reads it.
             unsafe {
                 gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    p,
-                    1,
-                    n as isize,
-                    accumulate || i > 0,
-                    l.data.f32s().as_ptr().offset(lo),
-                    l.cs,
-                    l.rs,
-                    r.data.f32s().as_ptr().offset(ro),
-                    r.cs,
-                    r.rs,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
+                    m, n, k, p, 1, n as isize, read_dst, lp, l.cs, l.rs, rp, r.cs, r.rs, 1.0, 1.0, false, false, false,
                     par,
                 )
             };

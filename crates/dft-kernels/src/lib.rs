@@ -30,6 +30,8 @@ mod flex;
 #[cfg(feature = "flex")]
 mod flex_matmul;
 pub mod reference;
+#[cfg(all(feature = "flex", target_arch = "x86_64"))]
+mod sgemm;
 pub mod stats;
 
 pub use cpu::{AdamWStep, GateAct, SoftmaxSpec};
@@ -224,6 +226,30 @@ pub fn amx_available() -> bool {
     {
         false
     }
+}
+
+/// Whether f32 products on `Flex` ([`matmul`], [`matmul_add`], the fused ops' products) take this
+/// crate's own GEMM (an AVX2/FMA BLIS-style kernel; the default on x86-64 CPUs with AVX2 but without
+/// AVX-512) rather than the `gemm` crate Flex itself calls. `DFT_GEMM=own` / `crate` chooses either;
+/// [`set_own_gemm`] switches at run time (for A/B benchmarks).
+pub fn own_gemm() -> bool {
+    #[cfg(all(feature = "flex", target_arch = "x86_64"))]
+    {
+        sgemm::enabled()
+    }
+    #[cfg(not(all(feature = "flex", target_arch = "x86_64")))]
+    {
+        false
+    }
+}
+
+/// Chooses the own GEMM (`true`, taken where the CPU has AVX2 and FMA) or the `gemm` crate for the f32
+/// products that follow; overrides `DFT_GEMM`.
+pub fn set_own_gemm(on: bool) {
+    #[cfg(all(feature = "flex", target_arch = "x86_64"))]
+    sgemm::set_enabled(on);
+    #[cfg(not(all(feature = "flex", target_arch = "x86_64")))]
+    let _ = on;
 }
 
 /// Why [`amx_available`] is false (a test helper).

@@ -1,0 +1,454 @@
+//! An f32 GEMM of our own for AVX2 + FMA CPUs: `C = A·B` or `C += A·B`, `C` row-major
+//! contiguous, `A` and `B` strided (row-major, column-major or any non-negative strides).
+//!
+//! The BLIS scheme: `B` is packed in blocks of `KC × NC` as panels of 16 columns (`[k][16]`, the vector
+//! operand), `A` in blocks of `MC × KC` as panels of 6 rows (`[k][6]`, broadcast), and a 6 × 16 register
+//! tile (twelve 8-lane accumulators) runs over each pair of panels: per `k`, two vector loads, six
+//! broadcasts and twelve FMAs. The `B` panel (16 KiB) stays in L1 while the `A` panels of the block
+//! (144 KiB) stream from L2. Operands stored along `k` (a transposed weight, `Xᵀ` of a weight gradient)
+//! are packed through 8 × 8 register transposes, so every layout the training step produces packs at
+//! vector speed. Threads split `C` into column strips (or row bands when `A` is the larger operand);
+//! each packs its own share.
+//!
+//! Why: on an AMD EPYC (Zen 2, AVX2) it runs a SmolLM2 training step's products at 94–96 GFLOP/s on
+//! 1 thread (89% of the FMA peak; the `gemm` crate 91–94) and 179–183 on 2 (163–167), the step 2–3% /
+//! 7–8% faster (`cargo bench --bench step -- --ab-gemm --kernel-stats`; docs/PERFORMANCE.md, stop 34).
+//! Used by default when the CPU has AVX2 and FMA but not AVX-512F (there the `gemm` crate's 16-lane
+//! kernels run instead); `DFT_GEMM=own` / `crate` chooses explicitly.
+
+use rayon::prelude::*;
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
+
+/// Rows of the register tile (broadcast operand).
+const MR: usize = 6;
+/// Columns of the register tile (two 8-lane vectors).
+const NR: usize = 16;
+/// Depth of a packed block: a `B` panel is `KC·NR·4` = 16 KiB (L1).
+const KC: usize = 256;
+/// Rows of a packed `A` block: `MC·KC·4` = 144 KiB (L2).
+const MC: usize = 144;
+/// Columns of a packed `B` block: `KC·NC·4` = 3 MiB (L3).
+const NC: usize = 3072;
+
+/// A strided f32 matrix: element `(i, j)` is `ptr[i·rs + j·cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct View {
+    pub(crate) ptr: *const f32,
+    pub(crate) rs: isize,
+    pub(crate) cs: isize,
+}
+
+impl View {
+    /// The view from element `(i, j)` on.
+    ///
+    /// # Safety
+    /// `(i, j)` is inside the matrix.
+    unsafe fn at(self, i: usize, j: usize) -> View {
+        View { ptr: self.ptr.offset(i as isize * self.rs + j as isize * self.cs), ..self }
+    }
+}
+
+/// 0: not decided yet, 1: this GEMM, 2: the `gemm` crate.
+static CHOICE: AtomicU8 = AtomicU8::new(0);
+
+/// Whether products take this GEMM: by default where the CPU has AVX2 and FMA but not AVX-512F (there
+/// the `gemm` crate's 16-lane kernels are wider than this one); `DFT_GEMM=own` / `crate` or
+/// [`set_enabled`] choose either explicitly (own still needs AVX2 and FMA). Another value of `DFT_GEMM`
+/// is named on stderr and ignored.
+pub(crate) fn enabled() -> bool {
+    static CPU: OnceLock<bool> = OnceLock::new();
+    let cpu = *CPU.get_or_init(supported);
+    match CHOICE.load(Ordering::Relaxed) {
+        1 => cpu,
+        2 => false,
+        _ => {
+            let default = cpu && !std::is_x86_feature_detected!("avx512f");
+            let own = match std::env::var("DFT_GEMM") {
+                Err(_) => default,
+                Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+                    "" => default,
+                    "own" | "dft" => true,
+                    "crate" | "gemm" => false,
+                    other => {
+                        eprintln!("DFT_GEMM={other:?} is not `own` or `crate`: the default is kept");
+                        default
+                    }
+                },
+            };
+            let _ = CHOICE.compare_exchange(0, if own { 1 } else { 2 }, Ordering::Relaxed, Ordering::Relaxed);
+            CHOICE.load(Ordering::Relaxed) == 1 && cpu
+        }
+    }
+}
+
+/// Chooses this GEMM (`true`; taken where the CPU has AVX2 and FMA) or the `gemm` crate for the
+/// following products (a bench's A/B switch; overrides `DFT_GEMM`).
+pub(crate) fn set_enabled(on: bool) {
+    CHOICE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+/// Whether the CPU can run this GEMM at all (tests call [`sgemm`] directly where it can).
+pub(crate) fn supported() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+}
+
+/// Packing buffers of one thread (32-byte aligned), reused across calls.
+#[derive(Default)]
+struct Buffers {
+    a: Vec<__m256>,
+    b: Vec<__m256>,
+}
+
+thread_local! {
+    static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
+}
+
+/// A buffer of at least `floats` f32 (plus one vector of slack for the 8-wide stores of `pack_a`).
+fn grow(v: &mut Vec<__m256>, floats: usize) -> *mut f32 {
+    let vecs = floats.div_ceil(8) + 1;
+    if v.len() < vecs {
+        // SAFETY: `__m256` is plain data; the all-zero value is valid.
+        v.resize(vecs, unsafe { _mm256_setzero_ps() });
+    }
+    v.as_mut_ptr() as *mut f32
+}
+
+/// `C = A·B` (or `C += A·B` with `accumulate`), `A` `m × k`, `B` `k × n`, `C` row-major with rows `ldc`
+/// apart; on all rayon threads when `parallel`.
+///
+/// # Safety
+/// [`supported`]; every element of `A`, `B` (through their views) and `C` is inside its allocation;
+/// `C` is initialised when `accumulate`, and does not overlap `A` or `B`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    a: View,
+    b: View,
+    parallel: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                std::ptr::write_bytes(c.add(i * ldc), 0, n);
+            }
+        }
+        return;
+    }
+    let threads = if parallel { rayon::current_num_threads() } else { 1 };
+    // Splitting columns packs all of `A` on every thread, splitting rows all of `B`: copy the smaller.
+    let by_cols = m <= n;
+    let (extent, unit) = if by_cols { (n, NR) } else { (m, MR) };
+    let parts = threads.min(extent.div_ceil(unit * 2)).max(1);
+    if parts == 1 {
+        serial(m, n, k, c, ldc, accumulate, a, b);
+        return;
+    }
+    let chunk = extent.div_ceil(parts).div_ceil(unit) * unit;
+    let (c, a, b) = (c as usize, (a.ptr as usize, a.rs, a.cs), (b.ptr as usize, b.rs, b.cs));
+    (0..extent.div_ceil(chunk)).into_par_iter().for_each(|p| {
+        let (c, a, b) =
+            (c as *mut f32, View { ptr: a.0 as _, rs: a.1, cs: a.2 }, View { ptr: b.0 as _, rs: b.1, cs: b.2 });
+        let lo = p * chunk;
+        let len = chunk.min(extent - lo);
+        // SAFETY: the part is inside `C`, `A` and `B` by the caller's contract; parts write disjoint
+        // column strips (or row bands) of `C`.
+        unsafe {
+            if by_cols {
+                serial(m, len, k, c.add(lo), ldc, accumulate, a, b.at(0, lo));
+            } else {
+                serial(len, n, k, c.add(lo * ldc), ldc, accumulate, a.at(lo, 0), b);
+            }
+        }
+    });
+}
+
+/// `total` split into blocks of at most `max` (rounded up to `unit`), all about the same size.
+fn block(total: usize, max: usize, unit: usize) -> usize {
+    let blocks = total.div_ceil(max);
+    total.div_ceil(blocks).div_ceil(unit) * unit
+}
+
+/// [`sgemm`] on the calling thread.
+#[allow(clippy::too_many_arguments)]
+unsafe fn serial(m: usize, n: usize, k: usize, c: *mut f32, ldc: usize, accumulate: bool, a: View, b: View) {
+    let mut bufs = BUFFERS.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
+    let (kc_max, mc_max, nc_max) = (block(k, KC, 1), block(m, MC, MR), block(n, NC, NR));
+    let ap = grow(&mut bufs.a, mc_max * kc_max);
+    let bp = grow(&mut bufs.b, nc_max * kc_max);
+    let mut tmp = [0f32; MR * NR];
+    for jc in (0..n).step_by(nc_max) {
+        let nc = nc_max.min(n - jc);
+        for pc in (0..k).step_by(kc_max) {
+            let kc = kc_max.min(k - pc);
+            pack_b(bp, b.at(pc, jc), kc, nc);
+            let acc = accumulate || pc > 0;
+            for ic in (0..m).step_by(mc_max) {
+                let mc = mc_max.min(m - ic);
+                pack_a(ap, a.at(ic, pc), kc, mc);
+                for jr in 0..nc.div_ceil(NR) {
+                    let w = NR.min(nc - jr * NR);
+                    let bpanel = bp.add(jr * kc * NR);
+                    for ir in 0..mc.div_ceil(MR) {
+                        let h = MR.min(mc - ir * MR);
+                        let apanel = ap.add(ir * kc * MR);
+                        let cp = c.add((ic + ir * MR) * ldc + jc + jr * NR);
+                        if h == MR && w == NR {
+                            kernel(kc, apanel, bpanel, cp, ldc, acc);
+                        } else {
+                            kernel(kc, apanel, bpanel, tmp.as_mut_ptr(), NR, false);
+                            for i in 0..h {
+                                for j in 0..w {
+                                    let d = cp.add(i * ldc + j);
+                                    let v = tmp[i * NR + j];
+                                    *d = if acc { *d + v } else { v };
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    BUFFERS.with(|cell| *cell.borrow_mut() = bufs);
+}
+
+/// The 6 × 16 tile `C (+)= Ap·Bp` over `kc` steps (`Ap` `[kc][6]`, `Bp` `[kc][16]`).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
+    let mut r = [_mm256_setzero_ps(); 2 * MR];
+    for i in 0..MR {
+        _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + 8) as *const i8);
+    }
+    let (mut a, mut b) = (a, b);
+    for _ in 0..kc {
+        let b0 = _mm256_loadu_ps(b);
+        let b1 = _mm256_loadu_ps(b.add(8));
+        for i in 0..MR {
+            let x = _mm256_broadcast_ss(&*a.add(i));
+            r[2 * i] = _mm256_fmadd_ps(x, b0, r[2 * i]);
+            r[2 * i + 1] = _mm256_fmadd_ps(x, b1, r[2 * i + 1]);
+        }
+        a = a.add(MR);
+        b = b.add(NR);
+    }
+    for i in 0..MR {
+        let row = c.add(i * ldc);
+        let (mut v0, mut v1) = (r[2 * i], r[2 * i + 1]);
+        if accumulate {
+            v0 = _mm256_add_ps(v0, _mm256_loadu_ps(row));
+            v1 = _mm256_add_ps(v1, _mm256_loadu_ps(row.add(8)));
+        }
+        _mm256_storeu_ps(row, v0);
+        _mm256_storeu_ps(row.add(8), v1);
+    }
+}
+
+/// `v` transposed (`out[j][i] = v[i][j]`).
+#[inline(always)]
+unsafe fn transpose8(v: [__m256; 8]) -> [__m256; 8] {
+    let t0 = _mm256_unpacklo_ps(v[0], v[1]);
+    let t1 = _mm256_unpackhi_ps(v[0], v[1]);
+    let t2 = _mm256_unpacklo_ps(v[2], v[3]);
+    let t3 = _mm256_unpackhi_ps(v[2], v[3]);
+    let t4 = _mm256_unpacklo_ps(v[4], v[5]);
+    let t5 = _mm256_unpackhi_ps(v[4], v[5]);
+    let t6 = _mm256_unpacklo_ps(v[6], v[7]);
+    let t7 = _mm256_unpackhi_ps(v[6], v[7]);
+    let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(s0, s4),
+        _mm256_permute2f128_ps::<0x20>(s1, s5),
+        _mm256_permute2f128_ps::<0x20>(s2, s6),
+        _mm256_permute2f128_ps::<0x20>(s3, s7),
+        _mm256_permute2f128_ps::<0x31>(s0, s4),
+        _mm256_permute2f128_ps::<0x31>(s1, s5),
+        _mm256_permute2f128_ps::<0x31>(s2, s6),
+        _mm256_permute2f128_ps::<0x31>(s3, s7),
+    ]
+}
+
+/// Packs `B[0..kc, 0..nc]` (from `b` on) as panels `[nc/16][kc][16]`, zero-padded to whole panels.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pack_b(dst: *mut f32, b: View, kc: usize, nc: usize) {
+    for p in 0..nc.div_ceil(NR) {
+        let j0 = p * NR;
+        let w = NR.min(nc - j0);
+        let out = dst.add(p * kc * NR);
+        if b.cs == 1 && w == NR {
+            for kk in 0..kc {
+                let src = b.ptr.offset(kk as isize * b.rs + j0 as isize);
+                _mm256_storeu_ps(out.add(kk * NR), _mm256_loadu_ps(src));
+                _mm256_storeu_ps(out.add(kk * NR + 8), _mm256_loadu_ps(src.add(8)));
+            }
+        } else if b.rs == 1 && w == NR {
+            // Sixteen columns, each contiguous along k: 8 × 8 transposes.
+            let col = |j: usize| b.ptr.offset((j0 + j) as isize * b.cs);
+            let mut kk = 0;
+            while kk + 8 <= kc {
+                for half in 0..2 {
+                    let rows: [__m256; 8] = std::array::from_fn(|j| _mm256_loadu_ps(col(half * 8 + j).add(kk)));
+                    for (q, v) in transpose8(rows).into_iter().enumerate() {
+                        _mm256_storeu_ps(out.add((kk + q) * NR + half * 8), v);
+                    }
+                }
+                kk += 8;
+            }
+            for kk in kk..kc {
+                for j in 0..NR {
+                    *out.add(kk * NR + j) = *col(j).add(kk);
+                }
+            }
+        } else {
+            for kk in 0..kc {
+                for j in 0..NR {
+                    *out.add(kk * NR + j) =
+                        if j < w { *b.ptr.offset(kk as isize * b.rs + (j0 + j) as isize * b.cs) } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+/// Packs `A[0..mc, 0..kc]` (from `a` on) as panels `[mc/6][kc][6]`, zero-padded to whole panels. Writes
+/// up to 2 floats past the last panel (the buffer has slack).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pack_a(dst: *mut f32, a: View, kc: usize, mc: usize) {
+    for p in 0..mc.div_ceil(MR) {
+        let i0 = p * MR;
+        let h = MR.min(mc - i0);
+        let out = dst.add(p * kc * MR);
+        if a.rs == 1 && h == MR {
+            for kk in 0..kc {
+                std::ptr::copy_nonoverlapping(a.ptr.offset(kk as isize * a.cs + i0 as isize), out.add(kk * MR), MR);
+            }
+        } else if a.cs == 1 && h == MR {
+            // Six rows, each contiguous along k: 8 × 8 transposes (two zero rows), 8-wide stores whose
+            // last two lanes the next store overwrites.
+            let row = |i: usize| a.ptr.offset((i0 + i) as isize * a.rs);
+            let mut kk = 0;
+            while kk + 8 <= kc {
+                let rows: [__m256; 8] =
+                    std::array::from_fn(|i| if i < MR { _mm256_loadu_ps(row(i).add(kk)) } else { _mm256_setzero_ps() });
+                for (q, v) in transpose8(rows).into_iter().enumerate() {
+                    _mm256_storeu_ps(out.add((kk + q) * MR), v);
+                }
+                kk += 8;
+            }
+            for kk in kk..kc {
+                for i in 0..MR {
+                    *out.add(kk * MR + i) = *row(i).add(kk);
+                }
+            }
+        } else {
+            for kk in 0..kc {
+                for i in 0..MR {
+                    *out.add(kk * MR + i) =
+                        if i < h { *a.ptr.offset((i0 + i) as isize * a.rs + kk as isize * a.cs) } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic pseudo-random matrix buffer.
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// A strided `rows × cols` matrix in one of three layouts: 0 row-major, 1 column-major, 2 both
+    /// strides padded (the general packing path), with an offset.
+    fn layout(rows: usize, cols: usize, kind: usize, seed: u64) -> (Vec<f32>, View, isize) {
+        let (rs, cs, off) = match kind {
+            0 => (cols as isize, 1, 3),
+            1 => (1, rows as isize, 5),
+            _ => (2 * cols as isize + 1, 2, 1),
+        };
+        let len = off as usize + (rows.max(1) - 1) * rs as usize + (cols.max(1) - 1) * cs as usize + 1;
+        let data = values(len, seed);
+        (data, View { ptr: std::ptr::null(), rs, cs }, off)
+    }
+
+    #[test]
+    fn sgemm_matches_an_f64_product_in_every_layout() {
+        if !supported() {
+            eprintln!("sgemm: no AVX2/FMA on this CPU; not run");
+            return;
+        }
+        // Edges everywhere (m, n, k not multiples of 6 / 16 / 8), blocks split along every dimension
+        // (k > KC, m > MC, n > NC), and shapes that split across threads by rows and by columns.
+        let shapes = [(1, 1, 1), (5, 7, 3), (13, 37, 29), (150, 40, 300), (37, 3100, 20), (300, 33, 17), (7, 5, 0)];
+        for &(m, n, k) in &shapes {
+            for ka in 0..3 {
+                for kb in 0..3 {
+                    for (accumulate, parallel) in [(false, false), (true, true), (false, true)] {
+                        let (ad, mut av, ao) = layout(m, k, ka, 1 + m as u64);
+                        let (bd, mut bv, bo) = layout(k, n, kb, 2 + n as u64);
+                        av.ptr = ad.as_ptr().wrapping_offset(ao);
+                        bv.ptr = bd.as_ptr().wrapping_offset(bo);
+                        let ldc = n + 2;
+                        let mut c = values(m * ldc, 7);
+                        let before = c.clone();
+                        // SAFETY: the views stay inside their buffers (built by `layout`), `c` holds
+                        // m rows of ldc.
+                        unsafe { sgemm(m, n, k, c.as_mut_ptr(), ldc, accumulate, av, bv, parallel) };
+                        for i in 0..m {
+                            for j in 0..ldc {
+                                let got = c[i * ldc + j];
+                                if j >= n {
+                                    assert_eq!(got, before[i * ldc + j], "wrote past column {n}");
+                                    continue;
+                                }
+                                let mut want: f64 = (0..k)
+                                    .map(|p| {
+                                        let x = ad[(ao + i as isize * av.rs + p as isize * av.cs) as usize];
+                                        let y = bd[(bo + p as isize * bv.rs + j as isize * bv.cs) as usize];
+                                        x as f64 * y as f64
+                                    })
+                                    .sum();
+                                if accumulate {
+                                    want += before[i * ldc + j] as f64;
+                                }
+                                let tol = 1e-5 * (k as f64 + 1.0);
+                                assert!(
+                                    (got as f64 - want).abs() <= tol,
+                                    "{m}x{n}x{k} layouts {ka}/{kb} acc {accumulate} par {parallel}: C[{i},{j}] = {got}, want {want}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
