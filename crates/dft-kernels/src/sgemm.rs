@@ -106,7 +106,7 @@ thread_local! {
     static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
 }
 
-/// A buffer of at least `floats` f32 (plus one vector of slack for the 8-wide stores of `pack_a`).
+/// A buffer of at least `floats` f32 (plus one vector of slack for the 8-wide stores of `pack`).
 fn grow(v: &mut Vec<__m256>, floats: usize) -> *mut f32 {
     let vecs = floats.div_ceil(8) + 1;
     if v.len() < vecs {
@@ -191,11 +191,11 @@ unsafe fn serial(m: usize, n: usize, k: usize, c: *mut f32, ldc: usize, accumula
         let nc = nc_max.min(n - jc);
         for pc in (0..k).step_by(kc_max) {
             let kc = kc_max.min(k - pc);
-            pack_b(bp, b.at(pc, jc), kc, nc);
+            pack::<NR>(bp, b.at(pc, jc).ptr, b.cs, b.rs, kc, nc);
             let acc = accumulate || pc > 0;
             for ic in (0..m).step_by(mc_max) {
                 let mc = mc_max.min(m - ic);
-                pack_a(ap, a.at(ic, pc), kc, mc);
+                pack::<MR>(ap, a.at(ic, pc).ptr, a.rs, a.cs, kc, mc);
                 for jr in 0..nc.div_ceil(NR) {
                     let w = NR.min(nc - jr * NR);
                     let bpanel = bp.add(jr * kc * NR);
@@ -286,83 +286,48 @@ unsafe fn transpose8(v: [__m256; 8]) -> [__m256; 8] {
     ]
 }
 
-/// Packs `B[0..kc, 0..nc]` (from `b` on) as panels `[nc/16][kc][16]`, zero-padded to whole panels.
+/// Packs `extent` lines of `kc` values as panels of `W` lines, `[extent/W][kc][W]`, zero-padded to whole
+/// panels: value `kk` of line `l` is `src[l·ls + kk·ks]`. `B` packs its columns (`ls` = its column
+/// stride), `A` its rows. Lines stored along k (`ks` = 1) go through 8 × 8 transposes; with `W` not a
+/// multiple of 8 their 8-wide stores write up to `8 − W % 8` floats past the last panel (the buffer's
+/// slack), each overwritten by the next store otherwise.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn pack_b(dst: *mut f32, b: View, kc: usize, nc: usize) {
-    for p in 0..nc.div_ceil(NR) {
-        let j0 = p * NR;
-        let w = NR.min(nc - j0);
-        let out = dst.add(p * kc * NR);
-        if b.cs == 1 && w == NR {
+unsafe fn pack<const W: usize>(dst: *mut f32, src: *const f32, ls: isize, ks: isize, kc: usize, extent: usize) {
+    for p in 0..extent.div_ceil(W) {
+        let l0 = p * W;
+        let h = W.min(extent - l0);
+        let out = dst.add(p * kc * W);
+        let line = |l: usize| src.offset((l0 + l) as isize * ls);
+        if ls == 1 && h == W {
             for kk in 0..kc {
-                let src = b.ptr.offset(kk as isize * b.rs + j0 as isize);
-                _mm256_storeu_ps(out.add(kk * NR), _mm256_loadu_ps(src));
-                _mm256_storeu_ps(out.add(kk * NR + 8), _mm256_loadu_ps(src.add(8)));
+                std::ptr::copy_nonoverlapping(line(0).offset(kk as isize * ks), out.add(kk * W), W);
             }
-        } else if b.rs == 1 && w == NR {
-            // Sixteen columns, each contiguous along k: 8 × 8 transposes.
-            let col = |j: usize| b.ptr.offset((j0 + j) as isize * b.cs);
+        } else if ks == 1 && h == W {
             let mut kk = 0;
             while kk + 8 <= kc {
-                for half in 0..2 {
-                    let rows: [__m256; 8] = std::array::from_fn(|j| _mm256_loadu_ps(col(half * 8 + j).add(kk)));
+                for g in 0..W.div_ceil(8) {
+                    let rows: [__m256; 8] = std::array::from_fn(|l| {
+                        if g * 8 + l < W {
+                            _mm256_loadu_ps(line(g * 8 + l).add(kk))
+                        } else {
+                            _mm256_setzero_ps()
+                        }
+                    });
                     for (q, v) in transpose8(rows).into_iter().enumerate() {
-                        _mm256_storeu_ps(out.add((kk + q) * NR + half * 8), v);
+                        _mm256_storeu_ps(out.add((kk + q) * W + g * 8), v);
                     }
                 }
                 kk += 8;
             }
             for kk in kk..kc {
-                for j in 0..NR {
-                    *out.add(kk * NR + j) = *col(j).add(kk);
+                for l in 0..W {
+                    *out.add(kk * W + l) = *line(l).add(kk);
                 }
             }
         } else {
             for kk in 0..kc {
-                for j in 0..NR {
-                    *out.add(kk * NR + j) =
-                        if j < w { *b.ptr.offset(kk as isize * b.rs + (j0 + j) as isize * b.cs) } else { 0.0 };
-                }
-            }
-        }
-    }
-}
-
-/// Packs `A[0..mc, 0..kc]` (from `a` on) as panels `[mc/6][kc][6]`, zero-padded to whole panels. Writes
-/// up to 2 floats past the last panel (the buffer has slack).
-#[target_feature(enable = "avx2,fma")]
-unsafe fn pack_a(dst: *mut f32, a: View, kc: usize, mc: usize) {
-    for p in 0..mc.div_ceil(MR) {
-        let i0 = p * MR;
-        let h = MR.min(mc - i0);
-        let out = dst.add(p * kc * MR);
-        if a.rs == 1 && h == MR {
-            for kk in 0..kc {
-                std::ptr::copy_nonoverlapping(a.ptr.offset(kk as isize * a.cs + i0 as isize), out.add(kk * MR), MR);
-            }
-        } else if a.cs == 1 && h == MR {
-            // Six rows, each contiguous along k: 8 × 8 transposes (two zero rows), 8-wide stores whose
-            // last two lanes the next store overwrites.
-            let row = |i: usize| a.ptr.offset((i0 + i) as isize * a.rs);
-            let mut kk = 0;
-            while kk + 8 <= kc {
-                let rows: [__m256; 8] =
-                    std::array::from_fn(|i| if i < MR { _mm256_loadu_ps(row(i).add(kk)) } else { _mm256_setzero_ps() });
-                for (q, v) in transpose8(rows).into_iter().enumerate() {
-                    _mm256_storeu_ps(out.add((kk + q) * MR), v);
-                }
-                kk += 8;
-            }
-            for kk in kk..kc {
-                for i in 0..MR {
-                    *out.add(kk * MR + i) = *row(i).add(kk);
-                }
-            }
-        } else {
-            for kk in 0..kc {
-                for i in 0..MR {
-                    *out.add(kk * MR + i) =
-                        if i < h { *a.ptr.offset((i0 + i) as isize * a.rs + kk as isize * a.cs) } else { 0.0 };
+                for l in 0..W {
+                    *out.add(kk * W + l) = if l < h { *line(l).offset(kk as isize * ks) } else { 0.0 };
                 }
             }
         }
