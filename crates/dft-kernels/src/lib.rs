@@ -228,9 +228,8 @@ pub fn amx_available() -> bool {
     }
 }
 
-/// Whether f32 products on `Flex` through [`matmul`] and [`matmul_add`] (a model's projections, LM head
-/// and their gradients; the fused attention's per-head products keep the `gemm` crate) take this
-/// crate's own GEMM (an AVX2/FMA BLIS-style kernel; the default on x86-64 CPUs with AVX2 but without
+/// Whether f32 products on `Flex` — [`matmul`], [`matmul_add`] (a model's projections, LM head and their
+/// gradients) and the fused attention's per-head products — take this crate's own GEMM (an AVX2/FMA BLIS-style kernel; the default on x86-64 CPUs with AVX2 but without
 /// AVX-512) rather than the `gemm` crate Flex itself calls. `DFT_GEMM=own` / `crate` chooses either;
 /// [`set_own_gemm`] switches at run time (for A/B benchmarks).
 pub fn own_gemm() -> bool {
