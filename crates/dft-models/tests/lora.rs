@@ -206,10 +206,13 @@ fn peft_loads_a_dft_rs_adapter_with_dft_rs_logits() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("peft_check.json")).unwrap()).unwrap();
     let d = report["max_abs_logits_diff"].as_f64().unwrap();
     assert!(d <= 1e-4, "PEFT's logits with our adapter differ from ours by {d:e}");
-    // The committed adapter is what dft-rs writes today, and our logits are the ones PEFT compared against.
+    // The committed adapter is what dft-rs writes today, and our logits are the ones PEFT compared against
+    // — up to f32 rounding: the products run on either GEMM (`DFT_GEMM`: the `gemm` crate gives the
+    // committed logits bit for bit, the own AVX2 GEMM sums in another order: 1.8e-6 apart).
     let logits = to_vec(model.forward(ids_tensor(&ids), None));
     let committed = read_refs(&dir.join("logits.safetensors"));
-    assert!(max_abs_diff(&logits, &committed["logits"].data, |_| true) <= 1e-6);
+    let diff = max_abs_diff(&logits, &committed["logits"].data, |_| true);
+    assert!(diff <= 1e-5, "our logits differ from the committed ones (that PEFT matched) by {diff:e}");
     let adapter = SafetensorsCheckpoint::open(&dir.join("adapter/adapter_model.safetensors")).unwrap();
     for (name, t) in model.adapter_tensors().unwrap() {
         assert_eq!(adapter.load(&name).unwrap(), t, "{name} differs from the committed dft-rs adapter");
