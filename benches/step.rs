@@ -686,6 +686,10 @@ fn gemm() {
     // with the `gemm` crate, on the three layouts a training step multiplies: A·B (forward), A·Bᵀ (∂X =
     // ∂Y·Wᵀ, the LM head) and Aᵀ·B (∂W = Xᵀ·∂Y), rounds interleaved per shape.
     let own_default = dft_kernels::own_gemm();
+    dft_kernels::set_own_gemm(true);
+    if !dft_kernels::own_gemm() {
+        println!("(no AVX2/FMA here: the own-GEMM column runs the gemm crate)");
+    }
     println!(
         "| shape | layout | Burn matmul GFLOP/s | dft own GEMM GFLOP/s | dft via gemm crate GFLOP/s | ({}, {} rayon threads) |\n|---|---|---:|---:|---:|---|",
         backend_name(),

@@ -160,39 +160,16 @@ fn mm(
     assert!(extent(m, n, dst_rs, 1) <= dst.len(), "attention: product outside its destination");
     assert!(extent(m, k, lhs_rs, lhs_cs) <= lhs.len(), "attention: left operand out of range");
     assert!(extent(k, n, rhs_rs, rhs_cs) <= rhs.len(), "attention: right operand out of range");
-    #[cfg(target_arch = "x86_64")]
-    if crate::sgemm::enabled() {
-        use crate::sgemm::{sgemm, View};
-        let lv = View { ptr: lhs.as_ptr(), rs: lhs_rs as isize, cs: lhs_cs as isize };
-        let rv = View { ptr: rhs.as_ptr(), rs: rhs_rs as isize, cs: rhs_cs as isize };
-        // SAFETY: as below; `enabled` implies the CPU features `sgemm` needs.
-        unsafe {
-            sgemm(m, n, k, dst.as_mut_ptr(), dst_rs, accumulate, lv, rv, matches!(par, gemm::Parallelism::Rayon(_)))
-        };
-        return;
-    }
     // SAFETY: every element the GEMM touches lies inside the slices (checked just above); `dst` is
     // exclusively borrowed and, with `accumulate`, initialised.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
+        crate::flex_matmul::gemm_f32(
+            (m, n, k),
             dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
+            dst_rs,
             accumulate,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
+            (lhs.as_ptr(), lhs_rs as isize, lhs_cs as isize),
+            (rhs.as_ptr(), rhs_rs as isize, rhs_cs as isize),
             par,
         )
     }

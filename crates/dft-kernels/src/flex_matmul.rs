@@ -118,6 +118,56 @@ fn operand_batch_index(dims: &[usize], out_batch: &[usize]) -> Vec<usize> {
     out
 }
 
+/// `C (+)= A·B` in f32, `C` `m × n` row-major with rows `ldc` apart, `A` and `B` given as (pointer, row
+/// stride, column stride): the one place that picks the GEMM for every f32 product — dft-kernels' own
+/// where [`crate::own_gemm`] (AVX2/FMA), the `gemm` crate otherwise.
+///
+/// # Safety
+/// Every element of `A`, `B` and `C` is inside its allocation; `C` is initialised when `read_dst` and
+/// overlaps neither operand.
+pub(crate) unsafe fn gemm_f32(
+    (m, n, k): (usize, usize, usize),
+    c: *mut f32,
+    ldc: usize,
+    read_dst: bool,
+    (lp, l_rs, l_cs): (*const f32, isize, isize),
+    (rp, r_rs, r_cs): (*const f32, isize, isize),
+    par: gemm::Parallelism,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::sgemm::enabled() {
+        use crate::sgemm::{sgemm, View};
+        let (lv, rv) = (View { ptr: lp, rs: l_rs, cs: l_cs }, View { ptr: rp, rs: r_rs, cs: r_cs });
+        // SAFETY: the caller's contract; `enabled` implies the CPU features `sgemm` needs.
+        unsafe { sgemm(m, n, k, c, ldc, read_dst, lv, rv, matches!(par, gemm::Parallelism::Rayon(_))) };
+        return;
+    }
+    // SAFETY: the caller's contract (`gemm` takes column strides first: dst, lhs and rhs as cs, rs).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c,
+            1,
+            ldc as isize,
+            read_dst,
+            lp,
+            l_cs,
+            l_rs,
+            rp,
+            r_cs,
+            r_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    };
+}
+
 /// `dst[g] = Σ_{(l, r) in groups[g]} L[l]·R[r]` (or `dst[g] +=` with `accumulate`), `dst` contiguous
 /// `[groups, L.rows, R.cols]`.
 ///
@@ -155,24 +205,10 @@ unsafe fn products_into(
     let run = |g: usize, par: gemm::Parallelism| {
         let p = (dst as *mut f32).wrapping_add(g * m * n);
         for (i, &(lo, ro)) in groups[g].iter().enumerate() {
-            let read_dst = accumulate || i > 0;
             let (lp, rp) = (l.data.f32s().as_ptr().wrapping_offset(lo), r.data.f32s().as_ptr().wrapping_offset(ro));
-            #[cfg(target_arch = "x86_64")]
-            if crate::sgemm::enabled() {
-                use crate::sgemm::{sgemm, View};
-                let (lv, rv) = (View { ptr: lp, rs: l.rs, cs: l.cs }, View { ptr: rp, rs: r.rs, cs: r.cs });
-                // SAFETY: as below; `enabled` implies the CPU features `sgemm` needs.
-                unsafe { sgemm(m, n, k, p, n, read_dst, lv, rv, matches!(par, gemm::Parallelism::Rayon(_))) };
-                continue;
-            }
             // SAFETY: by the contract above; without `accumulate` the first term writes the whole block
             // (read_dst false) before any later term reads it.
-            unsafe {
-                gemm::gemm(
-                    m, n, k, p, 1, n as isize, read_dst, lp, l.cs, l.rs, rp, r.cs, r.rs, 1.0, 1.0, false, false, false,
-                    par,
-                )
-            };
+            unsafe { gemm_f32((m, n, k), p, n, accumulate || i > 0, (lp, l.rs, l.cs), (rp, r.rs, r.cs), par) };
         }
     };
     // Flex's strategy: large products use every thread inside the GEMM, batches of small ones one
