@@ -22,7 +22,8 @@
 //! `--no-fused-attention` (the attention composition: the ablation of `CausalLm::with_fused_attention`),
 //! `--ab-attention` (timed steps alternate fused attention on and off in one process, as `--ab-packing`),
 //! `--ab-gemm` (timed steps alternate dft-kernels' own f32 GEMM and the `gemm` crate, as `--ab-packing`;
-//! `DFT_GEMM=crate` picks the `gemm` crate for a whole run),
+//! `--ab-gemm=avx512,avx2` any two of `own`, `avx2`, `avx512`, `crate`; `DFT_GEMM=crate` picks one GEMM
+//! for a whole run),
 //! `--kernel-stats` (per step: wall time and GFLOP/s of the matrix products, time of the fused attention,
 //! and the rest, from `dft_kernels::stats`; `tools/perf/lean_step.py --profile` splits PyTorch's step alike),
 //! `--gemm` (only the backend's f32 matmul GFLOP/s at the step's shapes; `torch_step.py --gemm` likewise).
@@ -376,6 +377,7 @@ fn driver(args: &[String]) {
                 cmd.arg(f);
             }
         }
+        cmd.args(args.iter().filter(|a| a.starts_with("--ab-gemm=")));
         let output = cmd.output().expect("spawn child");
         let stdout = String::from_utf8_lossy(&output.stdout);
         let result = stdout.lines().find_map(|l| l.strip_prefix("RESULT ")).map(serde_json::from_str::<Value>);
@@ -558,16 +560,22 @@ fn run_child<B: AutodiffBackend>(method: Method, path: LossPath, ckpt: bool, ste
         Some("row packing")
     } else if std::env::args().any(|a| a == "--ab-attention") {
         Some("fused attention")
-    } else if std::env::args().any(|a| a == "--ab-gemm") {
-        Some("own GEMM")
+    } else if std::env::args().any(|a| a == "--ab-gemm" || a.starts_with("--ab-gemm=")) {
+        Some("GEMM")
     } else {
         None
     };
+    let gemm_pair = ab_gemm_pair();
+    if ab == Some("GEMM") {
+        eprintln!("  GEMM on odd steps: {:?}, on even steps: {:?}", gemm_pair.0, gemm_pair.1);
+    }
     for s in 0..=steps {
         let on = s % 2 == 1 || s == 0;
         match ab {
             Some("row packing") => model = model.with_row_packing(on),
-            Some("own GEMM") => dft_kernels::set_own_gemm(on),
+            Some("GEMM") => {
+                dft_kernels::set_gemm_kernel(if on { gemm_pair.0 } else { gemm_pair.1 });
+            }
             Some(_) => model = model.with_fused_attention(on),
             None => {}
         }
@@ -624,6 +632,8 @@ fn run_child<B: AutodiffBackend>(method: Method, path: LossPath, ckpt: bool, ste
             dft_step::median(off.clone()),
             ratios.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>()
         );
+        let feature =
+            if feature == "GEMM" { format!("GEMM {:?} vs {:?}", gemm_pair.0, gemm_pair.1) } else { feature.into() };
         json!({"feature": feature, "on_s": on, "off_s": off, "ratios": ratios})
     });
     let med = |f: &dyn Fn(&dft_step::StepReport) -> f64| dft_step::median(timed.iter().map(f).collect());
@@ -664,6 +674,28 @@ fn run_child<B: AutodiffBackend>(method: Method, path: LossPath, ckpt: bool, ste
     println!("RESULT {result}");
 }
 
+/// The two GEMMs `--ab-gemm[=X,Y]` alternates (default: the widest own kernel, then the `gemm` crate).
+fn ab_gemm_pair() -> (dft_kernels::GemmKernel, dft_kernels::GemmKernel) {
+    use dft_kernels::GemmKernel;
+    let parse = |name: &str| match name.trim() {
+        "own" => {
+            let before = dft_kernels::gemm_kernel();
+            dft_kernels::set_own_gemm(true);
+            let widest = dft_kernels::gemm_kernel();
+            dft_kernels::set_gemm_kernel(before);
+            widest
+        }
+        "avx2" => GemmKernel::OwnAvx2,
+        "avx512" => GemmKernel::OwnAvx512,
+        "crate" => GemmKernel::Crate,
+        other => panic!("--ab-gemm: unknown GEMM {other:?} (own, avx2, avx512, crate)"),
+    };
+    let spec = std::env::args().find_map(|a| a.strip_prefix("--ab-gemm=").map(str::to_owned));
+    let spec = spec.unwrap_or_else(|| "own,crate".into());
+    let (x, y) = spec.split_once(',').unwrap_or_else(|| panic!("--ab-gemm={spec}: two GEMMs, e.g. avx512,crate"));
+    (parse(x), parse(y))
+}
+
 // ---------------------------------------------------------------------------------------------------
 // `--gemm`: f32 matmul throughput of the backend at the step's shapes (what bounds the step), to compare
 // with `tools/perf/torch_step.py --gemm` on the same machine.
@@ -685,13 +717,19 @@ fn gemm() {
     // Burn's own matmul (the `gemm` crate through Flex), then `dft_kernels::matmul` with its own GEMM and
     // with the `gemm` crate, on the three layouts a training step multiplies: A·B (forward), A·Bᵀ (∂X =
     // ∂Y·Wᵀ, the LM head) and Aᵀ·B (∂W = Xᵀ·∂Y), rounds interleaved per shape.
-    let own_default = dft_kernels::own_gemm();
-    dft_kernels::set_own_gemm(true);
-    if !dft_kernels::own_gemm() {
-        println!("(no AVX2/FMA here: the own-GEMM column runs the gemm crate)");
+    use dft_kernels::GemmKernel;
+    let default = dft_kernels::gemm_kernel();
+    // The columns: Burn, then dft_kernels::matmul with each GEMM (a kernel the CPU lacks runs the nearest
+    // it has, named here).
+    let kernels = [GemmKernel::OwnAvx2, GemmKernel::OwnAvx512, GemmKernel::Crate];
+    for k in kernels {
+        let taken = dft_kernels::set_gemm_kernel(k);
+        if taken != k {
+            println!("(this CPU cannot run {k:?}: its column runs {taken:?})");
+        }
     }
     println!(
-        "| shape | layout | Burn matmul GFLOP/s | dft own GEMM GFLOP/s | dft via gemm crate GFLOP/s | ({}, {} rayon threads) |\n|---|---|---:|---:|---:|---|",
+        "| shape | layout | Burn matmul GFLOP/s | dft own AVX2 GFLOP/s | dft own AVX-512 GFLOP/s | dft via gemm crate GFLOP/s | ({}, {} rayon threads) |\n|---|---|---:|---:|---:|---:|---|",
         backend_name(),
         rayon::current_num_threads()
     );
@@ -705,7 +743,7 @@ fn gemm() {
                 "A·Bᵀ" => (a.clone(), bt.clone().transpose()),
                 _ => (at.clone().transpose(), b.clone()),
             };
-            // 0: Burn, 1: own GEMM, 2: the gemm crate through dft_kernels::matmul.
+            // 0: Burn, 1 + i: kernels[i] through dft_kernels::matmul.
             let product = |which: usize| {
                 let (x, y) = operands();
                 if which == 0 {
@@ -714,10 +752,12 @@ fn gemm() {
                     dft_kernels::matmul(x, y)
                 }
             };
-            let mut best = [f64::INFINITY; 3];
+            let mut best = [f64::INFINITY; 4];
             for _ in 0..3 {
                 for (which, best) in best.iter_mut().enumerate() {
-                    dft_kernels::set_own_gemm(which == 1);
+                    if which > 0 {
+                        dft_kernels::set_gemm_kernel(kernels[which - 1]);
+                    }
                     let _ = product(which).into_data();
                     let t = Instant::now();
                     for _ in 0..reps {
@@ -728,12 +768,13 @@ fn gemm() {
                 }
             }
             let g = best.map(|s| 2.0 * (m * k * n) as f64 / s / 1e9);
-            println!("| {name} | {layout} | {:.1} | {:.1} | {:.1} | |", g[0], g[1], g[2]);
+            println!("| {name} | {layout} | {:.1} | {:.1} | {:.1} | {:.1} | |", g[0], g[1], g[2], g[3]);
             rows.push(json!({"shape": name, "layout": layout, "m": m, "k": k, "n": n, "seconds": best[0],
-                             "gflops": g[0], "own_gemm_gflops": g[1], "gemm_crate_gflops": g[2]}));
+                             "gflops": g[0], "own_avx2_gflops": g[1], "own_avx512_gflops": g[2],
+                             "gemm_crate_gflops": g[3]}));
         }
     }
-    dft_kernels::set_own_gemm(own_default);
+    dft_kernels::set_gemm_kernel(default);
     // Element-wise and layout ops of one decoder block at the same shapes (ms per call, best of 5).
     let mut ops = serde_json::Map::new();
     {

@@ -120,7 +120,7 @@ fn operand_batch_index(dims: &[usize], out_batch: &[usize]) -> Vec<usize> {
 
 /// `C (+)= A·B` in f32, `C` `m × n` row-major with rows `ldc` apart, `A` and `B` given as (pointer, row
 /// stride, column stride): the one place that picks the GEMM for every f32 product — dft-kernels' own
-/// where [`crate::own_gemm`] (AVX2/FMA), the `gemm` crate otherwise.
+/// ([`crate::gemm_kernel`]: AVX2 or AVX-512) or the `gemm` crate.
 ///
 /// # Safety
 /// Every element of `A`, `B` and `C` is inside its allocation; `C` is initialised when `read_dst` and
@@ -135,12 +135,16 @@ pub(crate) unsafe fn gemm_f32(
     par: gemm::Parallelism,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if crate::sgemm::enabled() {
-        use crate::sgemm::{sgemm, View};
-        let (lv, rv) = (View { ptr: lp, rs: l_rs, cs: l_cs }, View { ptr: rp, rs: r_rs, cs: r_cs });
-        // SAFETY: the caller's contract; `enabled` implies the CPU features `sgemm` needs.
-        unsafe { sgemm(m, n, k, c, ldc, read_dst, lv, rv, matches!(par, gemm::Parallelism::Rayon(_))) };
-        return;
+    {
+        let kernel = crate::sgemm::current();
+        if kernel != crate::GemmKernel::Crate {
+            use crate::sgemm::{sgemm, View};
+            let (lv, rv) = (View { ptr: lp, rs: l_rs, cs: l_cs }, View { ptr: rp, rs: r_rs, cs: r_cs });
+            let parallel = matches!(par, gemm::Parallelism::Rayon(_));
+            // SAFETY: the caller's contract; `current` only returns an own kernel the CPU runs.
+            unsafe { sgemm(kernel, m, n, k, c, ldc, read_dst, lv, rv, parallel) };
+            return;
+        }
     }
     // SAFETY: the caller's contract (`gemm` takes column strides first: dst, lhs and rhs as cs, rs).
     unsafe {

@@ -228,26 +228,57 @@ pub fn amx_available() -> bool {
     }
 }
 
-/// Whether f32 products on `Flex` — [`matmul`], [`matmul_add`] (a model's projections, LM head and their
-/// gradients) and the fused attention's per-head products — take this crate's own GEMM (an AVX2/FMA BLIS-style kernel; the default on x86-64 CPUs with AVX2 but without
-/// AVX-512) rather than the `gemm` crate Flex itself calls. `DFT_GEMM=own` / `crate` chooses either;
-/// [`set_own_gemm`] switches at run time (for A/B benchmarks).
-pub fn own_gemm() -> bool {
+/// The GEMM behind f32 products on `Flex`: [`matmul`], [`matmul_add`] (a model's projections, LM head and
+/// their gradients) and the fused attention's per-head products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmKernel {
+    /// The `gemm` crate (what Flex's own matmul calls).
+    Crate,
+    /// This crate's BLIS-style kernel for AVX2 + FMA (6 × 16 tile of 8-lane vectors).
+    OwnAvx2,
+    /// This crate's BLIS-style kernel for AVX-512F (12 × 32 tile of 16-lane vectors).
+    OwnAvx512,
+}
+
+/// The GEMM f32 products take now. The default is this crate's own widest kernel on x86-64 CPUs with
+/// AVX2 + FMA (AVX-512F where the CPU has it), the `gemm` crate elsewhere; `DFT_GEMM=own` (the widest
+/// own kernel), `avx2`, `avx512` or `crate` chooses explicitly; [`set_gemm_kernel`] switches at run time.
+pub fn gemm_kernel() -> GemmKernel {
     #[cfg(all(feature = "flex", target_arch = "x86_64"))]
     {
-        sgemm::enabled()
+        sgemm::current()
     }
     #[cfg(not(all(feature = "flex", target_arch = "x86_64")))]
     {
-        false
+        GemmKernel::Crate
     }
 }
 
-/// Chooses the own GEMM (`true`, taken where the CPU has AVX2 and FMA) or the `gemm` crate for the f32
-/// products that follow; overrides `DFT_GEMM`.
+/// Chooses the GEMM for the f32 products that follow (overrides `DFT_GEMM`); a kernel the CPU cannot run
+/// falls back to the nearest it can (AVX-512 → AVX2 → the `gemm` crate). Returns the one taken.
+pub fn set_gemm_kernel(kernel: GemmKernel) -> GemmKernel {
+    #[cfg(all(feature = "flex", target_arch = "x86_64"))]
+    {
+        sgemm::set(kernel)
+    }
+    #[cfg(not(all(feature = "flex", target_arch = "x86_64")))]
+    {
+        let _ = kernel;
+        GemmKernel::Crate
+    }
+}
+
+/// Whether f32 products take one of this crate's own GEMM kernels rather than the `gemm` crate
+/// ([`gemm_kernel`] is not [`GemmKernel::Crate`]).
+pub fn own_gemm() -> bool {
+    gemm_kernel() != GemmKernel::Crate
+}
+
+/// Chooses the widest own GEMM kernel the CPU runs (`true`; AVX-512F, else AVX2 + FMA) or the `gemm`
+/// crate for the f32 products that follow; overrides `DFT_GEMM`.
 pub fn set_own_gemm(on: bool) {
     #[cfg(all(feature = "flex", target_arch = "x86_64"))]
-    sgemm::set_enabled(on);
+    set_gemm_kernel(if on { sgemm::widest() } else { GemmKernel::Crate });
     #[cfg(not(all(feature = "flex", target_arch = "x86_64")))]
     let _ = on;
 }

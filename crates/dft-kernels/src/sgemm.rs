@@ -1,20 +1,22 @@
-//! An f32 GEMM of our own for AVX2 + FMA CPUs: `C = A·B` or `C += A·B`, `C` row-major
+//! An f32 GEMM of our own for AVX2 + FMA and AVX-512F CPUs: `C = A·B` or `C += A·B`, `C` row-major
 //! contiguous, `A` and `B` strided (row-major, column-major or any non-negative strides).
 //!
-//! The BLIS scheme: `B` is packed in blocks of `KC × NC` as panels of 16 columns (`[k][16]`, the vector
-//! operand), `A` in blocks of `MC × KC` as panels of 6 rows (`[k][6]`, broadcast), and a 6 × 16 register
-//! tile (twelve 8-lane accumulators) runs over each pair of panels: per `k`, two vector loads, six
-//! broadcasts and twelve FMAs. The `B` panel (16 KiB) stays in L1 while the `A` panels of the block
-//! (144 KiB) stream from L2. Operands stored along `k` (a transposed weight, `Xᵀ` of a weight gradient)
-//! are packed through 8 × 8 register transposes, so every layout the training step produces packs at
-//! vector speed. Threads split `C` into column strips (or row bands when `A` is the larger operand);
-//! each packs its own share.
+//! The BLIS scheme: `B` is packed in blocks of `KC × NC` as panels of `NR` columns (`[k][NR]`, the vector
+//! operand), `A` in blocks of `MC × KC` as panels of `MR` rows (`[k][MR]`, broadcast), and an `MR × NR`
+//! register tile runs over each pair of panels: per `k`, `NR / lanes` vector loads, `MR` broadcasts and
+//! `MR·NR / lanes` FMAs. The `B` panel stays near the core (L1, or L2 where a slow 512-bit FMA leaves
+//! time) while the `A` panels of the block stream from L2. Two tiles: [`Avx2`] (6 × 16, 8-lane) and
+//! [`Avx512`] (12 × 32, 16-lane). Operands stored along `k` (a transposed weight, `Xᵀ` of a weight
+//! gradient) are packed through 8 × 8 register transposes, so every layout the training step produces
+//! packs at vector speed. Threads split `C` into column strips (or row bands when `A` is the larger
+//! operand); each packs its own share.
 //!
 //! Why: on an AMD EPYC (Zen 2, AVX2) it runs a SmolLM2 training step's products at 94–96 GFLOP/s on
 //! 1 thread (89% of the FMA peak; the `gemm` crate 91–94) and 179–183 on 2 (163–167), the step 2–3% /
-//! 7–8% faster (`cargo bench --bench step -- --ab-gemm --kernel-stats`; docs/PERFORMANCE.md, stop 34).
-//! Used by default when the CPU has AVX2 and FMA but not AVX-512F (there the `gemm` crate's 16-lane
-//! kernels run instead); `DFT_GEMM=own` / `crate` chooses explicitly.
+//! 7–8% faster (stop 34); on a Zen 4 (AVX-512) at 105 GFLOP/s on 1 thread (90% of the peak; the crate
+//! 104–105) and 196–198 on 2 (182–192; stop 35) — `cargo bench --bench step -- --ab-gemm
+//! --kernel-stats`, docs/PERFORMANCE.md. The default wherever the CPU has AVX2 + FMA (the widest tile it
+//! runs); `DFT_GEMM=own` / `avx2` / `avx512` / `crate` chooses explicitly.
 
 use rayon::prelude::*;
 use std::arch::x86_64::*;
@@ -22,16 +24,84 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
-/// Rows of the register tile (broadcast operand).
-const MR: usize = 6;
-/// Columns of the register tile (two 8-lane vectors).
-const NR: usize = 16;
-/// Depth of a packed block: a `B` panel is `KC·NR·4` = 16 KiB (L1).
-const KC: usize = 256;
-/// Rows of a packed `A` block: `MC·KC·4` = 144 KiB (L2).
-const MC: usize = 144;
-/// Columns of a packed `B` block: `KC·NC·4` = 3 MiB (L3).
-const NC: usize = 3072;
+/// A register tile and the cache blocking around it.
+trait Tile {
+    /// Rows of the register tile (the broadcast operand, `A`).
+    const MR: usize;
+    /// Columns of the register tile (the vector operand, `B`).
+    const NR: usize;
+    /// Depth of a packed block: a `B` panel is `KC·NR·4` bytes and stays in L1.
+    const KC: usize;
+    /// Rows of a packed `A` block (`MC·KC·4` bytes, streamed from L2 for every `B` panel).
+    const MC: usize;
+    /// Columns of a packed `B` block (`KC·NC·4` bytes, L3).
+    const NC: usize;
+    /// The `MR × NR` tile `C (+)= Ap·Bp` over `kc` steps (`Ap` `[kc][MR]`, `Bp` `[kc][NR]`).
+    ///
+    /// # Safety
+    /// The CPU has the tile's features; `a`, `b` hold `kc` steps; `c` holds `MR` rows of `NR` floats,
+    /// `ldc` apart.
+    unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool);
+    /// [`pack`] with `W = MR`.
+    unsafe fn pack_a(dst: *mut f32, src: *const f32, ls: isize, ks: isize, kc: usize, extent: usize);
+    /// [`pack`] with `W = NR`.
+    unsafe fn pack_b(dst: *mut f32, src: *const f32, ls: isize, ks: isize, kc: usize, extent: usize);
+}
+
+/// AVX2 + FMA: a 6 × 16 tile (twelve 8-lane accumulators); per `k`, two vector loads, six broadcasts and
+/// twelve FMAs. KC 256 / MC 144 for a 32 KiB L1 and 512 KiB L2 (Zen 2).
+struct Avx2;
+
+impl Tile for Avx2 {
+    const MR: usize = 6;
+    const NR: usize = 16;
+    const KC: usize = 256;
+    const MC: usize = 144;
+    const NC: usize = 3072;
+    #[inline]
+    unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
+        kernel_avx2(kc, a, b, c, ldc, accumulate)
+    }
+    #[inline]
+    unsafe fn pack_a(dst: *mut f32, src: *const f32, ls: isize, ks: isize, kc: usize, extent: usize) {
+        pack::<6>(dst, src, ls, ks, kc, extent)
+    }
+    #[inline]
+    unsafe fn pack_b(dst: *mut f32, src: *const f32, ls: isize, ks: isize, kc: usize, extent: usize) {
+        pack::<16>(dst, src, ls, ks, kc, extent)
+    }
+}
+
+/// AVX-512F: a 12 × 32 tile (twenty-four 16-lane accumulators); per `k`, two vector loads, twelve
+/// broadcasts and twenty-four FMAs. KC 384: a 48 KiB `B` panel (L1 on Intel's recent cores, L2 on
+/// Zen 4, where a 512-bit FMA takes both 256-bit pipes, so a tile step lasts 24 cycles and its 128-byte
+/// panel row comes from L2 in time); two passes over `C` at k = 576 instead of five — KC 128 ran the LM head's
+/// product at 86–89 GFLOP/s, KC 384 at 96–97, on a Zen 4 core (`cargo bench --bench step -- --gemm`,
+/// stop 35).
+struct Avx512;
+
+impl Tile for Avx512 {
+    const MR: usize = 12;
+    const NR: usize = 32;
+    const KC: usize = 384;
+    const MC: usize = 240;
+    const NC: usize = 3072;
+    #[inline]
+    unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
+        kernel_avx512::<12>(kc, a, b, c, ldc, accumulate)
+    }
+    #[inline]
+    unsafe fn pack_a(dst: *mut f32, src: *const f32, ls: isize, ks: isize, kc: usize, extent: usize) {
+        pack::<12>(dst, src, ls, ks, kc, extent)
+    }
+    #[inline]
+    unsafe fn pack_b(dst: *mut f32, src: *const f32, ls: isize, ks: isize, kc: usize, extent: usize) {
+        pack::<32>(dst, src, ls, ks, kc, extent)
+    }
+}
+
+/// The largest tile (`MR·NR` floats) of any [`Tile`]: the edge tiles' scratch.
+const TILE_MAX: usize = 12 * 32;
 
 /// A strided f32 matrix: element `(i, j)` is `ptr[i·rs + j·cs]`.
 #[derive(Clone, Copy)]
@@ -51,79 +121,138 @@ impl View {
     }
 }
 
-/// 0: not decided yet, 1: this GEMM, 2: the `gemm` crate.
-static CHOICE: AtomicU8 = AtomicU8::new(0);
+/// The f32 GEMM products take (see [`crate::GemmKernel`]).
+pub(crate) use crate::GemmKernel as Kernel;
 
-/// Whether products take this GEMM: by default where the CPU has AVX2 and FMA but not AVX-512F (there
-/// the `gemm` crate's 16-lane kernels are wider than this one); `DFT_GEMM=own` / `crate` or
-/// [`set_enabled`] choose either explicitly (own still needs AVX2 and FMA). Another value of `DFT_GEMM`
-/// is named on stderr and ignored.
-pub(crate) fn enabled() -> bool {
-    static CPU: OnceLock<bool> = OnceLock::new();
-    let cpu = *CPU.get_or_init(supported);
+/// 0: not decided yet, else `1 + ` the index of a [`Kernel`] in [`KERNELS`].
+static CHOICE: AtomicU8 = AtomicU8::new(0);
+const KERNELS: [Kernel; 3] = [Kernel::Crate, Kernel::OwnAvx2, Kernel::OwnAvx512];
+
+/// Whether the CPU can run `kernel` (the `gemm` crate always).
+pub(crate) fn runs(kernel: Kernel) -> bool {
+    static AVX2: OnceLock<bool> = OnceLock::new();
+    static AVX512: OnceLock<bool> = OnceLock::new();
+    let avx2 = *AVX2.get_or_init(|| std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"));
+    match kernel {
+        Kernel::Crate => true,
+        Kernel::OwnAvx2 => avx2,
+        Kernel::OwnAvx512 => avx2 && *AVX512.get_or_init(|| std::is_x86_feature_detected!("avx512f")),
+    }
+}
+
+/// The widest own kernel the CPU runs (the `gemm` crate where it has no AVX2/FMA).
+pub(crate) fn widest() -> Kernel {
+    [Kernel::OwnAvx512, Kernel::OwnAvx2].into_iter().find(|&k| runs(k)).unwrap_or(Kernel::Crate)
+}
+
+/// `kernel`, or the nearest the CPU runs (AVX-512 → AVX2 → the `gemm` crate).
+fn nearest(kernel: Kernel) -> Kernel {
+    match kernel {
+        Kernel::OwnAvx512 if !runs(kernel) => nearest(Kernel::OwnAvx2),
+        Kernel::OwnAvx2 if !runs(kernel) => Kernel::Crate,
+        k => k,
+    }
+}
+
+/// The GEMM f32 products take: by default [`default_kernel`]; `DFT_GEMM=own` (the widest
+/// own kernel), `avx2`, `avx512` or `crate`, or [`set`], choose explicitly (a kernel the CPU lacks falls
+/// back to the nearest it has). Another value of `DFT_GEMM` is named on stderr and ignored.
+pub(crate) fn current() -> Kernel {
     match CHOICE.load(Ordering::Relaxed) {
-        1 => cpu,
-        2 => false,
-        _ => {
-            let default = cpu && !std::is_x86_feature_detected!("avx512f");
-            let own = match std::env::var("DFT_GEMM") {
+        0 => {
+            let default = default_kernel();
+            let chosen = match std::env::var("DFT_GEMM") {
                 Err(_) => default,
                 Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
                     "" => default,
-                    "own" | "dft" => true,
-                    "crate" | "gemm" => false,
+                    "own" | "dft" => widest(),
+                    "avx2" | "own-avx2" => Kernel::OwnAvx2,
+                    "avx512" | "own-avx512" => Kernel::OwnAvx512,
+                    "crate" | "gemm" => Kernel::Crate,
                     other => {
-                        eprintln!("DFT_GEMM={other:?} is not `own` or `crate`: the default is kept");
+                        eprintln!("DFT_GEMM={other:?} is not `own`, `avx2`, `avx512` or `crate`: the default is kept");
                         default
                     }
                 },
             };
-            let _ = CHOICE.compare_exchange(0, if own { 1 } else { 2 }, Ordering::Relaxed, Ordering::Relaxed);
-            CHOICE.load(Ordering::Relaxed) == 1 && cpu
+            let code = 1 + KERNELS.iter().position(|&k| k == nearest(chosen)).unwrap_or(0) as u8;
+            let _ = CHOICE.compare_exchange(0, code, Ordering::Relaxed, Ordering::Relaxed);
+            KERNELS[CHOICE.load(Ordering::Relaxed) as usize - 1]
         }
+        code => KERNELS[code as usize - 1],
     }
 }
 
-/// Chooses this GEMM (`true`; taken where the CPU has AVX2 and FMA) or the `gemm` crate for the
-/// following products (a bench's A/B switch; overrides `DFT_GEMM`).
-pub(crate) fn set_enabled(on: bool) {
-    CHOICE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+/// The default GEMM for this CPU: the widest own kernel it runs. In the training step it ran the
+/// products faster than the `gemm` crate on a Zen 2 (AVX2: 94–96 vs 91–94 GFLOP/s on 1 thread, 179–183
+/// vs 163–167 on 2) and as fast or faster on a Zen 4 (AVX-512: 105 vs 104–105 on 1 thread, 196–198 vs
+/// 182–192 on 2); not measured yet on an Intel core.
+fn default_kernel() -> Kernel {
+    widest()
 }
 
-/// Whether the CPU can run this GEMM at all (tests call [`sgemm`] directly where it can).
-pub(crate) fn supported() -> bool {
-    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+/// Chooses `kernel` (or the nearest the CPU runs) for the following products, overriding `DFT_GEMM`;
+/// returns the one taken.
+pub(crate) fn set(kernel: Kernel) -> Kernel {
+    let taken = nearest(kernel);
+    CHOICE.store(1 + KERNELS.iter().position(|&k| k == taken).unwrap_or(0) as u8, Ordering::Relaxed);
+    taken
 }
 
-/// Packing buffers of one thread (32-byte aligned), reused across calls.
+/// Packing buffers of one thread (64-byte aligned), reused across calls.
 #[derive(Default)]
 struct Buffers {
-    a: Vec<__m256>,
-    b: Vec<__m256>,
+    a: Vec<Line>,
+    b: Vec<Line>,
 }
+
+/// 16 floats on a 64-byte boundary (a cache line; whole-line vector loads from the packed panels).
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
 
 thread_local! {
     static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
 }
 
-/// A buffer of at least `floats` f32 (plus one vector of slack for the 8-wide stores of `pack`).
-fn grow(v: &mut Vec<__m256>, floats: usize) -> *mut f32 {
-    let vecs = floats.div_ceil(8) + 1;
-    if v.len() < vecs {
-        // SAFETY: `__m256` is plain data; the all-zero value is valid.
-        v.resize(vecs, unsafe { _mm256_setzero_ps() });
+/// A buffer of at least `floats` f32 (plus one line of slack for the 8-wide stores of `pack`).
+fn grow(v: &mut Vec<Line>, floats: usize) -> *mut f32 {
+    let lines = floats.div_ceil(16) + 1;
+    if v.len() < lines {
+        v.resize(lines, Line::default());
     }
     v.as_mut_ptr() as *mut f32
 }
 
-/// `C = A·B` (or `C += A·B` with `accumulate`), `A` `m × k`, `B` `k × n`, `C` row-major with rows `ldc`
-/// apart; on all rayon threads when `parallel`.
+/// `C = A·B` (or `C += A·B` with `accumulate`) with the own kernel `kernel`, `A` `m × k`, `B` `k × n`,
+/// `C` row-major with rows `ldc` apart; on all rayon threads when `parallel`.
 ///
 /// # Safety
-/// [`supported`]; every element of `A`, `B` (through their views) and `C` is inside its allocation;
-/// `C` is initialised when `accumulate`, and does not overlap `A` or `B`.
+/// [`runs`]`(kernel)`, and `kernel` is not [`Kernel::Crate`]; every element of `A`, `B` (through their
+/// views) and `C` is inside its allocation; `C` is initialised when `accumulate`, and does not overlap
+/// `A` or `B`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn sgemm(
+    kernel: Kernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    a: View,
+    b: View,
+    parallel: bool,
+) {
+    match kernel {
+        Kernel::OwnAvx512 => sgemm_with::<Avx512>(m, n, k, c, ldc, accumulate, a, b, parallel),
+        _ => sgemm_with::<Avx2>(m, n, k, c, ldc, accumulate, a, b, parallel),
+    }
+}
+
+/// [`sgemm`] with the tile `T`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm_with<T: Tile>(
     m: usize,
     n: usize,
     k: usize,
@@ -148,10 +277,10 @@ pub(crate) unsafe fn sgemm(
     let threads = if parallel { rayon::current_num_threads() } else { 1 };
     // Splitting columns packs all of `A` on every thread, splitting rows all of `B`: copy the smaller.
     let by_cols = m <= n;
-    let (extent, unit) = if by_cols { (n, NR) } else { (m, MR) };
+    let (extent, unit) = if by_cols { (n, T::NR) } else { (m, T::MR) };
     let parts = threads.min(extent.div_ceil(unit * 2)).max(1);
     if parts == 1 {
-        serial(m, n, k, c, ldc, accumulate, a, b);
+        serial::<T>(m, n, k, c, ldc, accumulate, a, b);
         return;
     }
     let chunk = extent.div_ceil(parts).div_ceil(unit) * unit;
@@ -165,9 +294,9 @@ pub(crate) unsafe fn sgemm(
         // column strips (or row bands) of `C`.
         unsafe {
             if by_cols {
-                serial(m, len, k, c.add(lo), ldc, accumulate, a, b.at(0, lo));
+                serial::<T>(m, len, k, c.add(lo), ldc, accumulate, a, b.at(0, lo));
             } else {
-                serial(len, n, k, c.add(lo * ldc), ldc, accumulate, a.at(lo, 0), b);
+                serial::<T>(len, n, k, c.add(lo * ldc), ldc, accumulate, a.at(lo, 0), b);
             }
         }
     });
@@ -179,38 +308,38 @@ fn block(total: usize, max: usize, unit: usize) -> usize {
     total.div_ceil(blocks).div_ceil(unit) * unit
 }
 
-/// [`sgemm`] on the calling thread.
+/// [`sgemm_with`] on the calling thread.
 #[allow(clippy::too_many_arguments)]
-unsafe fn serial(m: usize, n: usize, k: usize, c: *mut f32, ldc: usize, accumulate: bool, a: View, b: View) {
+unsafe fn serial<T: Tile>(m: usize, n: usize, k: usize, c: *mut f32, ldc: usize, accumulate: bool, a: View, b: View) {
     let mut bufs = BUFFERS.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
-    let (kc_max, mc_max, nc_max) = (block(k, KC, 1), block(m, MC, MR), block(n, NC, NR));
+    let (kc_max, mc_max, nc_max) = (block(k, T::KC, 1), block(m, T::MC, T::MR), block(n, T::NC, T::NR));
     let ap = grow(&mut bufs.a, mc_max * kc_max);
     let bp = grow(&mut bufs.b, nc_max * kc_max);
-    let mut tmp = [0f32; MR * NR];
+    let mut tmp = [0f32; TILE_MAX];
     for jc in (0..n).step_by(nc_max) {
         let nc = nc_max.min(n - jc);
         for pc in (0..k).step_by(kc_max) {
             let kc = kc_max.min(k - pc);
-            pack::<NR>(bp, b.at(pc, jc).ptr, b.cs, b.rs, kc, nc);
+            T::pack_b(bp, b.at(pc, jc).ptr, b.cs, b.rs, kc, nc);
             let acc = accumulate || pc > 0;
             for ic in (0..m).step_by(mc_max) {
                 let mc = mc_max.min(m - ic);
-                pack::<MR>(ap, a.at(ic, pc).ptr, a.rs, a.cs, kc, mc);
-                for jr in 0..nc.div_ceil(NR) {
-                    let w = NR.min(nc - jr * NR);
-                    let bpanel = bp.add(jr * kc * NR);
-                    for ir in 0..mc.div_ceil(MR) {
-                        let h = MR.min(mc - ir * MR);
-                        let apanel = ap.add(ir * kc * MR);
-                        let cp = c.add((ic + ir * MR) * ldc + jc + jr * NR);
-                        if h == MR && w == NR {
-                            kernel(kc, apanel, bpanel, cp, ldc, acc);
+                T::pack_a(ap, a.at(ic, pc).ptr, a.rs, a.cs, kc, mc);
+                for jr in 0..nc.div_ceil(T::NR) {
+                    let w = T::NR.min(nc - jr * T::NR);
+                    let bpanel = bp.add(jr * kc * T::NR);
+                    for ir in 0..mc.div_ceil(T::MR) {
+                        let h = T::MR.min(mc - ir * T::MR);
+                        let apanel = ap.add(ir * kc * T::MR);
+                        let cp = c.add((ic + ir * T::MR) * ldc + jc + jr * T::NR);
+                        if h == T::MR && w == T::NR {
+                            T::kernel(kc, apanel, bpanel, cp, ldc, acc);
                         } else {
-                            kernel(kc, apanel, bpanel, tmp.as_mut_ptr(), NR, false);
+                            T::kernel(kc, apanel, bpanel, tmp.as_mut_ptr(), T::NR, false);
                             for i in 0..h {
                                 for j in 0..w {
                                     let d = cp.add(i * ldc + j);
-                                    let v = tmp[i * NR + j];
+                                    let v = tmp[i * T::NR + j];
                                     *d = if acc { *d + v } else { v };
                                 }
                             }
@@ -223,9 +352,11 @@ unsafe fn serial(m: usize, n: usize, k: usize, c: *mut f32, ldc: usize, accumula
     BUFFERS.with(|cell| *cell.borrow_mut() = bufs);
 }
 
-/// The 6 × 16 tile `C (+)= Ap·Bp` over `kc` steps (`Ap` `[kc][6]`, `Bp` `[kc][16]`).
+/// [`Avx2`]'s 6 × 16 tile.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
+unsafe fn kernel_avx2(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
+    const MR: usize = 6;
+    const NR: usize = 16;
     let mut r = [_mm256_setzero_ps(); 2 * MR];
     for i in 0..MR {
         _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc) as *const i8);
@@ -252,6 +383,46 @@ unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usiz
         }
         _mm256_storeu_ps(row, v0);
         _mm256_storeu_ps(row.add(8), v1);
+    }
+}
+
+/// [`Avx512`]'s `MR` × 32 tile.
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel_avx512<const MR: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    const NR: usize = 32;
+    let mut r = [[_mm512_setzero_ps(); 2]; MR];
+    for i in 0..MR {
+        _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + 16) as *const i8);
+    }
+    let (mut a, mut b) = (a, b);
+    for _ in 0..kc {
+        let b0 = _mm512_loadu_ps(b);
+        let b1 = _mm512_loadu_ps(b.add(16));
+        for (i, ri) in r.iter_mut().enumerate() {
+            let x = _mm512_set1_ps(*a.add(i));
+            ri[0] = _mm512_fmadd_ps(x, b0, ri[0]);
+            ri[1] = _mm512_fmadd_ps(x, b1, ri[1]);
+        }
+        a = a.add(MR);
+        b = b.add(NR);
+    }
+    for (i, ri) in r.iter().enumerate() {
+        let row = c.add(i * ldc);
+        let (mut v0, mut v1) = (ri[0], ri[1]);
+        if accumulate {
+            v0 = _mm512_add_ps(v0, _mm512_loadu_ps(row));
+            v1 = _mm512_add_ps(v1, _mm512_loadu_ps(row.add(16)));
+        }
+        _mm512_storeu_ps(row, v0);
+        _mm512_storeu_ps(row.add(16), v1);
     }
 }
 
@@ -305,16 +476,38 @@ unsafe fn pack<const W: usize>(dst: *mut f32, src: *const f32, ls: isize, ks: is
         } else if ks == 1 && h == W {
             let mut kk = 0;
             while kk + 8 <= kc {
-                for g in 0..W.div_ceil(8) {
-                    let rows: [__m256; 8] = std::array::from_fn(|l| {
-                        if g * 8 + l < W {
-                            _mm256_loadu_ps(line(g * 8 + l).add(kk))
-                        } else {
-                            _mm256_setzero_ps()
+                if W.is_multiple_of(8) {
+                    for g in 0..W / 8 {
+                        let rows: [__m256; 8] = std::array::from_fn(|l| _mm256_loadu_ps(line(g * 8 + l).add(kk)));
+                        for (q, v) in transpose8(rows).into_iter().enumerate() {
+                            _mm256_storeu_ps(out.add((kk + q) * W + g * 8), v);
                         }
+                    }
+                } else {
+                    // The last group's 8-wide stores run past its line into the next: store line by
+                    // line, so that the next line's own stores come after.
+                    const {
+                        assert!(
+                            W.is_multiple_of(8) || W < 16,
+                            "lines of a panel not a multiple of 8 come in at most two groups"
+                        )
+                    };
+                    let groups: [[__m256; 8]; 2] = std::array::from_fn(|g| {
+                        if g * 8 >= W {
+                            return [_mm256_setzero_ps(); 8];
+                        }
+                        transpose8(std::array::from_fn(|l| {
+                            if g * 8 + l < W {
+                                _mm256_loadu_ps(line(g * 8 + l).add(kk))
+                            } else {
+                                _mm256_setzero_ps()
+                            }
+                        }))
                     });
-                    for (q, v) in transpose8(rows).into_iter().enumerate() {
-                        _mm256_storeu_ps(out.add((kk + q) * W + g * 8), v);
+                    for q in 0..8 {
+                        for (g, t) in groups.iter().enumerate().take(W.div_ceil(8)) {
+                            _mm256_storeu_ps(out.add((kk + q) * W + g * 8), t[q]);
+                        }
                     }
                 }
                 kk += 8;
@@ -366,14 +559,16 @@ mod tests {
 
     #[test]
     fn sgemm_matches_an_f64_product_in_every_layout() {
-        if !supported() {
+        let kernels: Vec<Kernel> = [Kernel::OwnAvx2, Kernel::OwnAvx512].into_iter().filter(|&k| runs(k)).collect();
+        if kernels.is_empty() {
             eprintln!("sgemm: no AVX2/FMA on this CPU; not run");
             return;
         }
-        // Edges everywhere (m, n, k not multiples of 6 / 16 / 8), blocks split along every dimension
-        // (k > KC, m > MC, n > NC), and shapes that split across threads by rows and by columns.
-        let shapes = [(1, 1, 1), (5, 7, 3), (13, 37, 29), (150, 40, 300), (37, 3100, 20), (300, 33, 17), (7, 5, 0)];
-        for &(m, n, k) in &shapes {
+        eprintln!("sgemm: kernels {kernels:?}");
+        // Edges everywhere (m, n, k not multiples of 6 or 12 / 16 or 32 / 8), blocks split along every
+        // dimension (k > KC, m > MC, n > NC), and shapes that split across threads by rows and by columns.
+        let shapes = [(1, 1, 1), (5, 7, 3), (13, 37, 29), (150, 40, 400), (37, 3100, 20), (300, 33, 17), (7, 5, 0)];
+        for (kernel, &(m, n, k)) in kernels.iter().flat_map(|k| shapes.iter().map(move |s| (*k, s))) {
             for ka in 0..3 {
                 for kb in 0..3 {
                     for (accumulate, parallel) in [(false, false), (true, true), (false, true)] {
@@ -386,12 +581,12 @@ mod tests {
                         let before = c.clone();
                         // SAFETY: the views stay inside their buffers (built by `layout`), `c` holds
                         // m rows of ldc.
-                        unsafe { sgemm(m, n, k, c.as_mut_ptr(), ldc, accumulate, av, bv, parallel) };
+                        unsafe { sgemm(kernel, m, n, k, c.as_mut_ptr(), ldc, accumulate, av, bv, parallel) };
                         for i in 0..m {
                             for j in 0..ldc {
                                 let got = c[i * ldc + j];
                                 if j >= n {
-                                    assert_eq!(got, before[i * ldc + j], "wrote past column {n}");
+                                    assert_eq!(got, before[i * ldc + j], "{kernel:?}: wrote past column {n}");
                                     continue;
                                 }
                                 let mut want: f64 = (0..k)
@@ -407,7 +602,7 @@ mod tests {
                                 let tol = 1e-5 * (k as f64 + 1.0);
                                 assert!(
                                     (got as f64 - want).abs() <= tol,
-                                    "{m}x{n}x{k} layouts {ka}/{kb} acc {accumulate} par {parallel}: C[{i},{j}] = {got}, want {want}"
+                                    "{kernel:?} {m}x{n}x{k} layouts {ka}/{kb} acc {accumulate} par {parallel}: C[{i},{j}] = {got}, want {want}"
                                 );
                             }
                         }

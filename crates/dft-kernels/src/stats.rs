@@ -56,7 +56,7 @@ impl Totals {
 /// The counters since the last [`take`].
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct KernelStats {
-    /// Matrix products through [`crate::matmul`] in f32 (the own GEMM or the `gemm` crate: [`crate::own_gemm`]).
+    /// Matrix products through [`crate::matmul`] in f32 (an own GEMM tile or the `gemm` crate: [`crate::gemm_kernel`]).
     pub products_f32: Totals,
     /// Matrix products on AMX tiles ([`crate::matmul_bf16`] and the bf16-mixed path).
     pub products_bf16: Totals,

@@ -258,19 +258,29 @@ fn matmul_cases<B: AutodiffBackend>() {
 
 #[test]
 fn matmul_matches_burn_with_gradients() {
-    // Both f32 GEMMs where the CPU has the own one (this is the only test that switches them).
+    // Every f32 GEMM the CPU runs (this is the only test that switches them).
+    use crate::GemmKernel;
     #[cfg(target_arch = "x86_64")]
-    let cpu = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+    let (avx2, avx512) = (
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"),
+        std::is_x86_feature_detected!("avx512f"),
+    );
     #[cfg(not(target_arch = "x86_64"))]
-    let cpu = false;
-    let default = crate::own_gemm();
-    for own in [true, false] {
-        crate::set_own_gemm(own);
-        assert_eq!(crate::own_gemm(), own && cpu, "the GEMM switch");
+    let (avx2, avx512) = (false, false);
+    let default = crate::gemm_kernel();
+    for kernel in [GemmKernel::OwnAvx512, GemmKernel::OwnAvx2, GemmKernel::Crate] {
+        let expect = match kernel {
+            GemmKernel::OwnAvx512 if avx2 && avx512 => kernel,
+            GemmKernel::OwnAvx512 | GemmKernel::OwnAvx2 if avx2 => GemmKernel::OwnAvx2,
+            _ => GemmKernel::Crate,
+        };
+        assert_eq!(crate::set_gemm_kernel(kernel), expect, "the GEMM switch");
+        assert_eq!(crate::gemm_kernel(), expect, "the GEMM switch");
+        assert_eq!(crate::own_gemm(), expect != GemmKernel::Crate);
         matmul_cases::<Ad>();
         matmul_cases::<AdCkpt>();
     }
-    crate::set_own_gemm(default);
+    crate::set_gemm_kernel(default);
     // Plain Flex and an empty inner dimension.
     let (a, b) = (random::<Flex, 3>([2, 6, 5], 1), random::<Flex, 3>([1, 5, 3], 2));
     assert_close(matmul(a.clone(), b.clone()), a.matmul(b), 1e-5, "plain Flex");
