@@ -48,57 +48,44 @@ trait Tile {
     unsafe fn pack_b(dst: *mut f32, src: *const f32, ls: isize, ks: isize, kc: usize, extent: usize);
 }
 
+/// `impl Tile` for `$name`: an `$mr × $nr` tile run by `$kernel`, packed by [`pack`].
+macro_rules! tile {
+    ($name:ident, $mr:literal x $nr:literal, KC $kc:literal, MC $mc:literal, NC $nc:literal, $kernel:path) => {
+        impl Tile for $name {
+            const MR: usize = $mr;
+            const NR: usize = $nr;
+            const KC: usize = $kc;
+            const MC: usize = $mc;
+            const NC: usize = $nc;
+            #[inline]
+            unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
+                $kernel(kc, a, b, c, ldc, accumulate)
+            }
+            #[inline]
+            unsafe fn pack_a(dst: *mut f32, src: *const f32, ls: isize, ks: isize, kc: usize, extent: usize) {
+                pack::<$mr>(dst, src, ls, ks, kc, extent)
+            }
+            #[inline]
+            unsafe fn pack_b(dst: *mut f32, src: *const f32, ls: isize, ks: isize, kc: usize, extent: usize) {
+                pack::<$nr>(dst, src, ls, ks, kc, extent)
+            }
+        }
+    };
+}
+
 /// AVX2 + FMA: a 6 × 16 tile (twelve 8-lane accumulators); per `k`, two vector loads, six broadcasts and
 /// twelve FMAs. KC 256 / MC 144 for a 32 KiB L1 and 512 KiB L2 (Zen 2).
 struct Avx2;
-
-impl Tile for Avx2 {
-    const MR: usize = 6;
-    const NR: usize = 16;
-    const KC: usize = 256;
-    const MC: usize = 144;
-    const NC: usize = 3072;
-    #[inline]
-    unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
-        kernel_avx2(kc, a, b, c, ldc, accumulate)
-    }
-    #[inline]
-    unsafe fn pack_a(dst: *mut f32, src: *const f32, ls: isize, ks: isize, kc: usize, extent: usize) {
-        pack::<6>(dst, src, ls, ks, kc, extent)
-    }
-    #[inline]
-    unsafe fn pack_b(dst: *mut f32, src: *const f32, ls: isize, ks: isize, kc: usize, extent: usize) {
-        pack::<16>(dst, src, ls, ks, kc, extent)
-    }
-}
+tile!(Avx2, 6 x 16, KC 256, MC 144, NC 3072, kernel_avx2);
 
 /// AVX-512F: a 12 × 32 tile (twenty-four 16-lane accumulators); per `k`, two vector loads, twelve
 /// broadcasts and twenty-four FMAs. KC 384: a 48 KiB `B` panel (L1 on Intel's recent cores, L2 on
 /// Zen 4, where a 512-bit FMA takes both 256-bit pipes, so a tile step lasts 24 cycles and its 128-byte
-/// panel row comes from L2 in time); two passes over `C` at k = 576 instead of five — KC 128 ran the LM head's
-/// product at 86–89 GFLOP/s, KC 384 at 96–97, on a Zen 4 core (`cargo bench --bench step -- --gemm`,
-/// stop 35).
+/// panel row comes from L2 in time); two passes over `C` at k = 576 instead of five — KC 128 ran the LM
+/// head's product at 86–89 GFLOP/s, KC 384 at 96–97, on a Zen 4 core (`cargo bench --bench step --
+/// --gemm`, stop 35).
 struct Avx512;
-
-impl Tile for Avx512 {
-    const MR: usize = 12;
-    const NR: usize = 32;
-    const KC: usize = 384;
-    const MC: usize = 240;
-    const NC: usize = 3072;
-    #[inline]
-    unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
-        kernel_avx512::<12>(kc, a, b, c, ldc, accumulate)
-    }
-    #[inline]
-    unsafe fn pack_a(dst: *mut f32, src: *const f32, ls: isize, ks: isize, kc: usize, extent: usize) {
-        pack::<12>(dst, src, ls, ks, kc, extent)
-    }
-    #[inline]
-    unsafe fn pack_b(dst: *mut f32, src: *const f32, ls: isize, ks: isize, kc: usize, extent: usize) {
-        pack::<32>(dst, src, ls, ks, kc, extent)
-    }
-}
+tile!(Avx512, 12 x 32, KC 384, MC 240, NC 3072, kernel_avx512::<12>);
 
 /// The largest tile (`MR·NR` floats) of any [`Tile`]: the edge tiles' scratch.
 const TILE_MAX: usize = 12 * 32;
@@ -244,21 +231,17 @@ pub(crate) unsafe fn sgemm(
     b: View,
     parallel: bool,
 ) {
+    let (c, dims) = ((c, ldc, accumulate), (m, n, k));
     match kernel {
-        Kernel::OwnAvx512 => sgemm_with::<Avx512>(m, n, k, c, ldc, accumulate, a, b, parallel),
-        _ => sgemm_with::<Avx2>(m, n, k, c, ldc, accumulate, a, b, parallel),
+        Kernel::OwnAvx512 => sgemm_with::<Avx512>(dims, c, a, b, parallel),
+        _ => sgemm_with::<Avx2>(dims, c, a, b, parallel),
     }
 }
 
-/// [`sgemm`] with the tile `T`.
-#[allow(clippy::too_many_arguments)]
+/// [`sgemm`] with the tile `T`: `(m, n, k)`, `C` as (pointer, row stride, accumulate).
 unsafe fn sgemm_with<T: Tile>(
-    m: usize,
-    n: usize,
-    k: usize,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
+    (m, n, k): (usize, usize, usize),
+    (c, ldc, accumulate): (*mut f32, usize, bool),
     a: View,
     b: View,
     parallel: bool,
