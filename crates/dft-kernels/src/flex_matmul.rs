@@ -142,7 +142,7 @@ pub(crate) unsafe fn gemm_f32(
             let (lv, rv) = (View { ptr: lp, rs: l_rs, cs: l_cs }, View { ptr: rp, rs: r_rs, cs: r_cs });
             let parallel = matches!(par, gemm::Parallelism::Rayon(_));
             // SAFETY: the caller's contract; `current` only returns an own kernel the CPU runs.
-            unsafe { sgemm(kernel, m, n, k, c, ldc, read_dst, lv, rv, parallel) };
+            unsafe { sgemm(kernel, (m, n, k), (c, ldc, read_dst), lv, rv, parallel) };
             return;
         }
     }

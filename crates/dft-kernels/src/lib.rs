@@ -277,10 +277,8 @@ pub fn own_gemm() -> bool {
 /// Chooses the widest own GEMM kernel the CPU runs (`true`; AVX-512F, else AVX2 + FMA) or the `gemm`
 /// crate for the f32 products that follow; overrides `DFT_GEMM`.
 pub fn set_own_gemm(on: bool) {
-    #[cfg(all(feature = "flex", target_arch = "x86_64"))]
-    set_gemm_kernel(if on { sgemm::widest() } else { GemmKernel::Crate });
-    #[cfg(not(all(feature = "flex", target_arch = "x86_64")))]
-    let _ = on;
+    // The widest tile falls back to the narrower one (or the crate) where the CPU lacks it.
+    set_gemm_kernel(if on { GemmKernel::OwnAvx512 } else { GemmKernel::Crate });
 }
 
 /// Why [`amx_available`] is false (a test helper).

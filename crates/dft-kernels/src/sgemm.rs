@@ -128,8 +128,8 @@ pub(crate) fn runs(kernel: Kernel) -> bool {
 }
 
 /// The widest own kernel the CPU runs (the `gemm` crate where it has no AVX2/FMA).
-pub(crate) fn widest() -> Kernel {
-    [Kernel::OwnAvx512, Kernel::OwnAvx2].into_iter().find(|&k| runs(k)).unwrap_or(Kernel::Crate)
+fn widest() -> Kernel {
+    nearest(Kernel::OwnAvx512)
 }
 
 /// `kernel`, or the nearest the CPU runs (AVX-512 → AVX2 → the `gemm` crate).
@@ -211,34 +211,28 @@ fn grow(v: &mut Vec<Line>, floats: usize) -> *mut f32 {
     v.as_mut_ptr() as *mut f32
 }
 
-/// `C = A·B` (or `C += A·B` with `accumulate`) with the own kernel `kernel`, `A` `m × k`, `B` `k × n`,
-/// `C` row-major with rows `ldc` apart; on all rayon threads when `parallel`.
+/// `C = A·B` (or `C += A·B` with `accumulate`) with the own kernel `kernel`, `(m, n, k)`: `A` `m × k`,
+/// `B` `k × n`, `C` (pointer, row stride, accumulate) row-major; on all rayon threads when `parallel`.
 ///
 /// # Safety
 /// [`runs`]`(kernel)`, and `kernel` is not [`Kernel::Crate`]; every element of `A`, `B` (through their
 /// views) and `C` is inside its allocation; `C` is initialised when `accumulate`, and does not overlap
 /// `A` or `B`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn sgemm(
     kernel: Kernel,
-    m: usize,
-    n: usize,
-    k: usize,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
+    dims: (usize, usize, usize),
+    c: (*mut f32, usize, bool),
     a: View,
     b: View,
     parallel: bool,
 ) {
-    let (c, dims) = ((c, ldc, accumulate), (m, n, k));
     match kernel {
         Kernel::OwnAvx512 => sgemm_with::<Avx512>(dims, c, a, b, parallel),
         _ => sgemm_with::<Avx2>(dims, c, a, b, parallel),
     }
 }
 
-/// [`sgemm`] with the tile `T`: `(m, n, k)`, `C` as (pointer, row stride, accumulate).
+/// [`sgemm`] with the tile `T`.
 unsafe fn sgemm_with<T: Tile>(
     (m, n, k): (usize, usize, usize),
     (c, ldc, accumulate): (*mut f32, usize, bool),
@@ -564,7 +558,7 @@ mod tests {
                         let before = c.clone();
                         // SAFETY: the views stay inside their buffers (built by `layout`), `c` holds
                         // m rows of ldc.
-                        unsafe { sgemm(kernel, m, n, k, c.as_mut_ptr(), ldc, accumulate, av, bv, parallel) };
+                        unsafe { sgemm(kernel, (m, n, k), (c.as_mut_ptr(), ldc, accumulate), av, bv, parallel) };
                         for i in 0..m {
                             for j in 0..ldc {
                                 let got = c[i * ldc + j];
